@@ -1,0 +1,136 @@
+"""gpuplan's command line: parse options, call recommender.api, render. No domain logic here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="gpuplan: plan GPU training and serving with an exact optimizer.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+Opt = Optional[str]
+JSON = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+CSV = Annotated[Opt, typer.Option("--csv", help="Also write the table as CSV to FILE ('-' = stdout).")]
+
+
+def user_errors(fn):
+    """Print a GpuplanError as one line on stderr and exit 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pydantic import ValidationError
+
+        from recommender.errors import GpuplanError
+        try:
+            return fn(*args, **kwargs)
+        except GpuplanError as exc:
+            print(f"gpuplan: error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "input"
+            print(f"gpuplan: error: {field}={err.get('input')!s}: {err['msg']}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[Opt, typer.Option(help="Model preset, e.g. llama-2-70b (see `gpuplan models`).")] = None,
+    params: Annotated[Opt, typer.Option(help="Parameter count for a standard dense shape, e.g. 100B.")] = None,
+    hf_config: Annotated[Opt, typer.Option(help="Local Hugging Face config.json (not downloaded).")] = None,
+    layers: Annotated[Opt, typer.Option(help="Override the number of layers.")] = None,
+    hidden: Annotated[Opt, typer.Option(help="Override the hidden size.")] = None,
+    heads: Annotated[Opt, typer.Option(help="Override the attention heads.")] = None,
+    kv_heads: Annotated[Opt, typer.Option(help="Override the KV heads (GQA/MQA).")] = None,
+    seq_len: Annotated[Opt, typer.Option(help="Training sequence length (default: the model's).")] = None,
+    tokens: Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default 20 per parameter).")] = None,
+    global_batch: Annotated[Opt, typer.Option(help="Global batch in tokens, e.g. 4M.")] = None,
+    gpu: Annotated[str, typer.Option(help="Accelerator id or alias, e.g. h100-sxm, 'A100 80GB'.")] = "h100-sxm",
+    count: Annotated[Opt, typer.Option(help="GPU count (= tp*pp*dp).")] = None,
+    dp: Annotated[Opt, typer.Option(help="Data-parallel degree (instead of --count).")] = None,
+    tp: Annotated[str, typer.Option(help="Tensor-parallel degree.")] = "1",
+    pp: Annotated[str, typer.Option(help="Pipeline-parallel degree.")] = "1",
+    zero: Annotated[str, typer.Option(help="ZeRO stage 0-3.")] = "1",
+    recompute: Annotated[str, typer.Option(help="Activation recomputation: none|selective|full.")] = "selective",
+    micro_batch: Annotated[str, typer.Option(help="Micro-batch size in sequences.")] = "1",
+    precision: Annotated[str, typer.Option(help="bf16|fp8|fp32.")] = "bf16",
+    acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|buy.")] = "cloud",
+    provider: Annotated[Opt, typer.Option(help="Cloud provider (default: cheapest published).")] = None,
+    headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
+    full_capex: Annotated[bool, typer.Option(help="Buying: charge the whole purchase, not the amortized share.")] = False,
+    json_out: JSON = False,
+):
+    """Memory, time and cost of ONE fixed training configuration, fully explained."""
+    from recommender import api, report
+
+    ev = api.evaluate_config(model=model, params=params, hf_config=hf_config, layers=layers, hidden=hidden,
+                             heads=heads, kv_heads=kv_heads, seq_len=seq_len, tokens=tokens,
+                             global_batch=global_batch, gpu=gpu, count=count, tp=tp, pp=pp, dp=dp,
+                             zero=zero, recompute=recompute, micro_batch=micro_batch, precision=precision,
+                             acquisition=acquisition, provider=provider, headroom=headroom,
+                             amortize=not full_capex)
+    if json_out:
+        print(report.to_json(ev))
+    else:
+        report.render_evaluation(ev)
+
+
+@app.command("catalog")
+@user_errors
+def catalog_cmd(
+    gpu: Annotated[Opt, typer.Argument(help="Show one accelerator in full, with every price.")] = None,
+    vendor: Annotated[Opt, typer.Option(help="Only this vendor (nvidia, amd, google, intel, ...).")] = None,
+    min_memory: Annotated[Opt, typer.Option(help="Only accelerators with at least this many GiB.")] = None,
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """List the accelerators gpuplan knows, with figures, prices and sources."""
+    from recommender import api, catalog, report
+    from recommender.units import parse_count
+
+    if gpu:
+        acc = catalog.accelerator(gpu)
+        prices = api.prices_frame(acc.id)
+        if json_out:
+            print(report.to_json({"accelerator": acc.model_dump(mode="json"),
+                                  "prices": prices.to_dict("records")}))
+            return
+        fields = [(k, "" if v is None else str(v), "") for k, v in acc.model_dump(mode="json").items()]
+        report.console().print(report._kv_table(acc.name, fields))
+        if len(prices):
+            report.render_frame(prices, title="\nPrices", csv_path=csv)
+        return
+    df = api.catalog_frame(vendor, None if min_memory is None else parse_count("min-memory", min_memory))
+    if json_out:
+        print(df.to_json(orient="records", indent=2))
+    else:
+        report.render_frame(df.drop(columns=["source"]), title="Accelerators (dense peaks; sources: --json or "
+                                                                "`gpuplan catalog ID`)", csv_path=csv)
+
+
+@app.command()
+@user_errors
+def models(
+    search: Annotated[Opt, typer.Argument(help="Only presets whose id, name or alias contains this.")] = None,
+    family: Annotated[Opt, typer.Option(help="Only this family (llama, qwen, deepseek, ...).")] = None,
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """List the model presets with their architecture, parameter counts and sources."""
+    from recommender import api, report
+
+    df = api.models_frame(family, search)
+    if json_out:
+        print(df.to_json(orient="records", indent=2))
+    else:
+        report.render_frame(df.drop(columns=["source", "as_of"]), title="Model presets", csv_path=csv)
+
+
+if __name__ == "__main__":
+    app()

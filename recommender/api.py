@@ -1,0 +1,152 @@
+"""The Python API: the CLI's operations, taking what a person types and returning pydantic
+objects and pandas DataFrames. The CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from recommender import catalog
+from recommender.errors import GpuplanError
+from recommender.evaluate import Evaluation, evaluate
+from recommender.spec import ModelSpec, TrainJob, TrainLayout
+from recommender.units import parse_count, parse_int
+
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022 (arXiv 2203.15556), Table 3: ~20 tokens/param
+ACQUISITIONS = {"cloud": "on_demand", "on-demand": "on_demand", "on_demand": "on_demand",
+                "ondemand": "on_demand", "spot": "spot", "reserved": "reserved", "buy": "buy"}
+RECOMPUTE = ("none", "selective", "full")
+PRECISIONS = ("bf16", "fp8", "fp32")
+
+
+def build_model(model: str | None = None, params: str | float | None = None,
+                hf_config: str | None = None, layers=None, hidden=None, heads=None,
+                kv_heads=None, seq_len=None) -> ModelSpec:
+    """A model from a preset name, a local HF config.json, or a parameter count (+ overrides)."""
+    given = [x for x in (model, params, hf_config) if x is not None]
+    if len(given) != 1:
+        raise GpuplanError("model", model or params or hf_config,
+                           "give exactly one of --model NAME, --params 100B or --hf-config PATH")
+    ints = {k: (None if v is None else parse_int(k.replace("_", "-"), v))
+            for k, v in dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                             seq_len=seq_len).items()}
+    if params is not None:
+        return catalog.dense_shape(parse_count("params", params), **ints)
+    spec = catalog.model(model) if model is not None else catalog.from_hf_config(hf_config)
+    overrides = {k: v for k, v in ints.items() if v is not None}
+    if overrides:
+        data = spec.model_dump() | overrides
+        data["source"] = spec.source + " (with overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ")"
+        spec = ModelSpec(**data)
+    return spec
+
+
+def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None) -> tuple[TrainJob, list[str]]:
+    notes = []
+    if tokens is None:
+        n_tokens = CHINCHILLA_TOKENS_PER_PARAM * spec.total_params
+        notes.append(f"--tokens not given: using the compute-optimal {CHINCHILLA_TOKENS_PER_PARAM} tokens "
+                     f"per parameter (Hoffmann et al. 2022) = {n_tokens:.3g}")
+    else:
+        n_tokens = parse_count("tokens", tokens)
+    batch = (catalog.assumption("default_global_batch_tokens") if global_batch is None
+             else parse_count("global-batch", global_batch))
+    seq = spec.seq_len if seq_len is None else parse_int("seq-len", seq_len)
+    if batch < seq:
+        raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
+    return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq), notes
+
+
+def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="selective",
+                 micro_batch=1, precision="bf16", acquisition="cloud", provider=None) -> TrainLayout:
+    acc = catalog.accelerator(gpu)
+    tp_, pp_ = parse_int("tp", tp), parse_int("pp", pp)
+    zero_ = parse_int("zero", zero, minimum=0)
+    if zero_ > 3:
+        raise GpuplanError("zero", zero, "ZeRO stage must be 0, 1, 2 or 3")
+    if str(recompute).lower() not in RECOMPUTE:
+        raise GpuplanError("recompute", recompute, f"must be one of {', '.join(RECOMPUTE)}")
+    if str(precision).lower() not in PRECISIONS:
+        raise GpuplanError("precision", precision, f"must be one of {', '.join(PRECISIONS)}")
+    acq = ACQUISITIONS.get(str(acquisition).lower())
+    if acq is None:
+        raise GpuplanError("acquisition", acquisition, "must be one of cloud, spot, reserved, buy")
+    if dp is not None:
+        dp_ = parse_int("dp", dp)
+        if count is not None and parse_int("count", count) != tp_ * pp_ * dp_:
+            raise GpuplanError("count", count, f"must equal tp*pp*dp = {tp_}*{pp_}*{dp_} = {tp_ * pp_ * dp_}")
+    elif count is not None:
+        n = parse_int("count", count)
+        if n % (tp_ * pp_):
+            raise GpuplanError("count", count, f"must be a multiple of tp*pp = {tp_ * pp_}")
+        dp_ = n // (tp_ * pp_)
+    else:
+        dp_ = 1
+    return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, dp=dp_, zero=zero_,
+                       recompute=str(recompute).lower(), micro_batch=parse_int("micro-batch", micro_batch),
+                       precision=str(precision).lower(), acquisition=acq, provider=provider)
+
+
+def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None,
+                    kv_heads=None, seq_len=None, tokens=None, global_batch=None, gpu: str, count=None,
+                    tp=1, pp=1, dp=None, zero=1, recompute="selective", micro_batch=1,
+                    precision="bf16", acquisition="cloud", provider=None, headroom=None,
+                    amortize=True) -> Evaluation:
+    """`gpuplan evaluate`: one fixed configuration in, the full breakdown out."""
+    spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
+    job, notes = build_job(spec, tokens, global_batch, seq_len)
+    layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider)
+    if headroom is not None:
+        headroom = parse_count("headroom", headroom, allow_zero=True)
+        if headroom >= 1:
+            raise GpuplanError("headroom", headroom, "must be a fraction below 1, e.g. 0.1")
+    ev = evaluate(job, layout, headroom=headroom, amortize=amortize)
+    return ev.model_copy(update={"warnings": notes + ev.warnings})
+
+
+def catalog_frame(vendor: str | None = None, min_memory_gib: float | None = None) -> pd.DataFrame:
+    """Accelerators with their headline figures, cheapest on-demand price and source."""
+    rows = []
+    for acc in catalog.accelerators().values():
+        if vendor and acc.vendor.lower() != vendor.lower():
+            continue
+        if min_memory_gib and (acc.memory_gib or 0) < min_memory_gib:
+            continue
+        prices = [p for p in catalog.prices_for(acc.id) if p.tier == "on_demand"]
+        cheapest = min(prices, key=lambda p: p.price_usd_per_gpu_hour) if prices else None
+        buy = catalog.purchase_for(acc.id)
+        rows.append({
+            "id": acc.id, "name": acc.name, "vendor": acc.vendor, "memory_gib": acc.memory_gib,
+            "memory_bw_gb_s": acc.memory_bw_gb_s, "bf16_tflops": acc.bf16_tflops,
+            "fp8_tflops": acc.fp8_tflops, "tdp_w": acc.tdp_w,
+            "on_demand_usd_per_gpu_hour": cheapest.price_usd_per_gpu_hour if cheapest else None,
+            "on_demand_provider": cheapest.provider if cheapest else None,
+            "buy_usd_per_gpu": buy.price_usd_per_gpu if buy else None,
+            "source": acc.source, "as_of": acc.as_of.isoformat(),
+        })
+    return pd.DataFrame(rows)
+
+
+def prices_frame(gpu: str) -> pd.DataFrame:
+    acc = catalog.accelerator(gpu)
+    rows = [p.model_dump(mode="json") for p in catalog.prices_for(acc.id)]
+    buy = [p.model_dump(mode="json") | {"tier": "buy"} for p in catalog.purchase_prices() if p.accelerator == acc.id]
+    return pd.DataFrame(rows + buy)
+
+
+def models_frame(family: str | None = None, search: str | None = None) -> pd.DataFrame:
+    """Presets with their architecture, derived and published parameter counts, and source."""
+    rows = []
+    for m in catalog.models().values():
+        if family and m.family.lower() != family.lower():
+            continue
+        if search and search.lower() not in (m.id + " " + m.name + " " + " ".join(m.aliases)).lower():
+            continue
+        rows.append({
+            "id": m.id, "name": m.name, "params_b": round(m.total_params / 1e9, 2),
+            "active_params_b": round(m.active_params / 1e9, 2) if m.is_moe else None,
+            "published_params_b": m.published_params_b, "layers": m.layers, "hidden": m.hidden,
+            "ffn": m.ffn, "heads": m.heads, "kv_heads": m.kv_heads, "vocab": m.vocab,
+            "seq_len": m.seq_len, "experts": f"{m.experts_per_token}/{m.experts}" if m.is_moe else "",
+            "source": m.source, "as_of": m.as_of.isoformat() if m.as_of else "",
+        })
+    return pd.DataFrame(rows)

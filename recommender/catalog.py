@@ -1,0 +1,215 @@
+"""Loading and validating the catalog (catalog/*.csv, *.yaml) and resolving names people type.
+
+Names match case-insensitively and ignoring spaces, '-', '_' and '.', against ids and aliases;
+an unknown name raises GpuplanError with a "did you mean" and the list of valid ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from catalog import DATA_DIR
+from recommender.errors import GpuplanError, did_you_mean
+from recommender.spec import (Accelerator, Assumption, CloudPrice, Efficiency, ModelSpec,
+                              PurchasePrice)
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[\s\-_.]+", "", str(name).strip().lower())
+
+
+def _rows(filename: str) -> list[dict]:
+    frame = pd.read_csv(DATA_DIR / filename, dtype=str, keep_default_na=False)
+    return [{k: v for k, v in row.items() if v != ""} for row in frame.to_dict("records")]
+
+
+def _build(kind, rows: list[dict], filename: str, listy: tuple[str, ...] = ()):
+    out = []
+    for i, row in enumerate(rows, start=2):
+        for key in listy:
+            if key in row and isinstance(row[key], str):
+                row[key] = [a.strip() for a in row[key].split(";") if a.strip()]
+        try:
+            out.append(kind(**row))
+        except (ValidationError, GpuplanError) as exc:
+            raise GpuplanError(f"catalog/{filename}", f"row {i}", str(exc).splitlines()[0]) from None
+    return out
+
+
+@functools.cache
+def accelerators() -> dict[str, Accelerator]:
+    items = _build(Accelerator, _rows("accelerators.csv"), "accelerators.csv", listy=("aliases",))
+    return {a.id: a for a in items}
+
+
+@functools.cache
+def cloud_prices() -> list[CloudPrice]:
+    return _build(CloudPrice, _rows("cloud_prices.csv"), "cloud_prices.csv")
+
+
+@functools.cache
+def purchase_prices() -> list[PurchasePrice]:
+    return _build(PurchasePrice, _rows("purchase_prices.csv"), "purchase_prices.csv")
+
+
+@functools.cache
+def efficiencies() -> dict[str, Efficiency]:
+    return {e.accelerator: e for e in _build(Efficiency, _rows("efficiency.csv"), "efficiency.csv")}
+
+
+@functools.cache
+def assumptions() -> dict[str, Assumption]:
+    raw = yaml.safe_load((DATA_DIR / "assumptions.yaml").read_text())
+    return {k: Assumption(**v) for k, v in raw.items()}
+
+
+def assumption(name: str) -> float:
+    return assumptions()[name].value
+
+
+@functools.cache
+def models() -> dict[str, ModelSpec]:
+    raw = yaml.safe_load((DATA_DIR / "models.yaml").read_text())
+    items = []
+    for i, entry in enumerate(raw):
+        try:
+            items.append(ModelSpec(**entry))
+        except (ValidationError, GpuplanError) as exc:
+            raise GpuplanError("catalog/models.yaml", entry.get("id", f"entry {i}"),
+                               str(exc).splitlines()[0]) from None
+    return {m.id: m for m in items}
+
+
+def _index(items: dict) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for key, item in items.items():
+        for name in [key, item.name, *item.aliases]:
+            index.setdefault(normalize(name), key)
+    return index
+
+
+def _resolve(field: str, name: str, items: dict, what: str) -> str:
+    key = _index(items).get(normalize(name))
+    if key is None:
+        hint = did_you_mean(name, list(items))
+        raise GpuplanError(field, name, f"unknown {what}; {hint + ' ' if hint else ''}"
+                           f"known: {', '.join(items)}")
+    return key
+
+
+def accelerator(name: str, field: str = "gpu") -> Accelerator:
+    """An accelerator by id or alias ('H100', 'A100 80GB', 'mi300x')."""
+    items = accelerators()
+    return items[_resolve(field, name, items, "accelerator")]
+
+
+def model(name: str, field: str = "model") -> ModelSpec:
+    """A preset by id or alias ('Llama-2-70B', 'llama2-70b', 'gpt3-175b')."""
+    items = models()
+    return items[_resolve(field, name, items, "model")]
+
+
+def efficiency(accelerator_id: str) -> Efficiency | None:
+    return efficiencies().get(accelerator_id)
+
+
+def prices_for(accelerator_id: str) -> list[CloudPrice]:
+    return [p for p in cloud_prices() if p.accelerator == accelerator_id]
+
+
+def purchase_for(accelerator_id: str) -> PurchasePrice | None:
+    """The purchase figure to use: a whole-system price per GPU if published, else the newest."""
+    rows = [p for p in purchase_prices() if p.accelerator == accelerator_id]
+    rows.sort(key=lambda p: (p.basis != "system_per_gpu", -p.as_of.toordinal()))
+    return rows[0] if rows else None
+
+
+def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
+    """A ModelSpec from a local Hugging Face config.json (read from disk; nothing is downloaded)."""
+    p = Path(path)
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise GpuplanError(field, path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GpuplanError(field, path, f"not valid JSON ({exc})") from None
+
+    def get(*keys, default=None):
+        for k in keys:
+            if cfg.get(k) is not None:
+                return cfg[k]
+        return default
+
+    hidden = get("hidden_size", "n_embd", "d_model")
+    heads = get("num_attention_heads", "n_head")
+    layers = get("num_hidden_layers", "n_layer", "num_layers")
+    if not (hidden and heads and layers):
+        raise GpuplanError(field, path, "needs hidden_size, num_attention_heads and num_hidden_layers")
+    ffn = get("intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden)
+    act = str(get("hidden_act", "activation_function", default="silu")).lower()
+    gated = act in ("silu", "swiglu", "geglu", "gelu_pytorch_tanh") or "glu" in act or (
+        cfg.get("model_type") in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "deepseek_v3",
+                                  "chatglm", "gemma", "gemma2"))
+    experts = get("n_routed_experts", "num_local_experts", "num_experts", default=0)
+    spec = dict(
+        id=normalize(p.parent.name or "hf-model") or "hf-model", name=str(cfg.get("_name_or_path") or p.parent.name or p.name),
+        layers=layers, hidden=hidden, ffn=ffn, heads=heads,
+        kv_heads=get("num_key_value_heads", "multi_query_group_num", default=heads),
+        head_dim=cfg.get("head_dim"),
+        vocab=get("vocab_size", "padded_vocab_size"),
+        seq_len=get("max_position_embeddings", "seq_length", "n_positions", default=4096),
+        mlp="gated" if gated else "plain",
+        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        qkv_bias=bool(get("attention_bias", "add_qkv_bias", default=cfg.get("model_type") == "qwen2")),
+        source=f"local config.json: {p}",
+    )
+    if cfg.get("multi_query_attention") is False:
+        spec["kv_heads"] = heads
+    if experts:
+        spec.update(experts=experts, experts_per_token=get("num_experts_per_tok", "top_k"),
+                    shared_experts=get("n_shared_experts", default=0),
+                    moe_ffn=get("moe_intermediate_size", default=ffn),
+                    dense_layers=get("first_k_dense_replace", default=0))
+    if cfg.get("kv_lora_rank"):
+        spec.update(attention="mla", q_lora_rank=cfg.get("q_lora_rank"), kv_lora_rank=cfg["kv_lora_rank"],
+                    qk_rope_head_dim=cfg["qk_rope_head_dim"], qk_nope_head_dim=cfg["qk_nope_head_dim"],
+                    v_head_dim=cfg["v_head_dim"])
+    try:
+        return ModelSpec(**spec)
+    except ValidationError as exc:
+        raise GpuplanError(field, path, str(exc).splitlines()[0]) from None
+
+
+# Standard dense shape for `--params N`: GPT-3/Megatron-style decoders keep about 128 units of
+# hidden size per layer (GPT-3 175B: 12288/96; Megatron 2021 Table 1 rows: 80-200) and 128 per
+# head; FFN = 4h; vocabulary 51,200 (GPT-2's 50,257 padded, Megatron-LM's default padding).
+HIDDEN_PER_LAYER = 128
+HEAD_DIM = 128
+DENSE_VOCAB = 51200
+
+
+def dense_shape(params: float, layers: int | None = None, hidden: int | None = None,
+                heads: int | None = None, kv_heads: int | None = None,
+                seq_len: int | None = None) -> ModelSpec:
+    """A standard dense decoder of about `params` parameters (12*L*h^2 + V*h), with overrides."""
+    if hidden is None:
+        guess = (params * HIDDEN_PER_LAYER / 12.0) ** (1 / 3) if layers is None else math.sqrt(
+            params / (12.0 * layers))
+        hidden = max(HEAD_DIM, int(round(guess / HEAD_DIM)) * HEAD_DIM)
+    if layers is None:
+        layers = max(1, round((params - 2 * DENSE_VOCAB * hidden) / (12 * hidden * hidden)))
+    heads = heads or max(1, hidden // HEAD_DIM)
+    return ModelSpec(
+        id=f"dense-{params / 1e9:g}b", name=f"dense {params / 1e9:g}B (standard shape)",
+        layers=layers, hidden=hidden, ffn=4 * hidden, heads=heads, kv_heads=kv_heads or heads,
+        vocab=DENSE_VOCAB, seq_len=seq_len or 4096, mlp="plain",
+        source="gpuplan standard dense shape (h/L = 128, head 128, FFN 4h)",
+    )

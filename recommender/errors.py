@@ -1,0 +1,30 @@
+"""User-facing errors: one exception family, printed by the CLI as one line, exit status 2.
+
+`assert` is reserved for internal invariants; anything a user can cause raises GpuplanError.
+"""
+
+from __future__ import annotations
+
+
+class GpuplanError(Exception):
+    """A problem with the user's input, stated as what is wrong and how to fix it.
+
+    `field` names the input (a CLI option or a scenario path), `value` what was given.
+    """
+
+    def __init__(self, field: str, value: object, message: str) -> None:
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field}={value!s}: {message}")
+
+
+def did_you_mean(word: str, choices: list[str], n: int = 3) -> str:
+    """A 'did you mean ...?' hint built from the closest known names (difflib ratio)."""
+    import difflib
+
+    close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=n, cutoff=0.5)
+    by_lower = {c.lower(): c for c in choices}
+    if close:
+        return "did you mean " + " or ".join(repr(by_lower[c]) for c in close) + "?"
+    return ""

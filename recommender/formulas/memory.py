@@ -1,0 +1,152 @@
+"""Training memory per GPU: model states, activations, framework overhead.
+
+Sources:
+- Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+  Models", Sec. 3.1 and Fig. 1: mixed-precision Adam keeps 2 + 2 + K bytes per parameter,
+  K = 12; stage 1 shards the optimizer states over data parallelism, stage 2 also the
+  gradients, stage 3 also the weights.
+- Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models",
+  Sec. 4 and Table 2: activations per layer per micro-batch s*b*h*(34 + 5*a*s/h) bytes
+  (16-bit), with tensor parallelism t: s*b*h*(10 + 24/t + 5*a*s/(h*t)); with sequence
+  parallelism: s*b*h/t*(34 + 5*a*s/h); selective recomputation drops the 5*a*s/h term; full
+  recomputation keeps only the 2*s*b*h layer input. 1F1B keeps min(p, m) micro-batches in
+  flight on the first pipeline stage (Narayanan et al. 2021, Sec. 2.2.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recommender.formulas.compute import _scalar
+
+GIB = 2**30
+
+# (weights, gradients, optimizer states) bytes per parameter
+STATE_BYTES = {
+    "bf16": (2, 2, 12),  # bf16 weights, bf16 grads, fp32 master + Adam m + v (ZeRO K = 12)
+    "fp8": (2, 2, 12),   # fp8 GEMMs keep bf16/fp32 states as bf16 mixed precision does
+    "fp32": (4, 4, 8),   # fp32 weights and grads, fp32 Adam m + v (no separate master copy)
+}
+# activation bytes relative to Korthikanti's 16-bit count
+ACTIVATION_SCALE = {"bf16": 1.0, "fp8": 1.0, "fp32": 2.0}
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    weights: object
+    gradients: object
+    optimizer: object
+
+    @property
+    def total(self):
+        return self.weights + self.gradients + self.optimizer
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per GPU on the busiest pipeline stage."""
+
+    weights: object
+    gradients: object
+    optimizer: object
+    activations: object
+    overhead: object
+
+    @property
+    def total(self):
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+
+def model_states(params, precision: str = "bf16", zero=0, dp=1) -> ModelStates:
+    """ZeRO Sec. 3.1: (2 + 2 + 12) * params bytes for mixed-precision Adam, sharded over dp.
+
+    Stage >= 1 divides optimizer states by dp, >= 2 also gradients, 3 also weights.
+    ZeRO paper Fig. 1 check: 7.5B params, dp = 64 -> 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
+    """
+    w, g, o = STATE_BYTES[precision]
+    zero, dp = np.asarray(zero), np.asarray(dp)
+    return ModelStates(
+        weights=_scalar(params * w / np.where(zero >= 3, dp, 1)),
+        gradients=_scalar(params * g / np.where(zero >= 2, dp, 1)),
+        optimizer=_scalar(params * o / np.where(zero >= 1, dp, 1)),
+    )
+
+
+def stage_params(model, tp=1, pp=1):
+    """Parameters held by one GPU of the busiest pipeline stage: layers/pp of the transformer
+    plus one vocabulary matrix (first stage: input embedding; last: output head; pp = 1: all),
+    all split over tp (Megatron's vocabulary-parallel embedding)."""
+    tp, pp = np.asarray(tp), np.asarray(pp)
+    per_layer = (model.total_params - model.embedding_params - model.hidden) / model.layers
+    single_vocab = model.embedding_params - (0 if model.tied_embeddings else model.vocab * model.hidden)
+    embed = np.where(pp == 1, model.embedding_params, single_vocab)
+    return _scalar((model.layers / pp * per_layer + embed) / tp)
+
+
+def activation_bytes_per_layer(seq, micro_batch, hidden, heads, ffn, kv_heads=None, gated=False,
+                               tp=1, recompute="none", sequence_parallel=True):
+    """Korthikanti 2022 Sec. 4, per transformer layer and micro-batch, 16-bit activations.
+
+    Written as the paper's sum of stored tensors, generalized to GQA (K and V are kv/heads the
+    size of Q) and to any FFN size and gated MLPs; for MHA with a plain 4h FFN it is exactly
+    s*b*h*(34 + 5*a*s/h) (no TP), s*b*h*(10 + 24/t + 5*a*s/(h*t)) (TP), s*b*h/t*(34 + 5*a*s/h)
+    (TP + SP). Selective recomputation drops the 5*a*s/h term; full keeps 2*s*b*h (/t with SP).
+    """
+    s, b, h, a = seq, np.asarray(micro_batch), hidden, heads
+    t = np.asarray(tp)
+    g = (kv_heads or heads) / heads
+    f_over_h = ffn / hidden
+    # not split by TP: 2 LayerNorm inputs (4), QKV input (2), MLP input (2), 2 dropout masks (2)
+    replicated = 10.0
+    # split by TP: Q (2), K and V (4g), output-projection input (2); MLP: fc outputs and act
+    mlp_mult = 6.0 if gated else 4.0
+    split = 2.0 + 4.0 * g + 2.0 + mlp_mult * f_over_h
+    scores = 5.0 * a * s / h  # softmax output (2), its dropout mask (1) and output (2), per a*s^2*b
+    rc = np.asarray(recompute)
+    scores = np.where(rc == "none", scores, 0.0)
+    if sequence_parallel:
+        per_layer = s * b * h * (replicated + split + scores) / t
+    else:
+        per_layer = s * b * h * (replicated + (split + scores) / t)
+    full_kept = s * b * h * 2.0 / np.where(sequence_parallel, t, 1)
+    return _scalar(np.where(rc == "full", full_kept, per_layer))
+
+
+def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16"):
+    """Activations on the first pipeline stage (the busiest under 1F1B), in bytes.
+
+    layers/pp layers x min(pp, m) micro-batches in flight, + the fp32 logits of the loss
+    (4*s*b*V/t bytes, counted on the busiest stage to stay conservative), + under full
+    recomputation one layer's working set while it is recomputed.
+    """
+    tp, pp, mb = np.asarray(tp), np.asarray(pp), np.asarray(micro_batch)
+    gated = model.mlp == "gated"
+    ffn = model.ffn if not model.is_moe else max(model.ffn, (model.experts_per_token
+                                                             + model.shared_experts) * model.moe_ffn)
+    kw = dict(hidden=model.hidden, heads=model.heads, ffn=ffn, kv_heads=model.kv_heads, gated=gated)
+    per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw)
+    in_flight = np.minimum(pp, np.asarray(micro_batches))
+    stored = model.layers / pp * per_layer * in_flight
+    logits = 4.0 * seq * mb * model.vocab / tp
+    working = np.where(np.asarray(recompute) == "full",
+                       activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw), 0.0)
+    return _scalar((stored + logits + working) * ACTIVATION_SCALE[precision])
+
+
+def zero3_prefetch_bytes(model, tp, zero, precision="bf16"):
+    """ZeRO-3 gathers the current and the prefetched layer's full weights: 2 layers, 16-bit."""
+    per_layer = (model.total_params - model.embedding_params) / model.layers
+    return _scalar(np.where(np.asarray(zero) == 3, 2 * per_layer / np.asarray(tp) * STATE_BYTES[precision][0], 0.0))
+
+
+def overhead_bytes(dynamic_bytes, fixed_gib: float, fragmentation: float):
+    """Framework overhead: a fixed part (CUDA context, NCCL buffers, kernels' workspaces) plus
+    allocator fragmentation as a fraction of the dynamic memory (states + activations)."""
+    return _scalar(fixed_gib * GIB + fragmentation * np.asarray(dynamic_bytes))
+
+
+def fits(total_bytes, capacity_gib: float, headroom: float):
+    """A plan fits when its memory stays below (1 - headroom) of the device's capacity."""
+    return _scalar(np.asarray(total_bytes) <= capacity_gib * GIB * (1.0 - headroom))

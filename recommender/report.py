@@ -1,0 +1,96 @@
+"""Rendering: rich tables for people, JSON and CSV for scripts. No domain logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from recommender.units import fmt_count, fmt_usd
+
+
+def console() -> Console:
+    return Console(soft_wrap=False, width=max(100, Console().width))
+
+
+def to_json(obj) -> str:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    return json.dumps(obj, indent=2, sort_keys=False)
+
+
+def _kv_table(title: str, rows: list[tuple[str, str, str]]) -> Table:
+    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column(style="dim")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def render_evaluation(ev) -> None:
+    c = console()
+    fits = "[green]fits[/green]" if ev.fits else "[red bold]DOES NOT FIT[/red bold]"
+    c.print(f"[bold]{ev.model}[/bold] ({fmt_count(ev.params)} params"
+            + (f", {fmt_count(ev.active_params)} active" if ev.active_params != ev.params else "")
+            + f") on {ev.count} x {ev.accelerator}: TP {ev.tp} x PP {ev.pp} x DP {ev.dp}, ZeRO-{ev.zero}, "
+            f"recompute {ev.recompute}, micro-batch {ev.micro_batch}, {ev.precision}, {ev.acquisition}")
+    mb = ev.memory_breakdown_gib
+    c.print(_kv_table(f"\nMemory per GPU: {ev.memory_gib_per_gpu:.1f} GiB of {ev.memory_limit_gib:.1f} "
+                      f"usable -> {fits}", [
+        ("weights", f"{mb.weights:.2f} GiB", "ZeRO Sec. 3.1"),
+        ("gradients", f"{mb.gradients:.2f} GiB", ""),
+        ("optimizer", f"{mb.optimizer:.2f} GiB", "fp32 master + Adam m, v"),
+        ("activations", f"{mb.activations:.2f} GiB", "Korthikanti 2022, 1F1B in flight"),
+        ("overhead", f"{mb.overhead:.2f} GiB", "context, buffers, fragmentation"),
+    ]))
+    st = ev.step_time_breakdown_s
+    c.print(_kv_table("\nCompute and time", [
+        ("tokens", fmt_count(ev.tokens), f"seq {ev.seq_len}, batch {ev.global_batch_seqs} seqs, "
+                                         f"{ev.micro_batches} micro-batches"),
+        ("model FLOPs", f"{ev.total_flops:.3g}", f"6ND = {ev.flops_6nd:.3g}; {ev.pf_days:,.0f} PF-days"),
+        ("hardware FLOPs", f"{ev.hardware_flops:.3g}", "with recomputation"),
+        ("step time", f"{ev.step_time_s:.2f} s", f"compute {st.compute:.2f} + bubble {st.bubble:.2f} + "
+                                                  f"TP {st.tp_comm:.2f} + PP {st.pp_comm:.2f} + DP {st.dp_comm_exposed:.2f}"),
+        ("throughput", f"{ev.tokens_per_s_per_gpu:,.0f} tok/s/GPU", f"{ev.tflops_per_gpu:.0f} model TFLOP/s per GPU"),
+        ("MFU", f"{ev.mfu:.1%}", f"HFU {ev.hfu:.1%}; kernel efficiency {ev.efficiency:.2f}"
+                                 + ("" if ev.efficiency_calibrated else " (assumed)")),
+        ("training time", f"{ev.days:,.1f} days", f"at {ev.goodput:.0%} goodput"
+                                                  + (f"; + {ev.lead_time_days:.0f} days lead time" if ev.lead_time_days else "")),
+        ("GPU-hours", f"{ev.gpu_hours:,.0f}", ""),
+    ]))
+    cost_rows = []
+    if ev.cost_usd is not None:
+        cb = ev.cost_breakdown_usd
+        where = (f"{ev.provider} at ${ev.price_usd_per_gpu_hour:.2f}/GPU-h"
+                 if ev.price_usd_per_gpu_hour is not None else ev.provider or "")
+        cost_rows.append(("cost", fmt_usd(ev.cost_usd), where))
+        for name in ("rental", "capex", "energy", "operations"):
+            if getattr(cb, name):
+                cost_rows.append((f"  {name}", fmt_usd(getattr(cb, name)), ""))
+    else:
+        cost_rows.append(("cost", "n/a", "no published price"))
+    if ev.it_power_kw is not None:
+        cost_rows.append(("power", f"{ev.it_power_kw:,.1f} kW IT", f"{ev.facility_power_kw:,.1f} kW with PUE; "
+                                                                  f"{ev.nodes} nodes"))
+    c.print(_kv_table("\nCost and power", cost_rows))
+    for w in ev.warnings:
+        c.print(f"[yellow]note:[/yellow] {w}")
+
+
+def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None) -> None:
+    if csv_path:
+        df.to_csv(csv_path if csv_path != "-" else sys.stdout, index=False)
+        if csv_path == "-":
+            return
+    t = Table(title=title or None, title_justify="left")
+    for col in df.columns:
+        t.add_column(str(col), overflow="fold")
+    for row in df.itertuples(index=False):
+        t.add_row(*["" if (v is None or (isinstance(v, float) and pd.isna(v))) else
+                    (f"{v:g}" if isinstance(v, float) else str(v)) for v in row])
+    console().print(t)

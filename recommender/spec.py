@@ -1,0 +1,298 @@
+"""Pydantic models of everything the catalog or a user states: models, accelerators, prices,
+assumptions and one training configuration.
+
+Primary fields only are stored; derived values (head_dim, parameter counts, KV bytes per token)
+are computed here, once, as properties.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["fp32", "bf16", "fp8"]
+Recompute = Literal["none", "selective", "full"]
+Acquisition = Literal["on_demand", "spot", "reserved", "buy"]
+Tier = Literal["on_demand", "spot", "reserved"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """A transformer's architecture (decoder, or BERT-style encoder), dense or MoE, MHA/GQA/MQA/MLA."""
+
+    id: str
+    name: str
+    aliases: list[str] = []
+    family: str = "custom"
+    architecture: Literal["decoder", "encoder"] = "decoder"
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    ffn: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int | None = None
+    vocab: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    mlp: Literal["gated", "plain"] = "gated"
+    tied_embeddings: bool = False
+    position: Literal["rope", "learned", "alibi", "relative"] = "rope"
+    qkv_bias: bool = False
+    linear_bias: bool = False
+    # mixture of experts
+    experts: int = 0
+    experts_per_token: int = 0
+    shared_experts: int = 0
+    moe_ffn: int | None = None
+    dense_layers: int = 0
+    # multi-head latent attention (DeepSeek-V2/V3)
+    attention: Literal["standard", "mla"] = "standard"
+    q_lora_rank: int | None = None
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+    qk_nope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    published_params_b: float | None = None
+    published_active_params_b: float | None = None
+    source: str = "user input"
+    as_of: date | None = None
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSpec":
+        from recommender.errors import GpuplanError
+
+        if self.heads % self.kv_heads:
+            raise GpuplanError("kv_heads", self.kv_heads, f"must divide heads ({self.heads})")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise GpuplanError("heads", self.heads, f"must divide hidden ({self.hidden})")
+        if self.experts and not (0 < self.experts_per_token <= self.experts and self.moe_ffn):
+            raise GpuplanError("experts_per_token", self.experts_per_token,
+                               "a MoE model needs 0 < experts_per_token <= experts and moe_ffn")
+        if self.attention == "mla" and None in (self.kv_lora_rank, self.qk_rope_head_dim,
+                                                self.qk_nope_head_dim, self.v_head_dim):
+            raise GpuplanError("attention", "mla", "needs kv_lora_rank, qk_rope_head_dim, "
+                               "qk_nope_head_dim and v_head_dim")
+        return self
+
+    # -- derived shape ---------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def dim_head(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.is_moe else 0
+
+    @property
+    def attention_params_per_layer(self) -> int:
+        """Q, K, V, O projections (+ biases); MLA: its low-rank down/up projections and norms."""
+        h, a = self.hidden, self.heads
+        if self.attention == "mla":
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * a * qk
+            else:
+                q = h * a * qk
+            kv = (h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+                  + self.kv_lora_rank * a * (self.qk_nope_head_dim + self.v_head_dim))
+            return q + kv + a * self.v_head_dim * h
+        d, kv = self.dim_head, self.kv_heads
+        weights = h * a * d + 2 * h * kv * d + a * d * h
+        bias = (a * d + 2 * kv * d) * (self.qkv_bias or self.linear_bias) + h * self.linear_bias
+        return weights + bias
+
+    def _mlp_params(self, inner: int) -> int:
+        mats = 3 if self.mlp == "gated" else 2
+        return mats * self.hidden * inner + (inner + self.hidden) * self.linear_bias
+
+    @property
+    def dense_mlp_params(self) -> int:
+        return self._mlp_params(self.ffn)
+
+    @property
+    def expert_params(self) -> int:
+        """One routed (or shared) expert's FFN."""
+        return self._mlp_params(self.moe_ffn) if self.is_moe else 0
+
+    @property
+    def norm_params_per_layer(self) -> int:
+        return 2 * self.hidden * (2 if self.linear_bias else 1)  # two norms (+ LayerNorm bias)
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding, untied output head, learned positions (BERT: + token types)."""
+        emb = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+        if self.position == "learned":
+            emb += self.seq_len * self.hidden
+        if self.architecture == "encoder":
+            emb += 2 * self.hidden + self.hidden * self.hidden + self.hidden  # token types, pooler
+        return emb
+
+    @property
+    def layer_params_dense(self) -> int:
+        return self.attention_params_per_layer + self.dense_mlp_params + self.norm_params_per_layer
+
+    @property
+    def layer_params_moe(self) -> int:
+        """A MoE layer with all its experts, the shared ones and the router."""
+        return (self.attention_params_per_layer + self.norm_params_per_layer
+                + (self.experts + self.shared_experts) * self.expert_params + self.hidden * self.experts)
+
+    @property
+    def layer_params_moe_active(self) -> int:
+        return (self.attention_params_per_layer + self.norm_params_per_layer
+                + (self.experts_per_token + self.shared_experts) * self.expert_params
+                + self.hidden * self.experts)
+
+    @property
+    def total_params(self) -> int:
+        dense_layers = self.layers - self.moe_layers
+        return (dense_layers * self.layer_params_dense + self.moe_layers * self.layer_params_moe
+                + self.embedding_params + self.hidden)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters touched per token: routed top-k plus shared experts for MoE (= total if dense)."""
+        if not self.is_moe:
+            return self.total_params
+        dense_layers = self.layers - self.moe_layers
+        return (dense_layers * self.layer_params_dense + self.moe_layers * self.layer_params_moe_active
+                + self.embedding_params + self.hidden)
+
+    @property
+    def attention_width(self) -> int:
+        """H*Q in PaLM's attention-FLOPs term: heads x head size (MLA: mean of QK and V sizes)."""
+        if self.attention == "mla":
+            return self.heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim) // 2
+        return self.heads * self.dim_head
+
+    @property
+    def matmul_params(self) -> int:
+        """Active parameters that take part in matrix multiplies: all but the input embedding
+        lookup and learned positions (a tied embedding still counts once, as the output head)."""
+        lookup = 0 if self.tied_embeddings else self.vocab * self.hidden
+        if self.position == "learned":
+            lookup += self.seq_len * self.hidden
+        return self.active_params - lookup
+
+    @property
+    def kv_dim_per_layer(self) -> int:
+        """Elements cached per token per layer: 2 * kv_heads * head_dim (MLA: latent + rope key)."""
+        if self.attention == "mla":
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.kv_heads * self.dim_head
+
+    def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
+        """KV cache per token: 2 * layers * kv_heads * head_dim * bytes (vLLM, Kwon et al. 2023)."""
+        return self.layers * self.kv_dim_per_layer * bytes_per_element
+
+
+class Accelerator(Strict):
+    """One accelerator's published figures (dense peaks, per chip or package). Empty = unpublished."""
+
+    id: str
+    name: str
+    vendor: str
+    aliases: list[str] = []
+    memory_gib: float | None = None
+    memory_bw_gb_s: float | None = None
+    fp32_tflops: float | None = None
+    tf32_tflops: float | None = None
+    bf16_tflops: float | None = None
+    fp8_tflops: float | None = None
+    int8_tops: float | None = None
+    int4_tops: float | None = None
+    gpus_per_node: int | None = None
+    intra_node_bw_gb_s: float | None = None
+    inter_node_bw_gb_s: float | None = None
+    tdp_w: float | None = None
+    source: str
+    as_of: date
+    notes: str = ""
+
+    def peak_tflops(self, precision: str) -> float | None:
+        return {"fp32": self.fp32_tflops, "tf32": self.tf32_tflops, "bf16": self.bf16_tflops,
+                "fp16": self.bf16_tflops, "fp8": self.fp8_tflops, "int8": self.int8_tops,
+                "int4": self.int4_tops}.get(precision)
+
+
+class CloudPrice(Strict):
+    accelerator: str
+    provider: str
+    tier: Tier
+    region: str = ""
+    term_months: int | None = None
+    price_usd_per_gpu_hour: float = Field(gt=0)
+    source: str
+    as_of: date
+    notes: str = ""
+
+
+class PurchasePrice(Strict):
+    accelerator: str
+    price_usd_per_gpu: float = Field(gt=0)
+    basis: Literal["gpu_only", "system_per_gpu"]
+    lead_time_days: float | None = None
+    source: str
+    as_of: date
+    notes: str = ""
+
+
+class Efficiency(Strict):
+    """Achievable fraction of dense peak for transformer training compute on one accelerator."""
+
+    accelerator: str
+    matmul_efficiency: float = Field(gt=0, le=1)
+    calibrated: bool
+    basis: str
+    source: str
+    as_of: date
+
+
+class Assumption(Strict):
+    value: float
+    unit: str
+    source: str
+    as_of: date
+    notes: str = ""
+
+
+class TrainLayout(Strict):
+    """One fixed training configuration: the decisions the planner makes."""
+
+    accelerator: str
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    dp: int = Field(1, ge=1)
+    zero: int = Field(1, ge=0, le=3)
+    recompute: Recompute = "selective"
+    micro_batch: int = Field(1, ge=1)
+    precision: Precision = "bf16"
+    acquisition: Acquisition = "on_demand"
+    provider: str | None = None
+
+    @property
+    def count(self) -> int:
+        return self.tp * self.pp * self.dp
+
+
+class TrainJob(Strict):
+    """What is trained: the model, tokens, global batch (tokens)."""
+
+    model: ModelSpec
+    tokens: float = Field(gt=0)
+    global_batch_tokens: float = Field(gt=0)
+    seq_len: int = Field(gt=0)
+
+    @property
+    def global_batch_seqs(self) -> int:
+        return max(1, round(self.global_batch_tokens / self.seq_len))

@@ -1,0 +1,116 @@
+"""Parsing of the quantities people type: "100B", "2T", "60d", "8w", "$2.5M", "50ms", "20rps".
+
+Every parser takes the field name so that an error names the field and the value.
+SI multipliers throughout (tera = 1e12, giga = 1e9); binary units only where labelled (GiB).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from recommender.errors import GpuplanError
+
+_COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
+_NUMBER = r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)"
+_DURATION_S = {
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "ms": 1e-3,
+    "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 7 * 86400.0, "wk": 7 * 86400.0, "week": 7 * 86400.0, "weeks": 7 * 86400.0,
+    "mo": 30 * 86400.0, "month": 30 * 86400.0, "months": 30 * 86400.0,
+    "y": 365 * 86400.0, "yr": 365 * 86400.0, "year": 365 * 86400.0, "years": 365 * 86400.0,
+}
+
+
+def _text(value: object) -> str:
+    return str(value).strip().replace(",", "").replace("_", "")
+
+
+def _finite_positive(field: str, raw: object, x: float, allow_zero: bool) -> float:
+    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
+        need = "zero or more" if allow_zero else "greater than zero"
+        raise GpuplanError(field, raw, f"must be {need}")
+    return x
+
+
+def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
+    """'100B' -> 1e11, '2T' -> 2e12, '1.5k' -> 1500, '3e9' -> 3e9 (parameters, tokens, counts)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _finite_positive(field, value, float(value), allow_zero)
+    text = _text(value).lower()
+    m = re.fullmatch(_NUMBER + r"\s*([kmbgtp]?)(?:tokens?|params?)?", text)
+    if text.startswith("-"):
+        raise GpuplanError(field, value, "must be greater than zero")
+    if not m:
+        raise GpuplanError(field, value, "cannot parse as a count; use e.g. 100B, 2T, 1.5M, 3e9")
+    return _finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], allow_zero)
+
+
+def parse_int(field: str, value: object, minimum: int = 1) -> int:
+    """A whole number >= minimum ('8', '1k' -> 1000)."""
+    x = parse_count(field, value, allow_zero=minimum <= 0)
+    if x != int(x):
+        raise GpuplanError(field, value, "must be a whole number")
+    if x < minimum:
+        raise GpuplanError(field, value, f"must be at least {minimum}")
+    return int(x)
+
+
+def parse_duration_s(field: str, value: object) -> float:
+    """'60d' -> 5184000 s; '8w', '36h', '50ms', '1.5s', '2mo' (30 d), '1y' (365 d)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise GpuplanError(field, value, "give a unit, e.g. 60d, 8w, 36h, 50ms")
+    text = _text(value).lower()
+    if text.startswith("-"):
+        raise GpuplanError(field, value, "must be greater than zero")
+    m = re.fullmatch(_NUMBER + r"\s*([a-z]+)", text)
+    if not m or m.group(2) not in _DURATION_S:
+        raise GpuplanError(field, value, "cannot parse as a duration; use e.g. 60d, 8w, 36h, 50ms")
+    return _finite_positive(field, value, float(m.group(1)) * _DURATION_S[m.group(2)], False)
+
+
+def parse_days(field: str, value: object) -> float:
+    """A duration in days: '60d' -> 60, '8w' -> 56, '36h' -> 1.5."""
+    return parse_duration_s(field, value) / 86400.0
+
+
+def parse_usd(field: str, value: object) -> float:
+    """'$2.5M' -> 2.5e6, '800k' -> 8e5, '$1,200' -> 1200."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _finite_positive(field, value, float(value), True)
+    text = _text(value).lower().removeprefix("usd").strip()
+    if text.startswith("-"):
+        raise GpuplanError(field, value, "must be zero or more")
+    m = re.fullmatch(r"\$?\s*" + _NUMBER + r"\s*([kmbt]?)(?:\s*usd)?", text)
+    if not m:
+        raise GpuplanError(field, value, "cannot parse as money; use e.g. $2.5M, 800k, 1200")
+    return _finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], True)
+
+
+def parse_rate_per_s(field: str, value: object) -> float:
+    """'20rps', '20/s', '1200/min', '20' -> requests per second."""
+    text = _text(value).lower()
+    m = re.fullmatch(_NUMBER + r"\s*(rps|/s|req/s|/min|rpm|)", text)
+    if not m:
+        raise GpuplanError(field, value, "cannot parse as a rate; use e.g. 20rps, 1200/min")
+    scale = 1 / 60 if m.group(2) in ("/min", "rpm") else 1.0
+    return _finite_positive(field, value, float(m.group(1)) * scale, False)
+
+
+def fmt_count(x: float) -> str:
+    """1.75e11 -> '175B' (for display)."""
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def fmt_usd(x: float) -> str:
+    """2.5e6 -> '$2.50M'."""
+    for suffix, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"${x / scale:,.2f}{suffix}"
+    return f"${x:,.2f}"
