@@ -41,7 +41,7 @@ def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _finite_positive(field, value, float(value), allow_zero)
     text = _text(value).lower()
-    m = re.fullmatch(_NUMBER + r"\s*([kmbgtp]?)(?:tokens?|params?)?", text)
+    m = re.fullmatch(_NUMBER + r"\s*([kmbgtp]?)\s*(?:tokens?|params?)?", text)
     if text.startswith("-"):
         raise GpuplanError(field, value, "must be greater than zero")
     if not m:
@@ -66,6 +66,8 @@ def parse_duration_s(field: str, value: object) -> float:
     text = _text(value).lower()
     if text.startswith("-"):
         raise GpuplanError(field, value, "must be greater than zero")
+    if re.fullmatch(_NUMBER, text):
+        raise GpuplanError(field, value, "give a unit, e.g. 60d, 8w, 36h, 50ms")
     m = re.fullmatch(_NUMBER + r"\s*([a-z]+)", text)
     if not m or m.group(2) not in _DURATION_S:
         raise GpuplanError(field, value, "cannot parse as a duration; use e.g. 60d, 8w, 36h, 50ms")

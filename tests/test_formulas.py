@@ -1,0 +1,141 @@
+"""The formulas against published figures (each expected value cites where it comes from)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from recommender import catalog
+from recommender.formulas import compute, cost, memory
+
+
+# -- compute ---------------------------------------------------------------------------------
+
+def test_gpt3_training_compute_is_3_14e23():
+    """Brown et al. 2020, Table D.1: GPT-3 175B trained on 300B tokens, 3.14e23 FLOPs, 3,640 PF-days."""
+    gpt3 = catalog.model("gpt-3-175b")
+    flops = compute.kaplan_6nd(gpt3.matmul_params, 300e9)
+    assert flops == pytest.approx(3.14e23, rel=0.005)
+    assert compute.pf_days(flops) == pytest.approx(3640, rel=0.005)
+
+
+def test_palm_attention_term_and_recompute():
+    """PaLM App. B: 6N + 12*L*H*Q*T; selective recompute adds 4LHQT, full adds 2N + 4LHQT."""
+    n, L, hq, t = 1e9, 24, 2048, 2048
+    f = compute.flops_per_token(n, L, hq, t, "none")
+    assert f.model == 6 * n + 12 * L * hq * t
+    assert f.hardware == f.model
+    assert compute.flops_per_token(n, L, hq, t, "selective").recompute == 4 * L * hq * t
+    assert compute.flops_per_token(n, L, hq, t, "full").hardware == 8 * n + 16 * L * hq * t
+
+
+def test_flops_vectorize_over_recompute_modes():
+    f = compute.flops_per_token(1e9, 24, 2048, 2048, np.array(["none", "selective", "full"]))
+    assert list(f.recompute) == [0.0, 4 * 24 * 2048 * 2048, 2e9 + 4 * 24 * 2048 * 2048]
+
+
+def test_moe_flops_use_active_params():
+    """Mixtral 8x7B: 46.7B total, 12.9B active (Mistral AI announcement); 6ND uses active."""
+    mx = catalog.model("mixtral-8x7b")
+    assert mx.active_params == pytest.approx(12.9e9, rel=0.02)
+    f = compute.flops_per_token(mx.matmul_params, mx.layers, mx.attention_width, 4096, "none")
+    assert f.dense == pytest.approx(6 * 12.9e9, rel=0.03)
+    assert f.dense < 6 * mx.total_params / 3
+
+
+# -- model states (ZeRO) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage,gb", [(0, 120), (1, 31.4), (2, 16.6), (3, 1.9)])
+def test_zero_paper_7_5b_on_64_gpus(stage, gb):
+    """Rajbhandari et al. 2020, Fig. 1: 7.5B params, Nd = 64, K = 12: 120 / 31.4 / 16.6 / 1.9 GB."""
+    states = memory.model_states(7.5e9, "bf16", zero=stage, dp=64)
+    assert round(states.total / 1e9, 1) == gb
+
+
+def test_seed_table_7b_fp16_weights_14gb():
+    """A 7B model's fp16 weights take 14 GB (2 bytes per parameter)."""
+    assert memory.model_states(7e9, "bf16").weights == 14e9
+
+
+def test_seed_table_1b_fp32_adam_16gb():
+    """1B parameters trained in fp32 with Adam: weights 4 + grads 4 + m 4 + v 4 = 16 GB."""
+    assert memory.model_states(1e9, "fp32").total == 16e9
+
+
+@given(st.integers(1, 1024), st.sampled_from(["bf16", "fp32"]))
+def test_zero_stages_never_increase_memory(dp, precision):
+    totals = [memory.model_states(1e9, precision, z, dp).total for z in range(4)]
+    assert totals == sorted(totals, reverse=True)
+
+
+# -- activations (Korthikanti et al. 2022, Table 2) --------------------------------------------
+
+# GPT-3 175B shape (Korthikanti Table 3): a = 96, h = 12288, s = 2048; micro-batch 1, t = 8
+S, B, H, A, T = 2048, 1, 12288, 96, 8
+KW = dict(hidden=H, heads=A, ffn=4 * H)
+
+
+def test_korthikanti_no_parallelism():
+    expected = S * B * H * (34 + 5 * A * S / H)
+    assert memory.activation_bytes_per_layer(S, B, tp=1, recompute="none", **KW) == pytest.approx(expected)
+
+
+def test_korthikanti_tensor_parallel_without_sp():
+    expected = S * B * H * (10 + 24 / T + 5 * A * S / (H * T))
+    got = memory.activation_bytes_per_layer(S, B, tp=T, recompute="none", sequence_parallel=False, **KW)
+    assert got == pytest.approx(expected)
+
+
+def test_korthikanti_tensor_and_sequence_parallel():
+    expected = S * B * H / T * (34 + 5 * A * S / H)
+    assert memory.activation_bytes_per_layer(S, B, tp=T, recompute="none", **KW) == pytest.approx(expected)
+
+
+def test_korthikanti_selective_recompute():
+    expected = S * B * H / T * 34
+    assert memory.activation_bytes_per_layer(S, B, tp=T, recompute="selective", **KW) == pytest.approx(expected)
+
+
+def test_korthikanti_full_recompute():
+    assert memory.activation_bytes_per_layer(S, B, tp=T, recompute="full", **KW) == pytest.approx(2 * S * B * H / T)
+    assert memory.activation_bytes_per_layer(S, B, tp=1, recompute="full", **KW) == pytest.approx(2 * S * B * H)
+
+
+def test_korthikanti_gpt3_total_selective_fits_paper_figure():
+    """Korthikanti Fig. 7 / Sec. 6.1: GPT-3 175B, t = 8, p = 8 with SP + selective recompute
+    stores about 34*s*b*h*L/t bytes on the first stage: 34 * 2048 * 12288 * 96 / 8 = 10.3 GB."""
+    per_layer = memory.activation_bytes_per_layer(S, B, tp=T, recompute="selective", **KW)
+    assert per_layer * 96 / 1e9 == pytest.approx(34 * S * B * H * 96 / T / 1e9)
+
+
+def test_gqa_shrinks_activations():
+    mha = memory.activation_bytes_per_layer(S, B, tp=1, recompute="selective", kv_heads=A, **KW)
+    gqa = memory.activation_bytes_per_layer(S, B, tp=1, recompute="selective", kv_heads=8, **KW)
+    assert gqa < mha
+
+
+# -- KV cache ---------------------------------------------------------------------------------
+
+def test_opt_13b_kv_cache_800kb_per_token():
+    """Kwon et al. 2023 (vLLM), Sec. 3: OPT-13B holds 800 KB of KV cache per token
+    (2 (K, V) x 5120 hidden x 40 layers x 2 bytes = 819,200 B = 800 KiB)."""
+    assert catalog.model("opt-13b").kv_bytes_per_token(2) == 819_200
+
+
+# -- cost --------------------------------------------------------------------------------------
+
+def test_cloud_cost_is_gpu_hours_times_price():
+    """DeepSeek-V3 report: 2.788M H800 GPU-hours at $2/GPU-hour = $5.576M."""
+    days = 2.788e6 / 2048 / 24
+    assert cost.cloud_cost(2048, days, 2.0).total == pytest.approx(5.576e6)
+
+
+def test_buy_cost_components_by_hand():
+    c = cost.buy_cost(count=8, days=365, system_price_per_gpu=40_000, tdp_w=700, pue=1.5, usd_per_kwh=0.1,
+                      ops_fraction_per_year=0.05, useful_life_years=5)
+    assert c.capex == pytest.approx(8 * 40_000 / 5)
+    assert c.energy == pytest.approx(8 * 0.7 * 1.5 * 365 * 24 * 0.1)
+    assert c.operations == pytest.approx(8 * 40_000 * 0.05)
+    full = cost.buy_cost(8, 365, 40_000, 700, 1.5, 0.1, 0.05, 5, amortize=False)
+    assert full.capex == 8 * 40_000
+    owned = cost.buy_cost(8, 365, 40_000, 700, 1.5, 0.1, 0.05, 5, owned=True)
+    assert owned.capex == 0 and owned.energy == c.energy
