@@ -122,14 +122,29 @@ def efficiency(accelerator_id: str) -> Efficiency | None:
 
 
 def prices_for(accelerator_id: str) -> list[CloudPrice]:
-    return [p for p in cloud_prices() if p.accelerator == accelerator_id]
+    """Current cloud prices: the newest snapshot per (provider, tier, term, region)."""
+    newest: dict[tuple, CloudPrice] = {}
+    for p in cloud_prices():
+        if p.accelerator != accelerator_id:
+            continue
+        key = (p.provider.lower(), p.tier, p.term_months, p.region)
+        if key not in newest or p.as_of > newest[key].as_of:
+            newest[key] = p
+    return sorted(newest.values(), key=lambda p: (p.tier, p.price_usd_per_gpu_hour, p.provider))
 
 
 def purchase_for(accelerator_id: str) -> PurchasePrice | None:
-    """The purchase figure to use: a whole-system price per GPU if published, else the newest."""
-    rows = [p for p in purchase_prices() if p.accelerator == accelerator_id]
+    """The purchase price to use: the newest whole-system price per GPU if one is published
+    (it includes the server's share), else the newest GPU-only price."""
+    rows = [p for p in purchase_prices() if p.accelerator == accelerator_id and p.price_usd_per_gpu]
     rows.sort(key=lambda p: (p.basis != "system_per_gpu", -p.as_of.toordinal()))
     return rows[0] if rows else None
+
+
+def lead_time_days(accelerator_id: str) -> float | None:
+    """The newest published delivery lead time for buying this accelerator, if any."""
+    rows = [p for p in purchase_prices() if p.accelerator == accelerator_id and p.lead_time_days is not None]
+    return max(rows, key=lambda p: p.as_of).lead_time_days if rows else None
 
 
 def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:

@@ -25,6 +25,7 @@ class MemoryGiB(BaseModel):
 
 class StepTimeS(BaseModel):
     compute: float
+    memory: float
     bubble: float
     tp_comm: float
     pp_comm: float
@@ -50,6 +51,7 @@ class Evaluation(BaseModel):
     count: int
     tp: int
     pp: int
+    vp: int
     dp: int
     zero: int
     recompute: str
@@ -99,6 +101,10 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
         raise GpuplanError("tp", layout.tp, f"must divide the {m.heads} attention heads of {m.id}")
     if m.layers % layout.pp:
         raise GpuplanError("pp", layout.pp, f"must divide the {m.layers} layers of {m.id}")
+    if m.layers % (layout.pp * layout.vp):
+        raise GpuplanError("vp", layout.vp, f"pp*vp = {layout.pp * layout.vp} must divide the {m.layers} layers of {m.id}")
+    if layout.vp > 1 and layout.pp == 1:
+        raise GpuplanError("vp", layout.vp, "virtual pipeline stages need pp > 1")
     if acc.peak_tflops(layout.precision) is None:
         have = [p for p in ("bf16", "fp8", "fp32") if acc.peak_tflops(p)]
         raise GpuplanError("precision", layout.precision, f"{acc.id} has no published "
@@ -117,7 +123,7 @@ def _price(acc: Accelerator, layout: TrainLayout):
 
 
 def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
-             amortize: bool = True, owned: bool = False) -> Evaluation:
+             amortize: bool = True, owned: bool = False, efficiency: float | None = None) -> Evaluation:
     """Memory, time and cost of training `job` with `layout`, with every term explained."""
     acc = catalog.accelerator(layout.accelerator)
     check_layout(job, layout, acc)
@@ -126,6 +132,8 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     eff_row = catalog.efficiency(acc.id)
     if eff_row is None:
         raise GpuplanError("gpu", acc.id, "no efficiency figure in catalog/efficiency.csv")
+    if efficiency is not None:  # calibration sweeps (benchmarks/validate.py) try other values
+        eff_row = eff_row.model_copy(update={"matmul_efficiency": efficiency, "calibrated": True})
     m, L = job.model, layout
     warnings: list[str] = []
 
@@ -142,7 +150,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     params_gpu = memory.stage_params(m, L.tp, L.pp)
     states = memory.model_states(params_gpu, L.precision, L.zero, L.dp)
     acts = memory.activation_bytes(m, job.seq_len, L.micro_batch, L.tp, L.pp, L.recompute,
-                                   micro_batches, L.precision)
+                                   micro_batches, L.precision, L.vp)
     acts += memory.zero3_prefetch_bytes(m, L.tp, L.zero, L.precision)
     overhead = memory.overhead_bytes(states.total + acts, a("framework_overhead_gib"),
                                      a("allocator_fragmentation"))
@@ -162,10 +170,14 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     st = performance.step_time(
         hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=L.micro_batch,
         micro_batches=micro_batches, hidden=m.hidden, layers=m.layers, tp=L.tp, pp=L.pp, dp=L.dp,
-        zero=L.zero, params_per_gpu=params_gpu, peak_tflops=peak, efficiency=eff_row.matmul_efficiency,
+        zero=L.zero, vp=L.vp, params_per_gpu=params_gpu, peak_tflops=peak, efficiency=eff_row.matmul_efficiency,
         gpus_per_node=gpus_per_node, intra_gb_s=intra, inter_gb_s=inter,
         comm_efficiency=a("comm_efficiency"), act_bytes=act_bytes,
-        grad_bytes=memory.STATE_BYTES[L.precision][1], recompute=L.recompute)
+        grad_bytes=memory.STATE_BYTES[L.precision][1], recompute=L.recompute,
+        activation_bytes_per_layer=memory.activation_bytes_per_layer(
+            job.seq_len, L.micro_batch, m.hidden, m.heads, memory.mlp_width(m), m.kv_heads,
+            m.mlp == "gated", L.tp, "selective"),
+        memory_bw_gb_s=acc.memory_bw_gb_s)
     step = st.total
     tokens_per_step = effective_batch * job.seq_len
     tokens_s_gpu = tokens_per_step / step / L.count
@@ -188,9 +200,9 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         else:
             system = 0.0 if price is None else price.price_usd_per_gpu * (
                 1.0 if price.basis == "system_per_gpu" else 1.0 + a("server_share_of_gpu_price"))
-            lead = 0.0 if owned or price is None else (price.lead_time_days or 0.0)
+            lead = 0.0 if owned else (catalog.lead_time_days(acc.id) or 0.0)
             job_cost = cost.buy_cost(L.count, days, system, acc.tdp_w, a("pue"), a("electricity_usd_per_kwh"),
-                                     a("operations_fraction_per_year"), a("useful_life_years"),
+                                     a("colocation_usd_per_kw_month"), a("useful_life_years"),
                                      amortize=amortize, owned=owned)
             provider = "owned" if owned else "purchase"
     elif price is None:
@@ -210,7 +222,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     gib = lambda x: float(x) / GIB  # noqa: E731
     return Evaluation(
         model=m.id, params=m.total_params, active_params=m.active_params,
-        accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, dp=L.dp, zero=L.zero,
+        accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, zero=L.zero,
         recompute=L.recompute, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
         fits=fits, memory_gib_per_gpu=gib(mem.total), memory_capacity_gib=acc.memory_gib,
@@ -222,9 +234,9 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         micro_batches=micro_batches, total_flops=total_flops,
         hardware_flops=fpt.hardware * job.tokens, flops_6nd=compute.kaplan_6nd(m.active_params, job.tokens),
         pf_days=compute.pf_days(total_flops), step_time_s=step,
-        step_time_breakdown_s=StepTimeS(compute=st.compute, bubble=st.bubble, tp_comm=st.tp_comm,
+        step_time_breakdown_s=StepTimeS(compute=st.compute, memory=st.memory, bubble=st.bubble, tp_comm=st.tp_comm,
                                         pp_comm=st.pp_comm, dp_comm_exposed=st.dp_comm_exposed),
-        bubble_fraction=(L.pp - 1) / micro_batches, days=days, lead_time_days=lead,
+        bubble_fraction=(L.pp - 1) / (L.vp * micro_batches), days=days, lead_time_days=lead,
         gpu_hours=gpu_hours, mfu=model_tflops / peak, hfu=fpt.hardware * tokens_s_gpu / 1e12 / peak,
         tflops_per_gpu=model_tflops, tokens_per_s_per_gpu=tokens_s_gpu,
         efficiency=eff_row.matmul_efficiency, efficiency_calibrated=eff_row.calibrated, goodput=goodput,

@@ -54,7 +54,7 @@ def render_evaluation(ev) -> None:
                                          f"{ev.micro_batches} micro-batches"),
         ("model FLOPs", f"{ev.total_flops:.3g}", f"6ND = {ev.flops_6nd:.3g}; {ev.pf_days:,.0f} PF-days"),
         ("hardware FLOPs", f"{ev.hardware_flops:.3g}", "with recomputation"),
-        ("step time", f"{ev.step_time_s:.2f} s", f"compute {st.compute:.2f} + bubble {st.bubble:.2f} + "
+        ("step time", f"{ev.step_time_s:.2f} s", f"compute {st.compute:.2f} + memory {st.memory:.2f} + bubble {st.bubble:.2f} + "
                                                   f"TP {st.tp_comm:.2f} + PP {st.pp_comm:.2f} + DP {st.dp_comm_exposed:.2f}"),
         ("throughput", f"{ev.tokens_per_s_per_gpu:,.0f} tok/s/GPU", f"{ev.tflops_per_gpu:.0f} model TFLOP/s per GPU"),
         ("MFU", f"{ev.mfu:.1%}", f"HFU {ev.hfu:.1%}; kernel efficiency {ev.efficiency:.2f}"

@@ -239,7 +239,7 @@ class CloudPrice(Strict):
 
 class PurchasePrice(Strict):
     accelerator: str
-    price_usd_per_gpu: float = Field(gt=0)
+    price_usd_per_gpu: float | None = Field(None, gt=0)
     basis: Literal["gpu_only", "system_per_gpu"]
     lead_time_days: float | None = None
     source: str
@@ -272,6 +272,7 @@ class TrainLayout(Strict):
     accelerator: str
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)
+    vp: int = Field(1, ge=1)  # virtual pipeline stages per GPU (interleaved 1F1B)
     dp: int = Field(1, ge=1)
     zero: int = Field(1, ge=0, le=3)
     recompute: Recompute = "selective"

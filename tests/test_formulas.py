@@ -131,11 +131,11 @@ def test_cloud_cost_is_gpu_hours_times_price():
 
 def test_buy_cost_components_by_hand():
     c = cost.buy_cost(count=8, days=365, system_price_per_gpu=40_000, tdp_w=700, pue=1.5, usd_per_kwh=0.1,
-                      ops_fraction_per_year=0.05, useful_life_years=5)
+                      colo_usd_per_kw_month=200, useful_life_years=5)
     assert c.capex == pytest.approx(8 * 40_000 / 5)
     assert c.energy == pytest.approx(8 * 0.7 * 1.5 * 365 * 24 * 0.1)
-    assert c.operations == pytest.approx(8 * 40_000 * 0.05)
-    full = cost.buy_cost(8, 365, 40_000, 700, 1.5, 0.1, 0.05, 5, amortize=False)
+    assert c.operations == pytest.approx(8 * 0.7 * 200 * 12)
+    full = cost.buy_cost(8, 365, 40_000, 700, 1.5, 0.1, 200, 5, amortize=False)
     assert full.capex == 8 * 40_000
-    owned = cost.buy_cost(8, 365, 40_000, 700, 1.5, 0.1, 0.05, 5, owned=True)
+    owned = cost.buy_cost(8, 365, 40_000, 700, 1.5, 0.1, 200, 5, owned=True)
     assert owned.capex == 0 and owned.energy == c.energy

@@ -2,7 +2,8 @@
 
 cloud = GPU-hours x price per GPU-hour (on-demand, spot or reserved).
 buy   = capex x (amortized share of the useful life, or all of it)
-        + energy (TDP x PUE x hours x $/kWh) + operations (a yearly fraction of capex);
+        + energy (TDP x PUE x hours x $/kWh) + operations (colocation: $ per kW of IT load per
+        month, which covers space, power delivery and cooling, not the energy itself);
         buying adds its lead time before the job can start.
 owned = energy + operations only (the capex is already spent).
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from recommender.formulas.compute import _scalar
 
-HOURS_PER_YEAR = 365.0 * 24.0
+DAYS_PER_MONTH = 365.0 / 12.0
 
 
 @dataclass(frozen=True)
@@ -54,17 +55,17 @@ def energy_cost(count, days, tdp_w, pue, usd_per_kwh):
     return _scalar(facility_power_kw(count, tdp_w, pue) * np.asarray(days) * 24.0 * usd_per_kwh)
 
 
-def buy_cost(count, days, system_price_per_gpu, tdp_w, pue, usd_per_kwh, ops_fraction_per_year,
+def buy_cost(count, days, system_price_per_gpu, tdp_w, pue, usd_per_kwh, colo_usd_per_kw_month,
              useful_life_years, amortize=True, owned=False) -> Cost:
     """Buying (or using owned) accelerators for `days` of work.
 
     capex share = price x count x min(1, days / useful life) when amortized, else the full price;
-    operations = ops_fraction_per_year x capex x days / 365 (also for owned hardware).
+    operations = colocation $/kW-month x IT kW x months (also for owned hardware).
     """
     capex_full = np.asarray(count) * system_price_per_gpu
     share = np.minimum(1.0, np.asarray(days) / (useful_life_years * 365.0)) if amortize else 1.0
     return Cost(
         capex=0.0 if owned else _scalar(capex_full * share),
         energy=energy_cost(count, days, tdp_w, pue, usd_per_kwh),
-        operations=_scalar(capex_full * ops_fraction_per_year * np.asarray(days) / 365.0),
+        operations=_scalar(it_power_kw(count, tdp_w) * colo_usd_per_kw_month * np.asarray(days) / DAYS_PER_MONTH),
     )

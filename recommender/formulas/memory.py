@@ -114,20 +114,27 @@ def activation_bytes_per_layer(seq, micro_batch, hidden, heads, ffn, kv_heads=No
     return _scalar(np.where(rc == "full", full_kept, per_layer))
 
 
-def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16"):
+def mlp_width(model) -> int:
+    """FFN width a token passes through: the dense FFN, or for MoE its routed + shared experts."""
+    if not model.is_moe:
+        return model.ffn
+    return max(model.ffn, (model.experts_per_token + model.shared_experts) * model.moe_ffn)
+
+
+def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16", vp=1):
     """Activations on the first pipeline stage (the busiest under 1F1B), in bytes.
 
-    layers/pp layers x min(pp, m) micro-batches in flight, + the fp32 logits of the loss
+    layers/pp layers x min(pp, m) micro-batches in flight (x (1 + (p-1)/(p v)) under the
+    interleaved schedule with v > 1 chunks, Korthikanti Sec. 4.2.3), + the fp32 logits of the loss
     (4*s*b*V/t bytes, counted on the busiest stage to stay conservative), + under full
     recomputation one layer's working set while it is recomputed.
     """
     tp, pp, mb = np.asarray(tp), np.asarray(pp), np.asarray(micro_batch)
-    gated = model.mlp == "gated"
-    ffn = model.ffn if not model.is_moe else max(model.ffn, (model.experts_per_token
-                                                             + model.shared_experts) * model.moe_ffn)
-    kw = dict(hidden=model.hidden, heads=model.heads, ffn=ffn, kv_heads=model.kv_heads, gated=gated)
+    kw = dict(hidden=model.hidden, heads=model.heads, ffn=mlp_width(model), kv_heads=model.kv_heads,
+              gated=model.mlp == "gated")
     per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw)
-    in_flight = np.minimum(pp, np.asarray(micro_batches))
+    vp = np.asarray(vp)
+    in_flight = np.minimum(pp, np.asarray(micro_batches)) * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
     stored = model.layers / pp * per_layer * in_flight
     logits = 4.0 * seq * mb * model.vocab / tp
     working = np.where(np.asarray(recompute) == "full",
