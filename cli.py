@@ -59,7 +59,7 @@ def evaluate(
     zero: Annotated[str, typer.Option(help="ZeRO stage 0-3.")] = "1",
     recompute: Annotated[str, typer.Option(help="Activation recomputation: none|selective|full.")] = "selective",
     micro_batch: Annotated[str, typer.Option(help="Micro-batch size in sequences.")] = "1",
-    precision: Annotated[str, typer.Option(help="bf16|fp8|fp32.")] = "bf16",
+    precision: Annotated[str, typer.Option(help="bf16|fp16|fp8|fp32.")] = "bf16",
     acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|buy.")] = "cloud",
     provider: Annotated[Opt, typer.Option(help="Cloud provider (default: cheapest published).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,

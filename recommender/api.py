@@ -15,7 +15,7 @@ CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022 (arXiv 2203.15556), Tab
 ACQUISITIONS = {"cloud": "on_demand", "on-demand": "on_demand", "on_demand": "on_demand",
                 "ondemand": "on_demand", "spot": "spot", "reserved": "reserved", "buy": "buy"}
 RECOMPUTE = ("none", "selective", "full")
-PRECISIONS = ("bf16", "fp8", "fp32")
+PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 
 
 def build_model(model: str | None = None, params: str | float | None = None,

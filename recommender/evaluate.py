@@ -106,7 +106,7 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
     if layout.vp > 1 and layout.pp == 1:
         raise GpuplanError("vp", layout.vp, "virtual pipeline stages need pp > 1")
     if acc.peak_tflops(layout.precision) is None:
-        have = [p for p in ("bf16", "fp8", "fp32") if acc.peak_tflops(p)]
+        have = [p for p in ("bf16", "fp16", "fp8", "fp32") if acc.peak_tflops(p)]
         raise GpuplanError("precision", layout.precision, f"{acc.id} has no published "
                            f"{layout.precision} peak; use one of: {', '.join(have) or 'none'}")
     if acc.memory_gib is None:

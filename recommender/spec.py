@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Precision = Literal["fp32", "bf16", "fp8"]
+Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 Recompute = Literal["none", "selective", "full"]
 Acquisition = Literal["on_demand", "spot", "reserved", "buy"]
 Tier = Literal["on_demand", "spot", "reserved"]
@@ -215,11 +215,14 @@ class Accelerator(Strict):
     intra_node_bw_gb_s: float | None = None
     inter_node_bw_gb_s: float | None = None
     tdp_w: float | None = None
+    fp16_only: bool = False  # 16-bit tensor cores run fp16 only (no bf16): bf16_tflops holds fp16
     source: str
     as_of: date
     notes: str = ""
 
     def peak_tflops(self, precision: str) -> float | None:
+        if precision == "bf16" and self.fp16_only:
+            return None
         return {"fp32": self.fp32_tflops, "tf32": self.tf32_tflops, "bf16": self.bf16_tflops,
                 "fp16": self.bf16_tflops, "fp8": self.fp8_tflops, "int8": self.int8_tops,
                 "int4": self.int4_tops}.get(precision)

@@ -87,6 +87,7 @@ def test_more_gpus_finish_sooner():
     (dict(count=100), "count", "multiple of tp\\*pp"),
     (dict(precision="fp8"), "precision", "no published fp8 peak"),
     (dict(precision="fp4"), "precision", "must be one of"),
+    (dict(gpu="v100", precision="bf16", tp=8, pp=4, count=32), "precision", "use one of: fp16, fp32"),
     (dict(zero=4), "zero", "0, 1, 2 or 3"),
     (dict(recompute="some"), "recompute", "must be one of"),
     (dict(acquisition="lease"), "acquisition", "cloud, spot, reserved, buy"),

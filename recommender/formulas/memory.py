@@ -26,11 +26,12 @@ GIB = 2**30
 # (weights, gradients, optimizer states) bytes per parameter
 STATE_BYTES = {
     "bf16": (2, 2, 12),  # bf16 weights, bf16 grads, fp32 master + Adam m + v (ZeRO K = 12)
+    "fp16": (2, 2, 12),  # fp16 mixed precision: the same states as bf16 (ZeRO's setting)
     "fp8": (2, 2, 12),   # fp8 GEMMs keep bf16/fp32 states as bf16 mixed precision does
     "fp32": (4, 4, 8),   # fp32 weights and grads, fp32 Adam m + v (no separate master copy)
 }
 # activation bytes relative to Korthikanti's 16-bit count
-ACTIVATION_SCALE = {"bf16": 1.0, "fp8": 1.0, "fp32": 2.0}
+ACTIVATION_SCALE = {"bf16": 1.0, "fp16": 1.0, "fp8": 1.0, "fp32": 2.0}
 
 
 @dataclass(frozen=True)
