@@ -6,6 +6,9 @@ re-checked here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from recommender import catalog
@@ -113,18 +116,114 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
         raise GpuplanError("gpu", acc.id, "no published memory capacity; cannot check fit")
 
 
-def _price(acc: Accelerator, layout: TrainLayout):
-    """The cheapest published price of the chosen tier (and provider, if one is named)."""
-    if layout.acquisition == "buy":
-        return catalog.purchase_for(acc.id)
-    rows = [p for p in catalog.prices_for(acc.id) if p.tier == layout.acquisition
-            and (layout.provider is None or p.provider.lower() == layout.provider.lower())]
-    return min(rows, key=lambda p: (p.price_usd_per_gpu_hour, p.provider)) if rows else None
+@dataclass(frozen=True)
+class Terms:
+    """Every intermediate quantity of one layout (or of arrays of layouts: the candidate table)."""
+
+    flops: compute.FlopsPerToken
+    micro_batches: object
+    effective_batch: object
+    params_gpu: object
+    memory: memory.MemoryBreakdown
+    fits: object
+    step: performance.StepTime
+    tokens_s_gpu: object
+    days: object
+
+
+def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, dp, zero, recompute,
+                   micro_batch, efficiency: float, headroom: float) -> Terms:
+    """The formulas applied to a layout: scalars for `evaluate`, equal-shape arrays for the solver."""
+    a = catalog.assumption
+    m = job.model
+    tp, pp, vp, dp, mb = (np.asarray(x) for x in (tp, pp, vp, dp, micro_batch))
+    fpt = compute.flops_per_token(m.matmul_params, m.layers, m.attention_width, job.seq_len, recompute)
+    micro_batches = performance.micro_batches_per_step(job.global_batch_seqs, dp, mb)
+    effective_batch = micro_batches * dp * mb
+    params_gpu = memory.stage_params(m, tp, pp)
+    states = memory.model_states(params_gpu, precision, zero, dp)
+    acts = (memory.activation_bytes(m, job.seq_len, mb, tp, pp, recompute, micro_batches, precision, vp)
+            + memory.zero3_prefetch_bytes(m, tp, zero, precision))
+    overhead = memory.overhead_bytes(states.total + acts, a("framework_overhead_gib"), a("allocator_fragmentation"))
+    mem = memory.MemoryBreakdown(states.weights, states.gradients, states.optimizer, acts, overhead)
+    intra = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
+    inter = acc.inter_node_bw_gb_s or intra
+    st = performance.step_time(
+        hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
+        hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, zero=zero, vp=vp, params_per_gpu=params_gpu,
+        peak_tflops=acc.peak_tflops(precision), efficiency=efficiency, gpus_per_node=acc.gpus_per_node or 1,
+        intra_gb_s=intra, inter_gb_s=inter, comm_efficiency=a("comm_efficiency"),
+        act_bytes=4.0 if precision == "fp32" else 2.0, grad_bytes=memory.STATE_BYTES[precision][1],
+        recompute=recompute, memory_bw_gb_s=acc.memory_bw_gb_s,
+        activation_bytes_per_layer=memory.activation_bytes_per_layer(
+            job.seq_len, mb, m.hidden, m.heads, memory.mlp_width(m), m.kv_heads, m.mlp == "gated", tp, "selective"))
+    count = tp * pp * dp
+    tokens_s_gpu = effective_batch * job.seq_len / st.total / count
+    days = job.tokens / (tokens_s_gpu * count) / a("goodput") / compute.SECONDS_PER_DAY
+    return Terms(fpt, micro_batches, effective_batch, params_gpu, mem,
+                 memory.fits(mem.total, acc.memory_gib, headroom), st, tokens_s_gpu, days)
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """How GPUs of one accelerator are paid for under one acquisition mode."""
+
+    acquisition: str
+    provider: str
+    usd_per_gpu_hour: float | None = None   # cloud tiers
+    system_usd_per_gpu: float | None = None  # buying: GPU + its share of the server
+    lead_time_days: float = 0.0
+
+
+def pricing(acc: Accelerator, acquisition: str, provider: str | None = None) -> Pricing | None:
+    """The cheapest published price of a cloud tier (of one provider, if named), or the purchase
+    price with its lead time; None where no source gives one."""
+    if acquisition == "buy":
+        if acc.tdp_w is None:
+            return None  # energy cannot be costed
+        p = catalog.purchase_for(acc.id)
+        if p is None:
+            return None
+        share = 0.0 if p.basis == "system_per_gpu" else catalog.assumption("server_share_of_gpu_price")
+        return Pricing("buy", "purchase", system_usd_per_gpu=p.price_usd_per_gpu * (1 + share),
+                       lead_time_days=catalog.lead_time_days(acc.id) or 0.0)
+    rows = [p for p in catalog.prices_for(acc.id) if p.tier == acquisition
+            and (provider is None or p.provider.lower() == provider.lower())]
+    if not rows:
+        return None
+    best = min(rows, key=lambda p: (p.price_usd_per_gpu_hour, p.provider))
+    return Pricing(acquisition, best.provider, usd_per_gpu_hour=best.price_usd_per_gpu_hour)
+
+
+def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = True, owned=0):
+    """Dollars for `count` GPUs over `days`: `owned` of them cost energy and colocation only, the
+    rest are rented or bought at `price`. None where a needed figure is unpublished."""
+    a = catalog.assumption
+    count, days = np.asarray(count), np.asarray(days)
+    own = np.minimum(count, owned)
+    extra = count - own
+    parts = []
+    if np.any(own > 0):
+        if acc.tdp_w is None:
+            return None
+        parts.append(cost.buy_cost(own, days, 0.0, acc.tdp_w, a("pue"), a("electricity_usd_per_kwh"),
+                                   a("colocation_usd_per_kw_month"), a("useful_life_years"), owned=True))
+    if np.any(extra > 0) or not parts:
+        if price is None:
+            return None
+        if price.acquisition == "buy":
+            parts.append(cost.buy_cost(extra, days, price.system_usd_per_gpu, acc.tdp_w, a("pue"),
+                                       a("electricity_usd_per_kwh"), a("colocation_usd_per_kw_month"),
+                                       a("useful_life_years"), amortize=amortize))
+        else:
+            parts.append(cost.cloud_cost(extra, days, price.usd_per_gpu_hour))
+    return cost.Cost(*(sum(getattr(c, f) for c in parts) for f in ("rental", "capex", "energy", "operations")))
 
 
 def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
-             amortize: bool = True, owned: bool = False, efficiency: float | None = None) -> Evaluation:
-    """Memory, time and cost of training `job` with `layout`, with every term explained."""
+             amortize: bool = True, owned: int = 0, efficiency: float | None = None) -> Evaluation:
+    """Memory, time and cost of training `job` with `layout`, with every term explained.
+    `owned` GPUs of the layout's accelerator cost energy and colocation only."""
     acc = catalog.accelerator(layout.accelerator)
     check_layout(job, layout, acc)
     a = catalog.assumption
@@ -134,83 +233,39 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         raise GpuplanError("gpu", acc.id, "no efficiency figure in catalog/efficiency.csv")
     if efficiency is not None:  # calibration sweeps (benchmarks/validate.py) try other values
         eff_row = eff_row.model_copy(update={"matmul_efficiency": efficiency, "calibrated": True})
+    if acc.intra_node_bw_gb_s is None and acc.inter_node_bw_gb_s is None:
+        raise GpuplanError("gpu", acc.id, "no published interconnect bandwidth; cannot time communication")
     m, L = job.model, layout
     warnings: list[str] = []
-
-    # compute
-    fpt = compute.flops_per_token(m.matmul_params, m.layers, m.attention_width, job.seq_len, L.recompute)
-    total_flops = fpt.model * job.tokens
-
-    # memory
-    micro_batches = int(performance.micro_batches_per_step(job.global_batch_seqs, L.dp, L.micro_batch))
-    effective_batch = micro_batches * L.dp * L.micro_batch
+    t = training_terms(job, acc, L.precision, L.tp, L.pp, L.vp, L.dp, L.zero, L.recompute, L.micro_batch,
+                       eff_row.matmul_efficiency, headroom)
+    fpt, mem, st = t.flops, t.memory, t.step
+    micro_batches, effective_batch = int(t.micro_batches), int(t.effective_batch)
+    fits, days, tokens_s_gpu = bool(t.fits), float(t.days), float(t.tokens_s_gpu)
     if effective_batch != job.global_batch_seqs:
         warnings.append(f"global batch rounded up from {job.global_batch_seqs} to {effective_batch} "
                         f"sequences (= {micro_batches} micro-batches x dp {L.dp} x {L.micro_batch})")
-    params_gpu = memory.stage_params(m, L.tp, L.pp)
-    states = memory.model_states(params_gpu, L.precision, L.zero, L.dp)
-    acts = memory.activation_bytes(m, job.seq_len, L.micro_batch, L.tp, L.pp, L.recompute,
-                                   micro_batches, L.precision, L.vp)
-    acts += memory.zero3_prefetch_bytes(m, L.tp, L.zero, L.precision)
-    overhead = memory.overhead_bytes(states.total + acts, a("framework_overhead_gib"),
-                                     a("allocator_fragmentation"))
-    mem = memory.MemoryBreakdown(states.weights, states.gradients, states.optimizer, acts, overhead)
-    fits = bool(memory.fits(mem.total, acc.memory_gib, headroom))
-
-    # time
-    peak = acc.peak_tflops(L.precision)
-    gpus_per_node = acc.gpus_per_node or 1
-    intra = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
-    inter = acc.inter_node_bw_gb_s or intra
-    if intra is None:
-        raise GpuplanError("gpu", acc.id, "no published interconnect bandwidth; cannot time communication")
-    if L.count > 1 and acc.inter_node_bw_gb_s is None and L.count > gpus_per_node:
+    if L.count > (acc.gpus_per_node or 1) and acc.inter_node_bw_gb_s is None:
         warnings.append(f"{acc.id}: no published inter-node bandwidth; intra-node figure used")
-    act_bytes = 4.0 if L.precision == "fp32" else 2.0
-    st = performance.step_time(
-        hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=L.micro_batch,
-        micro_batches=micro_batches, hidden=m.hidden, layers=m.layers, tp=L.tp, pp=L.pp, dp=L.dp,
-        zero=L.zero, vp=L.vp, params_per_gpu=params_gpu, peak_tflops=peak, efficiency=eff_row.matmul_efficiency,
-        gpus_per_node=gpus_per_node, intra_gb_s=intra, inter_gb_s=inter,
-        comm_efficiency=a("comm_efficiency"), act_bytes=act_bytes,
-        grad_bytes=memory.STATE_BYTES[L.precision][1], recompute=L.recompute,
-        activation_bytes_per_layer=memory.activation_bytes_per_layer(
-            job.seq_len, L.micro_batch, m.hidden, m.heads, memory.mlp_width(m), m.kv_heads,
-            m.mlp == "gated", L.tp, "selective"),
-        memory_bw_gb_s=acc.memory_bw_gb_s)
-    step = st.total
-    tokens_per_step = effective_batch * job.seq_len
-    tokens_s_gpu = tokens_per_step / step / L.count
+    total_flops = fpt.model * job.tokens
+    peak = acc.peak_tflops(L.precision)
     goodput = a("goodput")
-    days = job.tokens / (tokens_s_gpu * L.count) / goodput / compute.SECONDS_PER_DAY
     gpu_hours = cost.gpu_hours(L.count, days)
     model_tflops = fpt.model * tokens_s_gpu / 1e12
 
     # cost and power
-    price = _price(acc, L)
-    lead = 0.0
-    job_cost = None
-    price_hour = None
-    provider = None
-    if L.acquisition == "buy":
-        if price is None and not owned:
-            warnings.append(f"{acc.id}: no published purchase price; cost not computed")
-        elif acc.tdp_w is None:
-            warnings.append(f"{acc.id}: no published TDP; energy and so cost not computed")
-        else:
-            system = 0.0 if price is None else price.price_usd_per_gpu * (
-                1.0 if price.basis == "system_per_gpu" else 1.0 + a("server_share_of_gpu_price"))
-            lead = 0.0 if owned else (catalog.lead_time_days(acc.id) or 0.0)
-            job_cost = cost.buy_cost(L.count, days, system, acc.tdp_w, a("pue"), a("electricity_usd_per_kwh"),
-                                     a("colocation_usd_per_kw_month"), a("useful_life_years"),
-                                     amortize=amortize, owned=owned)
-            provider = "owned" if owned else "purchase"
-    elif price is None:
-        warnings.append(f"{acc.id}: no published {L.acquisition} cloud price"
-                        f"{' from ' + L.provider if L.provider else ''}; cost not computed")
-    else:
-        job_cost = cost.cloud_cost(L.count, days, price.price_usd_per_gpu_hour)
-        price_hour, provider = price.price_usd_per_gpu_hour, price.provider
+    owned = min(owned, L.count)
+    price = pricing(acc, L.acquisition, L.provider)
+    job_cost_ = job_cost(price, acc, L.count, days, amortize, owned)
+    lead = price.lead_time_days if price is not None and L.count > owned else 0.0
+    price_hour = price.usd_per_gpu_hour if price is not None and L.count > owned else None
+    provider = "owned" if owned == L.count else (price.provider if price else None)
+    if owned:
+        provider = f"owned {owned}" + (f" + {L.count - owned} {price.provider}" if owned < L.count and price else "")
+    if job_cost_ is None:
+        what = "TDP (for energy)" if acc.tdp_w is None and (owned or L.acquisition == "buy") else (
+            f"{L.acquisition} price" + (f" from {L.provider}" if L.provider else ""))
+        warnings.append(f"{acc.id}: no published {what}; cost not computed")
     if not eff_row.calibrated:
         warnings.append(f"{acc.id}: efficiency {eff_row.matmul_efficiency:.2f} is an assumption "
                         f"({eff_row.basis}), not calibrated on a published run")
@@ -233,18 +288,18 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         tokens=job.tokens, seq_len=job.seq_len, global_batch_seqs=effective_batch,
         micro_batches=micro_batches, total_flops=total_flops,
         hardware_flops=fpt.hardware * job.tokens, flops_6nd=compute.kaplan_6nd(m.active_params, job.tokens),
-        pf_days=compute.pf_days(total_flops), step_time_s=step,
+        pf_days=compute.pf_days(total_flops), step_time_s=float(st.total),
         step_time_breakdown_s=StepTimeS(compute=st.compute, memory=st.memory, bubble=st.bubble, tp_comm=st.tp_comm,
                                         pp_comm=st.pp_comm, dp_comm_exposed=st.dp_comm_exposed),
         bubble_fraction=(L.pp - 1) / (L.vp * micro_batches), days=days, lead_time_days=lead,
         gpu_hours=gpu_hours, mfu=model_tflops / peak, hfu=fpt.hardware * tokens_s_gpu / 1e12 / peak,
         tflops_per_gpu=model_tflops, tokens_per_s_per_gpu=tokens_s_gpu,
         efficiency=eff_row.matmul_efficiency, efficiency_calibrated=eff_row.calibrated, goodput=goodput,
-        cost_usd=None if job_cost is None else float(job_cost.total),
-        cost_breakdown_usd=None if job_cost is None else CostUSD(
-            rental=job_cost.rental, capex=job_cost.capex, energy=job_cost.energy,
-            operations=job_cost.operations),
-        nodes=-(-L.count // gpus_per_node),
+        cost_usd=None if job_cost_ is None else float(job_cost_.total),
+        cost_breakdown_usd=None if job_cost_ is None else CostUSD(
+            rental=job_cost_.rental, capex=job_cost_.capex, energy=job_cost_.energy,
+            operations=job_cost_.operations),
+        nodes=-(-L.count // (acc.gpus_per_node or 1)),
         it_power_kw=None if acc.tdp_w is None else cost.it_power_kw(L.count, acc.tdp_w),
         facility_power_kw=None if acc.tdp_w is None else cost.facility_power_kw(L.count, acc.tdp_w, a("pue")),
         warnings=warnings,
