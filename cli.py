@@ -63,7 +63,8 @@ def evaluate(
     acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|buy.")] = "cloud",
     provider: Annotated[Opt, typer.Option(help="Cloud provider (default: cheapest published).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
-    full_capex: Annotated[bool, typer.Option(help="Buying: charge the whole purchase, not the amortized share.")] = False,
+    amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life, not the whole purchase.")] = False,
+    own: Annotated[str, typer.Option(help="How many of these GPUs you already own (energy and colocation only).")] = "0",
     json_out: JSON = False,
 ):
     """Memory, time and cost of ONE fixed training configuration, fully explained."""
@@ -74,11 +75,59 @@ def evaluate(
                              global_batch=global_batch, gpu=gpu, count=count, tp=tp, pp=pp, dp=dp,
                              zero=zero, recompute=recompute, micro_batch=micro_batch, precision=precision,
                              acquisition=acquisition, provider=provider, headroom=headroom,
-                             amortize=not full_capex)
+                             amortize=amortize, own=own)
     if json_out:
         print(report.to_json(ev))
     else:
         report.render_evaluation(ev)
+
+
+@app.command()
+@user_errors
+def train(
+    model: Annotated[Opt, typer.Option(help="Model preset, e.g. llama-3-70b.")] = None,
+    params: Annotated[Opt, typer.Option(help="Parameter count for a standard dense shape, e.g. 100B.")] = None,
+    hf_config: Annotated[Opt, typer.Option(help="Local Hugging Face config.json.")] = None,
+    layers: Annotated[Opt, typer.Option(help="Override the number of layers.")] = None,
+    hidden: Annotated[Opt, typer.Option(help="Override the hidden size.")] = None,
+    heads: Annotated[Opt, typer.Option(help="Override the attention heads.")] = None,
+    kv_heads: Annotated[Opt, typer.Option(help="Override the KV heads.")] = None,
+    seq_len: Annotated[Opt, typer.Option(help="Training sequence length.")] = None,
+    tokens: Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default: 20 per parameter).")] = None,
+    global_batch: Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M).")] = None,
+    objective: Annotated[str, typer.Option(help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
+    budget: Annotated[Opt, typer.Option(help="Budget, e.g. $3M.")] = None,
+    deadline: Annotated[Opt, typer.Option(help="Deadline, e.g. 60d (buying adds its lead time).")] = None,
+    max_gpus: Annotated[Opt, typer.Option(help="At most this many GPUs.")] = None,
+    power_kw: Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")] = None,
+    gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
+    vendors: Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")] = None,
+    providers: Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")] = None,
+    precision: Annotated[Opt, typer.Option(help="Allowed precisions (default bf16), e.g. bf16,fp8.")] = None,
+    acquisition: Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,buy (default all).")] = None,
+    own: Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")] = None,
+    top: Annotated[str, typer.Option(help="How many ranked plans.")] = "5",
+    diverse: Annotated[bool, typer.Option(help="The best plan per accelerator type.")] = False,
+    amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life.")] = False,
+    time_limit: Annotated[str, typer.Option(help="Solver time limit per solve.")] = "10s",
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """The cheapest (or fastest) training setup over the whole catalog, exact, ranked and explained."""
+    from recommender import api, report
+
+    result = api.train(model=model, params=params, hf_config=hf_config, layers=layers, hidden=hidden,
+                       heads=heads, kv_heads=kv_heads, seq_len=seq_len, tokens=tokens, global_batch=global_batch,
+                       objective=objective, budget=budget, deadline=deadline, max_gpus=max_gpus,
+                       power_kw=power_kw, gpus=gpus, vendors=vendors, providers=providers, precision=precision,
+                       acquisition=acquisition, own=own, top=top, diverse=diverse, amortize=amortize,
+                       time_limit=time_limit)
+    if json_out:
+        print(report.to_json(result))
+        if csv:
+            report.train_frame(result).to_csv(csv, index=False)
+    else:
+        report.render_train(result, csv_path=csv)
 
 
 @app.command("catalog")

@@ -90,7 +90,7 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
                     kv_heads=None, seq_len=None, tokens=None, global_batch=None, gpu: str, count=None,
                     tp=1, pp=1, dp=None, zero=1, recompute="selective", micro_batch=1,
                     precision="bf16", acquisition="cloud", provider=None, headroom=None,
-                    amortize=True) -> Evaluation:
+                    amortize=False, own=0) -> Evaluation:
     """`gpuplan evaluate`: one fixed configuration in, the full breakdown out."""
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
     job, notes = build_job(spec, tokens, global_batch, seq_len)
@@ -99,7 +99,7 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
         headroom = parse_count("headroom", headroom, allow_zero=True)
         if headroom >= 1:
             raise GpuplanError("headroom", headroom, "must be a fraction below 1, e.g. 0.1")
-    ev = evaluate(job, layout, headroom=headroom, amortize=amortize)
+    ev = evaluate(job, layout, headroom=headroom, amortize=amortize, owned=parse_int("own", own, minimum=0))
     return ev.model_copy(update={"warnings": notes + ev.warnings})
 
 
@@ -150,3 +150,75 @@ def models_frame(family: str | None = None, search: str | None = None) -> pd.Dat
             "source": m.source, "as_of": m.as_of.isoformat() if m.as_of else "",
         })
     return pd.DataFrame(rows)
+
+
+def _split(field: str, text) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise GpuplanError(field, text, "give a comma-separated list")
+    return items
+
+
+def parse_own(own) -> dict[str, int]:
+    """'h100-sxm:256,a100:64' (or a list of such) -> {'h100-sxm': 256, 'a100-80g': 64}."""
+    out: dict[str, int] = {}
+    for item in ([own] if isinstance(own, str) else list(own or [])):
+        for part in _split("own", item) or []:
+            gpu, sep, n = part.rpartition(":")
+            if not sep or not gpu:
+                raise GpuplanError("own", part, "write it as GPU:COUNT, e.g. h100-sxm:256")
+            out[catalog.accelerator(gpu, field="own").id] = parse_int("own", n)
+    return out
+
+
+def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
+          seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
+          max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
+          acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s"):
+    """`gpuplan train`: the exact optimum over the catalog, ranked alternatives and why."""
+    from recommender.candidates import SearchSpace
+    from recommender.planner import plan
+    from recommender.solver import Limits
+    from recommender.units import parse_days, parse_duration_s, parse_usd
+
+    objective = str(objective).lower()
+    owned = parse_own(own)
+    gpu_ids = None if gpus is None else tuple(catalog.accelerator(g, field="gpus").id for g in _split("gpus", gpus))
+    vendor_list = _split("vendors", vendors)
+    known_vendors = sorted({a.vendor for a in catalog.accelerators().values()})
+    for v in vendor_list or []:
+        if v.lower() not in known_vendors:
+            raise GpuplanError("vendors", v, f"unknown vendor; known: {', '.join(known_vendors)}")
+    precisions = tuple(p.lower() for p in (_split("precision", precision) or ["bf16"]))
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise GpuplanError("precision", p, f"must be one of {', '.join(PRECISIONS)}")
+    acqs = None
+    if acquisition is not None:
+        acqs = []
+        for a in _split("acquisition", acquisition):
+            if a.lower() not in ACQUISITIONS:
+                raise GpuplanError("acquisition", a, "must be one of cloud, spot, reserved, buy")
+            acqs.append(ACQUISITIONS[a.lower()])
+        acqs = tuple(dict.fromkeys(acqs))
+    limits = Limits(
+        budget_usd=None if budget is None else parse_usd("budget", budget),
+        deadline_days=None if deadline is None else parse_days("deadline", deadline),
+        max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
+        power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
+        gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
+        providers=None if providers is None else tuple(_split("providers", providers)),
+        precisions=None, acquisitions=acqs)
+    spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
+    job, notes = build_job(spec, tokens, global_batch, seq_len)
+    cap = limits.max_gpus or 16384
+    space_accs = gpu_ids or tuple(catalog.accelerators())
+    space = SearchSpace(accelerators=space_accs, precisions=precisions, owned=owned,
+                        acquisitions=acqs or ("on_demand", "spot", "reserved", "buy"),
+                        max_gpus=max(cap, max(owned.values(), default=0)), amortize=amortize,
+                        providers=limits.providers)
+    top_k = parse_int("top", top)
+    return plan(job, limits, space, objective=objective, top=top_k, diverse=diverse,
+                time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes)

@@ -195,7 +195,7 @@ def pricing(acc: Accelerator, acquisition: str, provider: str | None = None) -> 
     return Pricing(acquisition, best.provider, usd_per_gpu_hour=best.price_usd_per_gpu_hour)
 
 
-def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = True, owned=0):
+def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = False, owned=0):
     """Dollars for `count` GPUs over `days`: `owned` of them cost energy and colocation only, the
     rest are rented or bought at `price`. None where a needed figure is unpublished."""
     a = catalog.assumption
@@ -221,7 +221,7 @@ def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: boo
 
 
 def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
-             amortize: bool = True, owned: int = 0, efficiency: float | None = None) -> Evaluation:
+             amortize: bool = False, owned: int = 0, efficiency: float | None = None) -> Evaluation:
     """Memory, time and cost of training `job` with `layout`, with every term explained.
     `owned` GPUs of the layout's accelerator cost energy and colocation only."""
     acc = catalog.accelerator(layout.accelerator)

@@ -94,3 +94,44 @@ def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None)
         t.add_row(*["" if (v is None or (isinstance(v, float) and pd.isna(v))) else
                     (f"{v:g}" if isinstance(v, float) else str(v)) for v in row])
     console().print(t)
+
+
+def train_frame(result) -> pd.DataFrame:
+    rows = []
+    for p in result.plans:
+        rows.append({
+            "rank": p.rank, "accelerator": p.accelerator, "count": p.count,
+            "TPxPPxDP": f"{p.tp}x{p.pp}x{p.dp}" + (f" v{p.vp}" if p.vp > 1 else ""), "ZeRO": p.zero,
+            "recompute": p.recompute, "mb": p.micro_batch, "precision": p.precision,
+            "acquisition": p.provider if p.acquisition != "buy" or p.owned_gpus else "buy",
+            "days": round(p.total_days, 1), "cost": None if p.cost_usd is None else fmt_usd(p.cost_usd),
+            "MFU": f"{p.mfu:.0%}", "mem/GPU GiB": round(p.memory_gib_per_gpu, 1),
+            "nodes": p.nodes, "power kW": None if p.facility_power_kw is None else round(p.facility_power_kw),
+            "vs #1": p.vs_best,
+        })
+    return pd.DataFrame(rows)
+
+
+def render_train(result, csv_path: str | None = None) -> None:
+    c = console()
+    head = f"status: {result.status}" + ("" if result.status != "feasible" else " (time limit: not proven optimal)")
+    c.print(f"[bold]{head}[/bold]; objective {result.objective}; {result.candidates:,} candidates from "
+            f"{result.tuples:,} tuples; {result.solve_seconds:.2f} s")
+    if result.plans:
+        render_frame(train_frame(result), csv_path=csv_path)
+    for line in result.explanation:
+        c.print(line)
+    if result.relaxations:
+        t = Table(title="Smallest relaxation of each conflicting limit", title_justify="left")
+        for col in ("constraint", "given", "needed", "plan"):
+            t.add_column(col)
+        for r in result.relaxations:
+            t.add_row(r.constraint, r.given, r.needed, r.plan)
+        c.print(t)
+    for n in result.notes:
+        c.print(f"[yellow]note:[/yellow] {n}")
+    if result.plans:
+        p = result.plans[0]
+        c.print(f"#1 uses {p.nodes} nodes, {p.it_power_kw or 0:,.0f} kW IT / {p.facility_power_kw or 0:,.0f} kW "
+                f"facility; {p.tflops_per_gpu:.0f} TFLOP/s per GPU; {p.tokens:.3g} tokens; "
+                f"{p.total_flops:.3g} FLOPs ({p.pf_days:,.0f} PF-days)")

@@ -1,0 +1,167 @@
+"""The discrete search space of training plans, evaluated in bulk by the shared formulas.
+
+A candidate is one tuple (accelerator, precision, acquisition, count, TP, PP, VP, ZeRO,
+recompute, micro-batch); DP = count / (TP * PP). Every tuple goes through
+`evaluate.training_terms` and `evaluate.job_cost` (arrays, not a second copy of any formula);
+tuples that do not fit in memory are dropped, then dominated tuples are dropped exactly:
+
+  within one (accelerator, precision, acquisition, count, TP, PP) group every constraint the
+  planner knows (budget, deadline, GPUs, power, allowed sets) depends on a row only through its
+  cost and days, and cost grows with days there; so the fastest row of the group (ties broken
+  by lower ZeRO stage, less recomputation, VP 1, smaller micro-batch) is as good as any other.
+
+The groups kept are still distinct in the things a person compares (accelerator, count,
+acquisition, parallel shape), so ranked alternatives come from this table too.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recommender import catalog
+from recommender.evaluate import job_cost, pricing, training_terms
+from recommender.spec import TrainJob
+
+RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
+BATCH_ROUNDING = 1.10  # DP x micro-batch may round the global batch up by at most 10%
+ACQUISITIONS = ("on_demand", "spot", "reserved", "buy")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the planner may choose from. Counts: 1, 2, 4 ... up to one node, then whole nodes on
+    a 1-1.5-2 series (8, 12, 16, 24, 32, 48, ...) up to max_gpus, plus max_gpus and any owned count.
+    An accelerator with no published inter-node bandwidth is limited to one node (its multi-node
+    communication cannot be timed)."""
+
+    accelerators: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ("bf16",)
+    acquisitions: tuple[str, ...] = ACQUISITIONS
+    providers: tuple[str, ...] | None = None
+    tp: tuple[int, ...] = (1, 2, 4, 8)
+    pp: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    vp: tuple[int, ...] = (1, 2, 4)
+    zero: tuple[int, ...] = (0, 1, 2, 3)
+    recompute: tuple[str, ...] = ("none", "selective", "full")
+    micro_batch: tuple[int, ...] = (1, 2, 4)
+    max_gpus: int = 16384
+    counts: tuple[int, ...] | None = None
+    owned: dict[str, int] = field(default_factory=dict)
+    amortize: bool = False
+    headroom: float | None = None
+
+    def gpu_counts(self, gpus_per_node: int, owned: int = 0) -> list[int]:
+        if self.counts is not None:
+            return sorted(c for c in set(self.counts) if c <= self.max_gpus)
+        out = {c for c in (1, 2, 4) if c < gpus_per_node}
+        node = gpus_per_node
+        k = 1
+        while node * k <= self.max_gpus:
+            out.add(node * k)
+            if node * (3 * k // 2) <= self.max_gpus and k >= 2:
+                out.add(node * (3 * k // 2))
+            k *= 2
+        if owned and owned <= self.max_gpus:
+            out.add(owned)
+        out.add(self.max_gpus - self.max_gpus % min(node, self.max_gpus))
+        return sorted(c for c in out if c >= 1)
+
+
+def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.DataFrame:
+    """Every valid (count, tp, pp, vp, zero, recompute, micro_batch) for one accelerator."""
+    m = job.model
+    rows = []
+    counts = space.gpu_counts(acc.gpus_per_node or 1, owned)
+    if acc.inter_node_bw_gb_s is None:
+        counts = [c for c in counts if c <= (acc.gpus_per_node or 1)]
+    for count, tp, pp, vp in itertools.product(counts,
+                                               space.tp, space.pp, space.vp):
+        if (m.heads % tp or count % (tp * pp) or m.layers % (pp * vp) or (vp > 1 and pp == 1)
+                or tp > (acc.gpus_per_node or 1)):
+            continue
+        dp = count // (tp * pp)
+        for zero, rc, mb in itertools.product(space.zero, space.recompute, space.micro_batch):
+            if dp * mb > job.global_batch_seqs:
+                continue
+            rows.append((count, tp, pp, vp, dp, zero, rc, mb))
+    return pd.DataFrame(rows, columns=["count", "tp", "pp", "vp", "dp", "zero", "recompute", "micro_batch"])
+
+
+def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headroom: float) -> pd.DataFrame:
+    """The formulas over a whole grid at once; adds memory, fit and days columns."""
+    eff = catalog.efficiency(acc.id).matmul_efficiency
+    t = training_terms(job, acc, precision, grid.tp.values, grid.pp.values, grid.vp.values, grid.dp.values,
+                       grid.zero.values, grid.recompute.values, grid.micro_batch.values, eff, headroom)
+    out = grid.copy()
+    out["memory_gib"] = np.asarray(t.memory.total) / 2**30
+    out["fits"] = np.asarray(t.fits, dtype=bool) & (np.asarray(t.effective_batch)
+                                                    <= BATCH_ROUNDING * job.global_batch_seqs)
+    out["days"] = np.asarray(t.days, dtype=float)
+    out["tokens_s_gpu"] = np.asarray(t.tokens_s_gpu, dtype=float)
+    return out
+
+
+def usable(acc, precision: str) -> bool:
+    return (acc.peak_tflops(precision) is not None and acc.memory_gib is not None
+            and (acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s) is not None
+            and catalog.efficiency(acc.id) is not None)
+
+
+def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, int]]:
+    """All fitting, non-dominated candidates with cost, days, power; and counts for the report."""
+    a = catalog.assumption
+    headroom = a("memory_headroom") if space.headroom is None else space.headroom
+    pue = a("pue")
+    frames, stats = [], {"tuples": 0, "fitting": 0}
+    for acc_id in space.accelerators:
+        acc = catalog.accelerator(acc_id)
+        owned = space.owned.get(acc.id, 0)
+        grid = None
+        for precision in space.precisions:
+            if not usable(acc, precision):
+                continue
+            if grid is None:
+                grid = layout_grid(job, acc, space, owned)
+            ev = evaluate_grid(job, acc, precision, grid, headroom)
+            stats["tuples"] += len(ev) * len(space.acquisitions)
+            ev = ev[ev.fits]
+            stats["fitting"] += len(ev) * len(space.acquisitions)
+            if ev.empty:
+                continue
+            for acq in space.acquisitions:
+                price = pricing(acc, acq, None if not space.providers else None)
+                if space.providers and acq != "buy":
+                    rows = [pricing(acc, acq, p) for p in space.providers]
+                    rows = [r for r in rows if r is not None]
+                    price = min(rows, key=lambda r: (r.usd_per_gpu_hour, r.provider)) if rows else None
+                c = job_cost(price, acc, ev["count"].values, ev.days.values, space.amortize, owned)
+                part = ev.copy()
+                part["accelerator"], part["vendor"], part["precision"] = acc.id, acc.vendor, precision
+                part["acquisition"] = acq
+                part["provider"] = price.provider if price else None
+                part["cost"] = np.nan if c is None else np.asarray(c.total, dtype=float) * np.ones(len(part))
+                extra = part["count"].values > owned
+                part["owned"] = np.minimum(part["count"].values, owned)
+                part["lead_days"] = np.where(extra, price.lead_time_days if price else 0.0, 0.0)
+                if owned:
+                    part.loc[~extra, "acquisition"] = "owned"
+                    part.loc[~extra, "provider"] = "owned"
+                part["power_kw"] = np.nan if acc.tdp_w is None else part["count"] * acc.tdp_w / 1000 * pue
+                frames.append(part)
+    if not frames:
+        return pd.DataFrame(), stats
+    df = pd.concat(frames, ignore_index=True)
+    df["total_days"] = df.days + df.lead_days
+    # identical owned-only rows appear once per acquisition mode: keep one
+    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp", "vp",
+                                    "zero", "recompute", "micro_batch"])
+    df["_rc"] = df.recompute.map(RECOMPUTE_ORDER)
+    df = df.sort_values(["days", "zero", "_rc", "vp", "micro_batch"], kind="mergesort")
+    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp"], keep="first")
+    df = df.drop(columns=["_rc", "fits"]).reset_index(drop=True)
+    stats["candidates"] = len(df)
+    return df, stats

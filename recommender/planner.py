@@ -1,0 +1,232 @@
+"""`gpuplan train`: build the candidate table, solve, rank, explain, re-check every plan."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from recommender import catalog
+from recommender.candidates import SearchSpace, table
+from recommender.errors import GpuplanError
+from recommender.evaluate import Evaluation, evaluate
+from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
+from recommender.spec import TrainJob, TrainLayout
+from recommender.units import fmt_usd
+
+DISTINCT = ["accelerator", "acquisition", "count", "tp", "pp", "precision"]
+REL_TOL = 1e-9
+
+
+class Plan(Evaluation):
+    rank: int
+    total_days: float
+    owned_gpus: int
+    vs_best: str
+
+
+class Relaxation(BaseModel):
+    constraint: str
+    given: str
+    needed: str
+    plan: str
+
+
+class TrainResult(BaseModel):
+    status: str
+    objective: str
+    solve_seconds: float
+    plans: list[Plan]
+    relaxations: list[Relaxation]
+    explanation: list[str]
+    notes: list[str]
+    candidates: int
+    tuples: int
+
+
+def _describe(row) -> str:
+    return (f"{int(row['count'])} x {row.accelerator} {row.acquisition} (TP {row.tp} x PP {row.pp}, "
+            f"{row.precision}): {row.total_days:,.1f} days" + ("" if pd.isna(row.cost) else f", {fmt_usd(row.cost)}"))
+
+
+def _given(limits: Limits, c: str) -> str:
+    v = {"budget": limits.budget_usd, "deadline": limits.deadline_days, "max_gpus": limits.max_gpus,
+         "power": limits.power_kw}.get(c)
+    if c == "budget":
+        return fmt_usd(v)
+    if c == "deadline":
+        return f"{v:g} days"
+    if c == "power":
+        return f"{v:g} kW"
+    if c == "priced":
+        return "cost objective needs a price"
+    return str(v if v is not None else ",".join(getattr(limits, c) or ()))
+
+
+def _needed(c: str, row) -> str:
+    return {"budget": f"budget >= {fmt_usd(row.cost)}", "deadline": f"deadline >= {np.ceil(row.total_days):.0f} days",
+            "max_gpus": f"max GPUs >= {int(row['count'])}", "power": f"power >= {np.ceil(row.power_kw):,.0f} kW",
+            "gpus": f"allow {row.accelerator}", "vendors": f"allow vendor {row.vendor}",
+            "providers": f"allow provider {row.provider}", "precisions": f"allow {row.precision}",
+            "acquisitions": f"allow {row.acquisition}", "priced": "an accelerator with a published price"}[c]
+
+
+QUANTITY = {"budget": "cost", "deadline": "total_days", "max_gpus": "count", "power": "power_kw"}
+
+
+def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluation:
+    """Re-evaluate a chosen row with the one-configuration evaluator and assert every limit."""
+    layout = TrainLayout(accelerator=row.accelerator, tp=int(row.tp), pp=int(row.pp), vp=int(row.vp),
+                         dp=int(row.dp), zero=int(row.zero), recompute=row.recompute,
+                         micro_batch=int(row.micro_batch), precision=row.precision,
+                         acquisition="on_demand" if row.acquisition == "owned" else row.acquisition,
+                         provider=None if row.acquisition in ("buy", "owned") else row.provider)
+    ev = evaluate(job, layout, headroom=space.headroom, amortize=space.amortize, owned=int(row.owned))
+    total = ev.days + ev.lead_time_days
+    assert ev.fits, f"plan does not fit: {ev}"
+    assert abs(ev.days - row.days) <= 1e-6 * row.days, (ev.days, row.days)
+    if limits.budget_usd is not None:
+        assert ev.cost_usd is not None and ev.cost_usd <= limits.budget_usd * (1 + REL_TOL)
+    if limits.deadline_days is not None:
+        assert total <= limits.deadline_days * (1 + REL_TOL)
+    if limits.max_gpus is not None:
+        assert ev.count <= limits.max_gpus
+    if limits.power_kw is not None:
+        assert ev.facility_power_kw is not None and ev.facility_power_kw <= limits.power_kw * (1 + REL_TOL)
+    return ev
+
+
+def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.DataFrame:
+    """Objective 'compute': train as long as budget and deadline allow; tokens scale with days."""
+    if limits.budget_usd is None and limits.deadline_days is None:
+        raise GpuplanError("objective", "compute", "needs --budget and/or --deadline to bound the compute")
+    df = df.copy()
+    avail = np.full(len(df), np.inf)
+    if limits.deadline_days is not None:
+        avail = np.minimum(avail, limits.deadline_days - df.lead_days.values)
+    if limits.budget_usd is not None:
+        avail = np.minimum(avail, limits.budget_usd / (df.cost.values / df.days.values))
+    avail = np.where(np.isfinite(avail) & (avail > 0), avail, np.nan)
+    df["max_tokens"] = job.tokens / df.days.values * avail
+    df["cost"] = df.cost.values / df.days.values * avail
+    df["days"] = avail
+    df["total_days"] = avail + df.lead_days.values
+    return df[df.max_tokens.notna()].reset_index(drop=True)
+
+
+def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "cost", top: int = 5,
+         diverse: bool = False, time_limit_s: float = 10.0, notes: list[str] | None = None) -> TrainResult:
+    if objective not in OBJECTIVES:
+        raise GpuplanError("objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
+    t0 = time.perf_counter()
+    notes = list(notes or [])
+    df, stats = table(job, space)
+    if objective == "compute" and not df.empty:
+        df = _compute_scaling(df, job, limits)
+    if df.empty:
+        raise GpuplanError("model", job.model.id, "no accelerator in the search space can hold this model "
+                           "(try more GPUs with --max-gpus, or other accelerators)")
+    needs_price = objective in ("cost", "compute") or limits.budget_usd is not None
+    unpriced = sorted(set(df.accelerator[df.cost.isna()]) - set(df.accelerator[df.cost.notna()]))
+    if needs_price and unpriced:
+        notes.append("no published price, so not chosen where cost matters: " + ", ".join(unpriced))
+    masks = Limits.violations(limits, df, needs_price)
+    enforce = set(masks)
+    pm = PlanModel(df, ordering(df, objective), masks, time_limit_s)
+    first = pm.solve(enforce, want_core=True)
+    relaxations: list[Relaxation] = []
+    explanation: list[str] = []
+    plans: list[Plan] = []
+    status = first.status
+    if status == "infeasible":
+        core = minimal_core(pm, first.core, enforce)
+        for c in core:
+            rank = None
+            if c in QUANTITY:
+                rank = np.empty(len(df), dtype=np.int64)
+                order = df[QUANTITY[c]].fillna(np.inf).sort_values(kind="mergesort").index.values
+                rank[order] = np.arange(len(df))
+            alt = pm.solve(enforce - {c}, rank=rank)
+            if alt.rows:
+                row = df.iloc[alt.rows[0]]
+                relaxations.append(Relaxation(constraint=c, given=_given(limits, c), needed=_needed(c, row),
+                                              plan=_describe(row)))
+            else:
+                relaxations.append(Relaxation(constraint=c, given=_given(limits, c),
+                                              needed="not enough alone: relax another member too", plan=""))
+        explanation.append("No plan meets all limits. Conflicting: " + ", ".join(core) + ".")
+    else:
+        excluded = np.zeros(len(df), dtype=bool)
+        key = ["accelerator"] if diverse else DISTINCT
+        outcome = first
+        best = None
+        while outcome.rows and len(plans) < top:
+            i = outcome.rows[0]
+            row = df.iloc[i]
+            ev = _recheck(job, row, limits, space)
+            if best is None:
+                best = row
+            plans.append(Plan(**ev.model_dump(), rank=len(plans) + 1, total_days=float(row.total_days),
+                              owned_gpus=int(row.owned), vs_best=_versus(row, best)))
+            same = np.ones(len(df), dtype=bool)
+            for k in key:
+                same &= (df[k] == row[k]).values
+            excluded |= same
+            outcome = pm.solve(enforce, exclude=excluded)
+        explanation = _explain(pm, df, enforce, best, limits, objective, len(df))
+    if any(p.acquisition == "buy" for p in plans):
+        notes.append(buying_note(space))
+        for p in plans:
+            if p.acquisition == "buy" and not p.lead_time_days:
+                notes.append(f"{p.accelerator}: no published purchase lead time; 0 days assumed")
+                break
+    assumed = sorted({p.accelerator for p in plans if not p.efficiency_calibrated})
+    if assumed:
+        notes.append("efficiency assumed, not calibrated on a published run, for: " + ", ".join(assumed)
+                     + " (see docs/VALIDATION.md); restrict with --gpus to compare calibrated parts")
+    single = sorted(a for a in space.accelerators if catalog.accelerator(a).inter_node_bw_gb_s is None)
+    if single:
+        notes.append("no published inter-node bandwidth, so limited to one node: " + ", ".join(single))
+    if "fp8" in space.precisions:
+        notes.append("fp8 runs matmuls at the fp8 peak with the bf16-calibrated efficiency: not calibrated "
+                     "on a published fp8 run, likely optimistic")
+    if objective == "compute" and plans:
+        notes.append(f"compute objective: tokens trained = what budget and deadline allow "
+                     f"({plans[0].tokens:.3g} tokens)")
+    return TrainResult(status=status, objective=objective, solve_seconds=time.perf_counter() - t0,
+                       plans=plans, relaxations=relaxations, explanation=explanation, notes=notes,
+                       candidates=stats.get("candidates", 0), tuples=stats["tuples"])
+
+
+def _versus(row, best) -> str:
+    if row is best or row.name == best.name:
+        return "best"
+    parts = []
+    if not (pd.isna(row.cost) or pd.isna(best.cost)) and best.cost > 0:
+        parts.append(f"{(row.cost / best.cost - 1):+.0%} cost")
+    parts.append(f"{row.total_days - best.total_days:+.1f} days")
+    return ", ".join(parts)
+
+
+def _explain(pm: PlanModel, df: pd.DataFrame, enforce: set[str], best, limits: Limits, objective: str,
+             n: int) -> list[str]:
+    what = {"cost": "cheapest", "time": "fastest", "compute": "most compute"}[objective]
+    lines = [f"#1 is the {what} of {n:,} non-dominated candidates that fit in memory and meet every limit."]
+    for c in sorted(enforce - {"priced"}):
+        alt = pm.solve(enforce - {c})
+        if not alt.rows or alt.rows[0] == best.name:
+            continue
+        row = df.iloc[alt.rows[0]]
+        lines.append(f"{c} binds ({_given(limits, c)}): without it, {_describe(row)}.")
+    if len(lines) == 1:
+        lines.append("No limit binds: #1 is the unconstrained optimum of the search space.")
+    return lines
+
+
+def buying_note(space: SearchSpace) -> str:
+    if space.amortize:
+        return (f"buying is charged its capex share over a {catalog.assumption('useful_life_years'):g}-year "
+                "life (--amortize), plus energy and colocation")
+    return "buying is charged the whole purchase (use --amortize to charge only this job's share of its life)"

@@ -1,0 +1,160 @@
+"""The training planner: an exact CP-SAT model over the candidate table.
+
+Sets and data
+  I            candidates (recommender.candidates.table): fitting, non-dominated plans
+  cost_i, days_i (training + purchase lead time), count_i, power_i, and the attributes
+  accelerator, vendor, provider, precision, acquisition of each i; all from the formulas.
+Decision variables
+  x_i in {0, 1}   plan i is chosen
+  a_c in {0, 1}   user constraint c is enforced (passed as an assumption)
+Objective
+  minimize sum_i r_i x_i, where r_i is i's rank in the order (primary, then tie-breaks):
+  primary = cost in cents (objective "cost"), days (objective "time") or -tokens ("compute");
+  tie-breaks: days or cost, GPU count, ZeRO stage, recomputation, accelerator id. Ranks are
+  integers with no scaling error and make the optimum unique, so the answer is deterministic.
+Constraints
+  (1) sum_i x_i = 1
+  (2) for each user constraint c with violating set V_c:  a_c  =>  sum_{i in V_c} x_i = 0
+      c in {budget, deadline, max GPUs, power, allowed accelerators / vendors / providers /
+      precisions / acquisitions, priced (cost matters)}.
+Infeasibility: the assumptions a_c give a core (minimized by deletion); each member's smallest
+relaxation is one more solve minimizing that constraint's quantity with it dropped.
+Ranked alternatives: re-solve with x_i = 0 for every row of an already-ranked plan's projection
+(accelerator, acquisition, count, TP, PP, precision).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from ortools.sat.python import cp_model
+
+OBJECTIVES = ("cost", "time", "compute")
+STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
+          cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
+
+
+@dataclass
+class Limits:
+    """The user's constraints; None = not given."""
+
+    budget_usd: float | None = None
+    deadline_days: float | None = None
+    max_gpus: int | None = None
+    power_kw: float | None = None
+    gpus: tuple[str, ...] | None = None
+    vendors: tuple[str, ...] | None = None
+    providers: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    acquisitions: tuple[str, ...] | None = None
+
+    def violations(self, df: pd.DataFrame, needs_price: bool) -> dict[str, np.ndarray]:
+        """Constraint name -> boolean mask of the candidates that violate it."""
+        out: dict[str, np.ndarray] = {}
+        if needs_price:
+            out["priced"] = df.cost.isna().values
+        if self.budget_usd is not None:
+            out["budget"] = ~(df.cost <= self.budget_usd).values
+        if self.deadline_days is not None:
+            out["deadline"] = (df.total_days > self.deadline_days).values
+        if self.max_gpus is not None:
+            out["max_gpus"] = (df["count"] > self.max_gpus).values
+        if self.power_kw is not None:
+            out["power"] = ~(df.power_kw <= self.power_kw).values
+        for name, col in (("gpus", "accelerator"), ("vendors", "vendor"), ("providers", "provider"),
+                          ("precisions", "precision"), ("acquisitions", "acquisition")):
+            allowed = getattr(self, name)
+            if allowed is not None:
+                ok = df[col].fillna("").str.lower().isin([v.lower() for v in allowed])
+                if name == "providers":
+                    ok |= df.acquisition.isin(["buy", "owned"]).values
+                if name == "acquisitions":
+                    ok |= df.acquisition.eq("owned").values
+                out[name] = ~ok.values
+        return out
+
+
+@dataclass
+class Outcome:
+    status: str
+    rows: list[int] = field(default_factory=list)
+    core: list[str] = field(default_factory=list)
+
+
+class PlanModel:
+    """The CP-SAT model of one query, reusable for top-K, explanations and relaxations."""
+
+    def __init__(self, df: pd.DataFrame, order: np.ndarray, masks: dict[str, np.ndarray],
+                 time_limit_s: float = 10.0):
+        self.df, self.masks, self.time_limit_s = df, masks, time_limit_s
+        self.rank = np.empty(len(df), dtype=np.int64)
+        self.rank[order] = np.arange(len(df))
+
+    def solve(self, enforce: set[str], exclude: np.ndarray | None = None, rank: np.ndarray | None = None,
+              want_core: bool = False) -> Outcome:
+        rank = self.rank if rank is None else rank
+        model = cp_model.CpModel()
+        n = len(self.df)
+        # data -> variables
+        x = [model.new_bool_var(f"x{i}") for i in range(n)]
+        lits = {c: model.new_bool_var(f"a_{c}") for c in self.masks}
+        # (1) exactly one plan
+        model.add_exactly_one(x)
+        # (2) each user constraint behind its literal
+        for c, mask in self.masks.items():
+            idx = np.flatnonzero(mask)
+            if len(idx):
+                model.add(sum(x[i] for i in idx) == 0).only_enforce_if(lits[c])
+        # already-ranked plans are excluded
+        if exclude is not None:
+            for i in np.flatnonzero(exclude):
+                model.add(x[i] == 0)
+        # objective: rank in (primary, tie-break) order
+        model.minimize(sum(int(rank[i]) * x[i] for i in range(n)))
+        model.add_assumptions([lits[c] for c in sorted(self.masks) if c in enforce])
+        model.add_assumptions([lits[c].Not() for c in sorted(self.masks) if c not in enforce])
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = self.time_limit_s
+        solver.parameters.num_workers = 1 if want_core else 2
+        solver.parameters.random_seed = 0
+        solver.parameters.cp_model_probing_level = 0
+        solver.parameters.merge_at_most_one_work_limit = 0
+        status = solver.solve(model)
+        out = Outcome(STATUS.get(status, "unknown"))
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            out.rows = [i for i in range(n) if solver.boolean_value(x[i])]
+        elif status == cp_model.INFEASIBLE and want_core:
+            index = {lits[c].index: c for c in lits}
+            out.core = sorted(index[v] for v in solver.sufficient_assumptions_for_infeasibility() if v in index)
+        return out
+
+
+def ordering(df: pd.DataFrame, objective: str) -> np.ndarray:
+    """Row indices sorted by the objective then the deterministic tie-breaks."""
+    primary = {"cost": df.cost.round(2).fillna(np.inf), "time": df.total_days,
+               "compute": -df.get("max_tokens", pd.Series(0.0, index=df.index)).fillna(-np.inf)}[objective]
+    secondary = df.total_days if objective == "cost" else df.cost.round(2).fillna(np.inf)
+    keys = pd.DataFrame({"p": primary.values, "s": secondary.values, "n": df["count"].values,
+                         "z": df.zero.values, "r": df.recompute.map({"none": 0, "selective": 1, "full": 2}).values,
+                         "a": df.accelerator.values, "q": df.acquisition.values, "t": df.tp.values,
+                         "pp": df.pp.values, "pr": df.precision.values})
+    return keys.sort_values(list(keys.columns), kind="mergesort").index.values
+
+
+def minimal_core(pm: PlanModel, core: list[str], enforce: set[str]) -> list[str]:
+    """Deletion-based minimization: drop each member whose removal keeps the rest infeasible."""
+    kept = list(core)
+    for c in list(core):
+        trial = [k for k in kept if k != c]
+        if pm.solve(set(trial)).status == "infeasible":
+            kept = trial
+    return kept
+
+
+def time_it(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t0
