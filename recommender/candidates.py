@@ -143,7 +143,7 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
                 part["accelerator"], part["vendor"], part["precision"] = acc.id, acc.vendor, precision
                 part["acquisition"] = acq
                 part["provider"] = price.provider if price else None
-                part["cost"] = np.nan if c is None else np.asarray(c.total, dtype=float) * np.ones(len(part))
+                part["cost"] = np.asarray(c.total, dtype=float) * np.ones(len(part))
                 extra = part["count"].values > owned
                 part["owned"] = np.minimum(part["count"].values, owned)
                 part["lead_days"] = np.where(extra, price.lead_time_days if price else 0.0, 0.0)

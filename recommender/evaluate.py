@@ -197,27 +197,33 @@ def pricing(acc: Accelerator, acquisition: str, provider: str | None = None) -> 
 
 def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = False, owned=0):
     """Dollars for `count` GPUs over `days`: `owned` of them cost energy and colocation only, the
-    rest are rented or bought at `price`. None where a needed figure is unpublished."""
+    rest are rented or bought at `price`. Elementwise; NaN where a needed figure is unpublished
+    (no price for the GPUs beyond those owned, or no TDP to cost energy)."""
     a = catalog.assumption
-    count, days = np.asarray(count), np.asarray(days)
+    count, days = np.asarray(count), np.asarray(days, dtype=float)
     own = np.minimum(count, owned)
     extra = count - own
+    zero = np.zeros(np.broadcast(count, days).shape)
+    site = (a("pue"), a("electricity_usd_per_kwh"), a("colocation_usd_per_kw_month"), a("useful_life_years"))
     parts = []
-    if np.any(own > 0):
-        if acc.tdp_w is None:
-            return None
-        parts.append(cost.buy_cost(own, days, 0.0, acc.tdp_w, a("pue"), a("electricity_usd_per_kwh"),
-                                   a("colocation_usd_per_kw_month"), a("useful_life_years"), owned=True))
-    if np.any(extra > 0) or not parts:
-        if price is None:
-            return None
-        if price.acquisition == "buy":
-            parts.append(cost.buy_cost(extra, days, price.system_usd_per_gpu, acc.tdp_w, a("pue"),
-                                       a("electricity_usd_per_kwh"), a("colocation_usd_per_kw_month"),
-                                       a("useful_life_years"), amortize=amortize))
-        else:
-            parts.append(cost.cloud_cost(extra, days, price.usd_per_gpu_hour))
-    return cost.Cost(*(sum(getattr(c, f) for c in parts) for f in ("rental", "capex", "energy", "operations")))
+    if acc.tdp_w is None:
+        parts.append(cost.Cost(energy=np.where(own > 0, np.nan, zero)))
+    else:
+        parts.append(cost.buy_cost(own, days, 0.0, acc.tdp_w, *site, owned=True))
+    if price is None or (price.acquisition == "buy" and acc.tdp_w is None):
+        parts.append(cost.Cost(rental=np.where(extra > 0, np.nan, zero)))
+    elif price.acquisition == "buy":
+        parts.append(cost.buy_cost(extra, days, price.system_usd_per_gpu, acc.tdp_w, *site, amortize=amortize))
+    else:
+        parts.append(cost.cloud_cost(extra, days, price.usd_per_gpu_hour))
+    total = cost.Cost(*(_scalar_or_array(sum(np.asarray(getattr(c, f), dtype=float) for c in parts))
+                        for f in ("rental", "capex", "energy", "operations")))
+    return total
+
+
+def _scalar_or_array(x):
+    arr = np.asarray(x, dtype=float)
+    return arr.item() if arr.ndim == 0 else arr
 
 
 def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
@@ -257,6 +263,8 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     owned = min(owned, L.count)
     price = pricing(acc, L.acquisition, L.provider)
     job_cost_ = job_cost(price, acc, L.count, days, amortize, owned)
+    if np.isnan(job_cost_.total):
+        job_cost_ = None
     lead = price.lead_time_days if price is not None and L.count > owned else 0.0
     price_hour = price.usd_per_gpu_hour if price is not None and L.count > owned else None
     provider = "owned" if owned == L.count else (price.provider if price else None)
