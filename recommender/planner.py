@@ -165,10 +165,11 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
         while outcome.rows and len(plans) < top:
             i = outcome.rows[0]
             row = df.iloc[i]
-            ev = _recheck(job, row, limits, space)
+            row_job = job if objective != "compute" else job.model_copy(update={"tokens": float(row.max_tokens)})
+            ev = _recheck(row_job, row, limits, space)
             if best is None:
                 best = row
-            plans.append(Plan(**ev.model_dump(), rank=len(plans) + 1, total_days=float(row.total_days),
+            plans.append(Plan(**(ev.model_dump() | {"acquisition": row.acquisition}), rank=len(plans) + 1, total_days=float(row.total_days),
                               owned_gpus=int(row.owned), vs_best=_versus(row, best)))
             same = np.ones(len(df), dtype=bool)
             for k in key:

@@ -1,0 +1,85 @@
+"""Planner behaviour: relaxations are the true minima, owned inventory, compute objective, CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recommender import api, catalog
+from recommender.candidates import SearchSpace
+from recommender.planner import plan
+from recommender.solver import Limits
+from recommender.spec import TrainJob
+from recommender.units import fmt_usd
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = TrainJob(model=catalog.dense_shape(7e9), tokens=2e11, global_batch_tokens=1024 * 4096, seq_len=4096)
+SPACE = SearchSpace(accelerators=("a100-80g", "h100-sxm"), counts=(8, 16, 32, 64, 128), acquisitions=("on_demand",))
+
+
+def test_infeasible_budget_relaxation_is_the_least_cost_at_this_deadline():
+    cheapest = plan(JOB, Limits(deadline_days=10), SPACE, objective="cost", top=1).plans[0]
+    r = plan(JOB, Limits(deadline_days=10, budget_usd=cheapest.cost_usd * 0.5), SPACE, objective="cost")
+    assert r.status == "infeasible" and not r.plans
+    budget = [x for x in r.relaxations if x.constraint == "budget"]
+    assert budget and budget[0].needed == f"budget >= {fmt_usd(cheapest.cost_usd)}"
+
+
+def test_infeasible_deadline_relaxation_is_the_least_time_at_this_budget():
+    fastest = plan(JOB, Limits(budget_usd=1e9), SPACE, objective="time", top=1).plans[0]
+    r = plan(JOB, Limits(deadline_days=fastest.total_days / 2, budget_usd=1e9), SPACE, objective="cost")
+    assert r.status == "infeasible"
+    assert [x.constraint for x in r.relaxations] == ["deadline"]
+    assert r.relaxations[0].needed == f"deadline >= {int(-(-fastest.total_days // 1))} days"
+
+
+def test_core_names_only_conflicting_limits():
+    r = plan(JOB, Limits(deadline_days=0.01, max_gpus=8, power_kw=1e6), SPACE, objective="cost")
+    assert r.status == "infeasible"
+    assert "power" not in {x.constraint for x in r.relaxations}
+
+
+def test_owned_gpus_cost_only_energy_and_colocation():
+    space = SearchSpace(accelerators=("h100-sxm",), counts=(64, 256, 1024), acquisitions=("on_demand",),
+                        owned={"h100-sxm": 256})
+    job = TrainJob(model=catalog.dense_shape(30e9), tokens=1e12, global_batch_tokens=4096 * 1024, seq_len=4096)
+    fast = plan(job, Limits(deadline_days=15), space, objective="cost", top=1).plans[0]
+    assert fast.count == 1024 and fast.owned_gpus == 256
+    rented = plan(job, Limits(deadline_days=15), SearchSpace(accelerators=("h100-sxm",), counts=(64, 256, 1024),
+                                                           acquisitions=("on_demand",)), top=1).plans[0]
+    assert fast.cost_usd < rented.cost_usd
+    assert fast.cost_breakdown_usd.energy > 0
+
+
+def test_compute_objective_fills_budget():
+    r = plan(JOB, Limits(budget_usd=100_000, deadline_days=30), SPACE, objective="compute", top=1)
+    p = r.plans[0]
+    assert p.cost_usd == pytest.approx(100_000, rel=1e-6) or p.total_days == pytest.approx(30, rel=1e-6)
+    assert p.tokens > JOB.tokens / 100
+
+
+def test_train_json_contract():
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--params", "7B", "--tokens", "200B",
+                          "--deadline", "30d", "--gpus", "h100,a100", "--top", "3", "--json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["status"] == "optimal" and data["objective"] == "cost" and data["solve_seconds"] > 0
+    assert [p["rank"] for p in data["plans"]] == [1, 2, 3]
+    for key in ("accelerator", "count", "tp", "pp", "dp", "zero", "recompute", "micro_batch", "precision",
+                "acquisition", "fits", "memory_gib_per_gpu", "memory_breakdown_gib", "days", "cost_usd", "mfu"):
+        assert key in data["plans"][0]
+    assert "relaxations" in data
+
+
+def test_train_bad_input():
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--params", "7B", "--deadline", "60 dayz"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "deadline=60 dayz" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_default_tokens_said():
+    r = api.train(params="1B", deadline="30d", gpus="h100", top=1)
+    assert any("Hoffmann" in n for n in r.notes)
