@@ -183,6 +183,9 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
             if p.acquisition == "buy" and not p.lead_time_days:
                 notes.append(f"{p.accelerator}: no published purchase lead time; 0 days assumed")
                 break
+    if any(p.acquisition == "spot" for p in plans):
+        notes.append("spot capacity can be reclaimed mid-run: spot plans assume the same 90% goodput as "
+                     "on-demand (no published preemption rate); checkpoint often")
     assumed = sorted({p.accelerator for p in plans if not p.efficiency_calibrated})
     if assumed:
         notes.append("efficiency assumed, not calibrated on a published run, for: " + ", ".join(assumed)

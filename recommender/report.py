@@ -6,6 +6,7 @@ import json
 import sys
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -13,7 +14,7 @@ from recommender.units import fmt_count, fmt_usd
 
 
 def console() -> Console:
-    return Console(soft_wrap=False, width=max(100, Console().width))
+    return Console(soft_wrap=False, width=max(160, Console().width))
 
 
 def to_json(obj) -> str:
@@ -87,9 +88,9 @@ def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None)
         df.to_csv(csv_path if csv_path != "-" else sys.stdout, index=False)
         if csv_path == "-":
             return
-    t = Table(title=title or None, title_justify="left")
+    t = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in df.columns:
-        t.add_column(str(col), overflow="fold")
+        t.add_column(str(col), no_wrap=True)
     for row in df.itertuples(index=False):
         t.add_row(*["" if (v is None or (isinstance(v, float) and pd.isna(v))) else
                     (f"{v:g}" if isinstance(v, float) else str(v)) for v in row])
@@ -100,13 +101,15 @@ def train_frame(result) -> pd.DataFrame:
     rows = []
     for p in result.plans:
         rows.append({
-            "rank": p.rank, "accelerator": p.accelerator, "count": p.count,
+            "#": p.rank, "accelerator": p.accelerator, "GPUs": p.count,
             "TPxPPxDP": f"{p.tp}x{p.pp}x{p.dp}" + (f" v{p.vp}" if p.vp > 1 else ""), "ZeRO": p.zero,
-            "recompute": p.recompute, "mb": p.micro_batch, "precision": p.precision,
-            "acquisition": p.provider if p.acquisition != "buy" or p.owned_gpus else "buy",
+            "recompute": p.recompute, "mb": p.micro_batch, "prec": p.precision,
+            "acquisition": (p.acquisition.replace("_", "-") + ("" if p.acquisition in ("buy", "owned")
+                                                               else f" {p.provider}")) if not p.owned_gpus
+            else p.provider,
             "days": round(p.total_days, 1), "cost": None if p.cost_usd is None else fmt_usd(p.cost_usd),
-            "MFU": f"{p.mfu:.0%}", "mem/GPU GiB": round(p.memory_gib_per_gpu, 1),
-            "nodes": p.nodes, "power kW": None if p.facility_power_kw is None else round(p.facility_power_kw),
+            "MFU": f"{p.mfu:.0%}", "GiB/GPU": round(p.memory_gib_per_gpu, 1),
+            "kW": None if p.facility_power_kw is None else round(p.facility_power_kw),
             "vs #1": p.vs_best,
         })
     return pd.DataFrame(rows)
