@@ -213,7 +213,7 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
         precisions=None, acquisitions=acqs)
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
     job, notes = build_job(spec, tokens, global_batch, seq_len)
-    cap = limits.max_gpus or 16384
+    cap = max(16384, limits.max_gpus or 0)  # max-gpus is a limit (relaxable), not the space's edge
     space_accs = gpu_ids or tuple(catalog.accelerators())
     space = SearchSpace(accelerators=space_accs, precisions=precisions, owned=owned,
                         acquisitions=acqs or ("on_demand", "spot", "reserved", "buy"),

@@ -142,21 +142,8 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     status = first.status
     if status == "infeasible":
         core = minimal_core(pm, first.core, enforce)
-        for c in core:
-            rank = None
-            if c in QUANTITY:
-                rank = np.empty(len(df), dtype=np.int64)
-                order = df[QUANTITY[c]].fillna(np.inf).sort_values(kind="mergesort").index.values
-                rank[order] = np.arange(len(df))
-            alt = pm.solve(enforce - {c}, rank=rank)
-            if alt.rows:
-                row = df.iloc[alt.rows[0]]
-                relaxations.append(Relaxation(constraint=c, given=_given(limits, c), needed=_needed(c, row),
-                                              plan=_describe(row)))
-            else:
-                relaxations.append(Relaxation(constraint=c, given=_given(limits, c),
-                                              needed="not enough alone: relax another member too", plan=""))
         explanation.append("No plan meets all limits. Conflicting: " + ", ".join(core) + ".")
+        relaxations = _relaxations(pm, df, enforce, limits)
     else:
         excluded = np.zeros(len(df), dtype=bool)
         key = ["accelerator"] if diverse else DISTINCT
@@ -202,6 +189,38 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     return TrainResult(status=status, objective=objective, solve_seconds=time.perf_counter() - t0,
                        plans=plans, relaxations=relaxations, explanation=explanation, notes=notes,
                        candidates=stats.get("candidates", 0), tuples=stats["tuples"])
+
+
+MAX_FIXES = 4
+
+
+def _relaxations(pm: PlanModel, df: pd.DataFrame, enforce: set[str], limits: Limits) -> list[Relaxation]:
+    """Each minimal correction set as a complete fix, with the least value of a single limit."""
+    out: list[Relaxation] = []
+    blocks: list[list[str]] = []
+    for _ in range(MAX_FIXES):
+        mcs = pm.correction_set(enforce, {"priced"}, blocks)
+        if not mcs:
+            break
+        blocks.append(mcs)
+        keep = enforce - set(mcs)
+        targets = [c for c in mcs if c in QUANTITY] or [None]
+        for target in targets:
+            rank = None
+            if target is not None:
+                rank = np.empty(len(df), dtype=np.int64)
+                order = df[QUANTITY[target]].fillna(np.inf).sort_values(kind="mergesort").index.values
+                rank[order] = np.arange(len(df))
+            alt = pm.solve(keep, rank=rank)
+            if not alt.rows:
+                continue
+            row = df.iloc[alt.rows[0]]
+            lead = [target] + [c for c in mcs if c != target] if target else mcs
+            if any(r.plan == _describe(row) and set(r.constraint.split(" + ")) == set(mcs) for r in out):
+                continue
+            out.append(Relaxation(constraint=" + ".join(lead), given="; ".join(_given(limits, c) for c in lead),
+                                  needed="; ".join(_needed(c, row) for c in lead), plan=_describe(row)))
+    return out
 
 
 def _versus(row, best) -> str:

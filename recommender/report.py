@@ -125,7 +125,7 @@ def render_train(result, csv_path: str | None = None) -> None:
     for line in result.explanation:
         c.print(line)
     if result.relaxations:
-        t = Table(title="Smallest relaxation of each conflicting limit", title_justify="left")
+        t = Table(title="Ways to make it feasible (each row alone is enough)", title_justify="left")
         for col in ("constraint", "given", "needed", "plan"):
             t.add_column(col)
         for r in result.relaxations:

@@ -17,8 +17,10 @@ Constraints
   (2) for each user constraint c with violating set V_c:  a_c  =>  sum_{i in V_c} x_i = 0
       c in {budget, deadline, max GPUs, power, allowed accelerators / vendors / providers /
       precisions / acquisitions, priced (cost matters)}.
-Infeasibility: the assumptions a_c give a core (minimized by deletion); each member's smallest
-relaxation is one more solve minimizing that constraint's quantity with it dropped.
+Infeasibility: the assumptions a_c give a core (minimized by deletion), named to the user. The
+fixes are minimal correction sets: maximize sum_c a_c (a_c now free), the dropped set M is an MCS;
+block it (sum_{c in M} a_c >= 1) and repeat. For a one-limit MCS the least relaxation is one more
+solve minimizing that limit's quantity (cost, days, GPUs, power) with the others enforced.
 Ranked alternatives: re-solve with x_i = 0 for every row of an already-ranked plan's projection
 (accelerator, acquisition, count, TP, PP, precision).
 """
@@ -130,6 +132,33 @@ class PlanModel:
             index = {lits[c].index: c for c in lits}
             out.core = sorted(index[v] for v in solver.sufficient_assumptions_for_infeasibility() if v in index)
         return out
+
+
+    def correction_set(self, enforce: set[str], hard: set[str], blocks: list[list[str]]) -> list[str] | None:
+        """A minimal correction set: the fewest limits to drop (not in `hard`, not a blocked set)."""
+        model = cp_model.CpModel()
+        n = len(self.df)
+        x = [model.new_bool_var(f"x{i}") for i in range(n)]
+        lits = {c: model.new_bool_var(f"a_{c}") for c in self.masks}
+        model.add_exactly_one(x)
+        for c, mask in self.masks.items():
+            idx = np.flatnonzero(mask)
+            if len(idx):
+                model.add(sum(x[i] for i in idx) == 0).only_enforce_if(lits[c])
+            if c not in enforce:
+                model.add(lits[c] == 0)
+            elif c in hard:
+                model.add(lits[c] == 1)
+        for block in blocks:
+            model.add_bool_or([lits[c] for c in block])
+        model.maximize(sum(lits[c] for c in sorted(enforce)))
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = self.time_limit_s
+        solver.parameters.num_workers = 1
+        solver.parameters.random_seed = 0
+        if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return None
+        return sorted(c for c in enforce if not solver.boolean_value(lits[c]))
 
 
 def ordering(df: pd.DataFrame, objective: str) -> np.ndarray:
