@@ -143,7 +143,10 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     if status == "infeasible":
         core = minimal_core(pm, first.core, enforce)
         explanation.append("No plan meets all limits. Conflicting: " + ", ".join(core) + ".")
-        relaxations = _relaxations(pm, df, enforce, limits)
+        relaxations = _relaxations(pm, df, enforce, limits) or [
+            Relaxation(constraint=c, given=_given(limits, c), plan="",
+                       needed="accelerators with a published price (add --gpus or a price)" if c == "priced"
+                       else f"drop or widen {c}") for c in core]
     else:
         excluded = np.zeros(len(df), dtype=bool)
         key = ["accelerator"] if diverse else DISTINCT
