@@ -178,7 +178,6 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
           acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s"):
     """`gpuplan train`: the exact optimum over the catalog, ranked alternatives and why."""
-    from recommender.candidates import SearchSpace
     from recommender.planner import plan
     from recommender.solver import Limits
     from recommender.units import parse_days, parse_duration_s, parse_usd
@@ -211,14 +210,62 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
         gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
         providers=None if providers is None else tuple(_split("providers", providers)),
         precisions=None, acquisitions=acqs)
+    if objective == "compute" and model is None and params is None and hf_config is None:
+        return _compute_optimal(limits, space_kwargs=dict(precisions=precisions, owned=owned, acqs=acqs,
+                                                          gpu_ids=gpu_ids, amortize=amortize),
+                                top=parse_int("top", top), diverse=diverse,
+                                time_limit_s=parse_duration_s("time-limit", time_limit))
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
     job, notes = build_job(spec, tokens, global_batch, seq_len)
-    cap = max(16384, limits.max_gpus or 0)  # max-gpus is a limit (relaxable), not the space's edge
-    space_accs = gpu_ids or tuple(catalog.accelerators())
-    space = SearchSpace(accelerators=space_accs, precisions=precisions, owned=owned,
-                        acquisitions=acqs or ("on_demand", "spot", "reserved", "buy"),
-                        max_gpus=max(cap, max(owned.values(), default=0)), amortize=amortize,
-                        providers=limits.providers)
+    # max-gpus is a limit (relaxable), not the space's edge
+    space = _space(limits, precisions, owned, acqs, gpu_ids, amortize)
     top_k = parse_int("top", top)
     return plan(job, limits, space, objective=objective, top=top_k, diverse=diverse,
                 time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes)
+
+
+def _space(limits, precisions, owned, acqs, gpu_ids, amortize):
+    from recommender.candidates import SearchSpace
+
+    cap = max(16384, limits.max_gpus or 0)
+    return SearchSpace(accelerators=gpu_ids or tuple(catalog.accelerators()), precisions=precisions, owned=owned,
+                       acquisitions=acqs or ("on_demand", "spot", "reserved", "buy"),
+                       max_gpus=max(cap, max(owned.values(), default=0)), amortize=amortize,
+                       providers=limits.providers)
+
+
+def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iterations=8):
+    """No model given: the compute-optimal dense model for what budget and deadline buy.
+
+    Fixed point of Hoffmann et al. 2022: with D = 20 N tokens, C = 6 N D = 120 N^2, so
+    N = sqrt(C / 120); start at 10B, plan the most compute for that shape, re-size, repeat
+    until N moves by less than 2%."""
+    from recommender.planner import plan
+
+    space = _space(limits, **space_kwargs)
+    n = 10e9
+    result = None
+    for _ in range(iterations):
+        spec = catalog.dense_shape(n)
+        job = TrainJob(model=spec, tokens=CHINCHILLA_TOKENS_PER_PARAM * spec.total_params,
+                       global_batch_tokens=catalog.assumption("default_global_batch_tokens"), seq_len=spec.seq_len)
+        result = plan(job, limits, space, objective="compute", top=1, time_limit_s=time_limit_s)
+        if not result.plans:
+            return result
+        c = result.plans[0].total_flops
+        n_next = (c / (6.0 * CHINCHILLA_TOKENS_PER_PARAM)) ** 0.5
+        if abs(n_next / n - 1) < 0.02:
+            break
+        n = (n * n_next) ** 0.5  # damped: throughput changes with the shape
+    spec = catalog.dense_shape(n)
+    job = TrainJob(model=spec, tokens=CHINCHILLA_TOKENS_PER_PARAM * spec.total_params,
+                   global_batch_tokens=catalog.assumption("default_global_batch_tokens"), seq_len=spec.seq_len)
+    result = plan(job, limits, space, objective="compute", top=top, diverse=diverse, time_limit_s=time_limit_s)
+    if result.plans:
+        best = result.plans[0]
+        result.notes.insert(0, f"no model given: a {spec.total_params / 1e9:.1f}B dense model (standard shape) on "
+                               f"{best.tokens:.3g} tokens, {best.tokens / spec.total_params:.0f} tokens per parameter; "
+                               f"compute-optimal for {best.flops_6nd:.3g} FLOPs (6ND) is "
+                               f"{(best.flops_6nd / 120) ** 0.5 / 1e9:.1f}B on 20 tokens per parameter "
+                               f"(Hoffmann et al. 2022)")
+    return result

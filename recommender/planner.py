@@ -240,6 +240,12 @@ def _explain(pm: PlanModel, df: pd.DataFrame, enforce: set[str], best, limits: L
              n: int) -> list[str]:
     what = {"cost": "cheapest", "time": "fastest", "compute": "most compute"}[objective]
     lines = [f"#1 is the {what} of {n:,} non-dominated candidates that fit in memory and meet every limit."]
+    if objective == "compute":
+        if limits.budget_usd is not None and best.cost >= limits.budget_usd * (1 - 1e-9):
+            lines.append(f"budget binds ({_given(limits, 'budget')}): the run stops when the money does.")
+        if limits.deadline_days is not None and best.total_days >= limits.deadline_days * (1 - 1e-9):
+            lines.append(f"deadline binds ({_given(limits, 'deadline')}): the run stops at the deadline.")
+        return lines
     for c in sorted(enforce - {"priced"}):
         alt = pm.solve(enforce - {c})
         if not alt.rows or alt.rows[0] == best.name:

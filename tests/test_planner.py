@@ -83,3 +83,16 @@ def test_train_bad_input():
 def test_default_tokens_said():
     r = api.train(params="1B", deadline="30d", gpus="h100", top=1)
     assert any("Hoffmann" in n for n in r.notes)
+
+
+def test_compute_objective_without_a_model_sizes_one():
+    r = api.train(objective="compute", budget="200k", deadline="30d", gpus="h100", top=1)
+    p = r.plans[0]
+    assert p.cost_usd == pytest.approx(200_000, rel=1e-6) or p.total_days == pytest.approx(30, rel=1e-6)
+    assert any("no model given" in n for n in r.notes)
+    assert 5 <= p.tokens / p.params <= 80  # near the 20 tokens per parameter it was sized for
+
+
+def test_diverse_gives_one_plan_per_accelerator():
+    r = plan(JOB, Limits(deadline_days=30), SPACE, objective="cost", top=5, diverse=True)
+    assert sorted(p.accelerator for p in r.plans) == ["a100-80g", "h100-sxm"]
