@@ -16,6 +16,19 @@ JSON = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on std
 CSV = Annotated[Opt, typer.Option("--csv", help="Also write the table as CSV to FILE ('-' = stdout).")]
 
 
+# options shared by the commands that take a model and a training job, declared once
+ModelOpt = Annotated[Opt, typer.Option(help="Model preset, e.g. llama-2-70b (see `gpuplan models`).")]
+ParamsOpt = Annotated[Opt, typer.Option(help="Parameter count for a standard dense shape, e.g. 100B.")]
+HfConfigOpt = Annotated[Opt, typer.Option(help="Local Hugging Face config.json (not downloaded).")]
+LayersOpt = Annotated[Opt, typer.Option(help="Override the number of layers.")]
+HiddenOpt = Annotated[Opt, typer.Option(help="Override the hidden size.")]
+HeadsOpt = Annotated[Opt, typer.Option(help="Override the attention heads.")]
+KvHeadsOpt = Annotated[Opt, typer.Option(help="Override the KV heads (GQA/MQA).")]
+SeqLenOpt = Annotated[Opt, typer.Option(help="Training sequence length (default: the model's).")]
+TokensOpt = Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default: 20 per parameter).")]
+BatchOpt = Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M).")]
+
+
 def user_errors(fn):
     """Print a GpuplanError as one line on stderr and exit 2, never a traceback."""
 
@@ -41,16 +54,16 @@ def user_errors(fn):
 @app.command()
 @user_errors
 def evaluate(
-    model: Annotated[Opt, typer.Option(help="Model preset, e.g. llama-2-70b (see `gpuplan models`).")] = None,
-    params: Annotated[Opt, typer.Option(help="Parameter count for a standard dense shape, e.g. 100B.")] = None,
-    hf_config: Annotated[Opt, typer.Option(help="Local Hugging Face config.json (not downloaded).")] = None,
-    layers: Annotated[Opt, typer.Option(help="Override the number of layers.")] = None,
-    hidden: Annotated[Opt, typer.Option(help="Override the hidden size.")] = None,
-    heads: Annotated[Opt, typer.Option(help="Override the attention heads.")] = None,
-    kv_heads: Annotated[Opt, typer.Option(help="Override the KV heads (GQA/MQA).")] = None,
-    seq_len: Annotated[Opt, typer.Option(help="Training sequence length (default: the model's).")] = None,
-    tokens: Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default 20 per parameter).")] = None,
-    global_batch: Annotated[Opt, typer.Option(help="Global batch in tokens, e.g. 4M.")] = None,
+    model: ModelOpt = None,
+    params: ParamsOpt = None,
+    hf_config: HfConfigOpt = None,
+    layers: LayersOpt = None,
+    hidden: HiddenOpt = None,
+    heads: HeadsOpt = None,
+    kv_heads: KvHeadsOpt = None,
+    seq_len: SeqLenOpt = None,
+    tokens: TokensOpt = None,
+    global_batch: BatchOpt = None,
     gpu: Annotated[str, typer.Option(help="Accelerator id or alias, e.g. h100-sxm, 'A100 80GB'.")] = "h100-sxm",
     count: Annotated[Opt, typer.Option(help="GPU count (= tp*pp*dp).")] = None,
     dp: Annotated[Opt, typer.Option(help="Data-parallel degree (instead of --count).")] = None,
@@ -85,16 +98,16 @@ def evaluate(
 @app.command()
 @user_errors
 def train(
-    model: Annotated[Opt, typer.Option(help="Model preset, e.g. llama-3-70b.")] = None,
-    params: Annotated[Opt, typer.Option(help="Parameter count for a standard dense shape, e.g. 100B.")] = None,
-    hf_config: Annotated[Opt, typer.Option(help="Local Hugging Face config.json.")] = None,
-    layers: Annotated[Opt, typer.Option(help="Override the number of layers.")] = None,
-    hidden: Annotated[Opt, typer.Option(help="Override the hidden size.")] = None,
-    heads: Annotated[Opt, typer.Option(help="Override the attention heads.")] = None,
-    kv_heads: Annotated[Opt, typer.Option(help="Override the KV heads.")] = None,
-    seq_len: Annotated[Opt, typer.Option(help="Training sequence length.")] = None,
-    tokens: Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default: 20 per parameter).")] = None,
-    global_batch: Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M).")] = None,
+    model: ModelOpt = None,
+    params: ParamsOpt = None,
+    hf_config: HfConfigOpt = None,
+    layers: LayersOpt = None,
+    hidden: HiddenOpt = None,
+    heads: HeadsOpt = None,
+    kv_heads: KvHeadsOpt = None,
+    seq_len: SeqLenOpt = None,
+    tokens: TokensOpt = None,
+    global_batch: BatchOpt = None,
     objective: Annotated[str, typer.Option(help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
     budget: Annotated[Opt, typer.Option(help="Budget, e.g. $3M.")] = None,
     deadline: Annotated[Opt, typer.Option(help="Deadline, e.g. 60d (buying adds its lead time).")] = None,

@@ -95,13 +95,10 @@ class PlanModel:
         self.rank = np.empty(len(df), dtype=np.int64)
         self.rank[order] = np.arange(len(df))
 
-    def solve(self, enforce: set[str], exclude: np.ndarray | None = None, rank: np.ndarray | None = None,
-              want_core: bool = False) -> Outcome:
-        rank = self.rank if rank is None else rank
+    def _model(self):
+        """Variables x_i and a_c with constraints (1) and (2)."""
         model = cp_model.CpModel()
-        n = len(self.df)
-        # data -> variables
-        x = [model.new_bool_var(f"x{i}") for i in range(n)]
+        x = [model.new_bool_var(f"x{i}") for i in range(len(self.df))]
         lits = {c: model.new_bool_var(f"a_{c}") for c in self.masks}
         # (1) exactly one plan
         model.add_exactly_one(x)
@@ -110,6 +107,22 @@ class PlanModel:
             idx = np.flatnonzero(mask)
             if len(idx):
                 model.add(sum(x[i] for i in idx) == 0).only_enforce_if(lits[c])
+        return model, x, lits
+
+    def _solver(self, workers: int) -> cp_model.CpSolver:
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = self.time_limit_s
+        solver.parameters.num_workers = workers
+        solver.parameters.random_seed = 0
+        solver.parameters.cp_model_probing_level = 0
+        solver.parameters.merge_at_most_one_work_limit = 0
+        return solver
+
+    def solve(self, enforce: set[str], exclude: np.ndarray | None = None, rank: np.ndarray | None = None,
+              want_core: bool = False) -> Outcome:
+        rank = self.rank if rank is None else rank
+        model, x, lits = self._model()
+        n = len(x)
         # already-ranked plans are excluded
         if exclude is not None:
             for i in np.flatnonzero(exclude):
@@ -118,12 +131,7 @@ class PlanModel:
         model.minimize(sum(int(rank[i]) * x[i] for i in range(n)))
         model.add_assumptions([lits[c] for c in sorted(self.masks) if c in enforce])
         model.add_assumptions([lits[c].Not() for c in sorted(self.masks) if c not in enforce])
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = self.time_limit_s
-        solver.parameters.num_workers = 1 if want_core else 2
-        solver.parameters.random_seed = 0
-        solver.parameters.cp_model_probing_level = 0
-        solver.parameters.merge_at_most_one_work_limit = 0
+        solver = self._solver(1 if want_core else 2)
         status = solver.solve(model)
         out = Outcome(STATUS.get(status, "unknown"))
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -136,15 +144,8 @@ class PlanModel:
 
     def correction_set(self, enforce: set[str], hard: set[str], blocks: list[list[str]]) -> list[str] | None:
         """A minimal correction set: the fewest limits to drop (not in `hard`, not a blocked set)."""
-        model = cp_model.CpModel()
-        n = len(self.df)
-        x = [model.new_bool_var(f"x{i}") for i in range(n)]
-        lits = {c: model.new_bool_var(f"a_{c}") for c in self.masks}
-        model.add_exactly_one(x)
-        for c, mask in self.masks.items():
-            idx = np.flatnonzero(mask)
-            if len(idx):
-                model.add(sum(x[i] for i in idx) == 0).only_enforce_if(lits[c])
+        model, x, lits = self._model()
+        for c in self.masks:
             if c not in enforce:
                 model.add(lits[c] == 0)
             elif c in hard:
@@ -152,10 +153,7 @@ class PlanModel:
         for block in blocks:
             model.add_bool_or([lits[c] for c in block])
         model.maximize(sum(lits[c] for c in sorted(enforce)))
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = self.time_limit_s
-        solver.parameters.num_workers = 1
-        solver.parameters.random_seed = 0
+        solver = self._solver(1)
         if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None
         return sorted(c for c in enforce if not solver.boolean_value(lits[c]))
