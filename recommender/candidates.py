@@ -133,11 +133,7 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
             if ev.empty:
                 continue
             for acq in space.acquisitions:
-                price = pricing(acc, acq, None if not space.providers else None)
-                if space.providers and acq != "buy":
-                    rows = [pricing(acc, acq, p) for p in space.providers]
-                    rows = [r for r in rows if r is not None]
-                    price = min(rows, key=lambda r: (r.usd_per_gpu_hour, r.provider)) if rows else None
+                price = pricing(acc, acq, space.providers)
                 c = job_cost(price, acc, ev["count"].values, ev.days.values, space.amortize, owned)
                 part = ev.copy()
                 part["accelerator"], part["vendor"], part["precision"] = acc.id, acc.vendor, precision

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from recommender import catalog
 from recommender.errors import GpuplanError
 from recommender.formulas import compute, cost, memory, performance
+from recommender.formulas.compute import _scalar
 from recommender.formulas.memory import GIB
 from recommender.spec import Accelerator, TrainJob, TrainLayout
 
@@ -123,7 +124,6 @@ class Terms:
     flops: compute.FlopsPerToken
     micro_batches: object
     effective_batch: object
-    params_gpu: object
     memory: memory.MemoryBreakdown
     fits: object
     step: performance.StepTime
@@ -160,7 +160,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     count = tp * pp * dp
     tokens_s_gpu = effective_batch * job.seq_len / st.total / count
     days = job.tokens / (tokens_s_gpu * count) / a("goodput") / compute.SECONDS_PER_DAY
-    return Terms(fpt, micro_batches, effective_batch, params_gpu, mem,
+    return Terms(fpt, micro_batches, effective_batch, mem,
                  memory.fits(mem.total, acc.memory_gib, headroom), st, tokens_s_gpu, days)
 
 
@@ -175,8 +175,8 @@ class Pricing:
     lead_time_days: float = 0.0
 
 
-def pricing(acc: Accelerator, acquisition: str, provider: str | None = None) -> Pricing | None:
-    """The cheapest published price of a cloud tier (of one provider, if named), or the purchase
+def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | None = None) -> Pricing | None:
+    """The cheapest published price of a cloud tier (among `providers`, if given), or the purchase
     price with its lead time; None where no source gives one."""
     if acquisition == "buy":
         if acc.tdp_w is None:
@@ -187,8 +187,9 @@ def pricing(acc: Accelerator, acquisition: str, provider: str | None = None) -> 
         share = 0.0 if p.basis == "system_per_gpu" else catalog.assumption("server_share_of_gpu_price")
         return Pricing("buy", "purchase", system_usd_per_gpu=p.price_usd_per_gpu * (1 + share),
                        lead_time_days=catalog.lead_time_days(acc.id) or 0.0)
+    allowed = None if providers is None else {p.lower() for p in providers}
     rows = [p for p in catalog.prices_for(acc.id) if p.tier == acquisition
-            and (provider is None or p.provider.lower() == provider.lower())]
+            and (allowed is None or p.provider.lower() in allowed)]
     if not rows:
         return None
     best = min(rows, key=lambda p: (p.price_usd_per_gpu_hour, p.provider))
@@ -216,14 +217,8 @@ def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: boo
         parts.append(cost.buy_cost(extra, days, price.system_usd_per_gpu, acc.tdp_w, *site, amortize=amortize))
     else:
         parts.append(cost.cloud_cost(extra, days, price.usd_per_gpu_hour))
-    total = cost.Cost(*(_scalar_or_array(sum(np.asarray(getattr(c, f), dtype=float) for c in parts))
-                        for f in ("rental", "capex", "energy", "operations")))
-    return total
-
-
-def _scalar_or_array(x):
-    arr = np.asarray(x, dtype=float)
-    return arr.item() if arr.ndim == 0 else arr
+    return cost.Cost(*(_scalar(sum(np.asarray(getattr(c, f), dtype=float) for c in parts))
+                       for f in ("rental", "capex", "energy", "operations")))
 
 
 def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
@@ -261,7 +256,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
 
     # cost and power
     owned = min(owned, L.count)
-    price = pricing(acc, L.acquisition, L.provider)
+    price = pricing(acc, L.acquisition, None if L.provider is None else (L.provider,))
     job_cost_ = job_cost(price, acc, L.count, days, amortize, owned)
     if np.isnan(job_cost_.total):
         job_cost_ = None

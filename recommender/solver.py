@@ -27,7 +27,6 @@ Ranked alternatives: re-solve with x_i = 0 for every row of an already-ranked pl
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,8 +179,3 @@ def minimal_core(pm: PlanModel, core: list[str], enforce: set[str]) -> list[str]
             kept = trial
     return kept
 
-
-def time_it(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - t0
