@@ -269,3 +269,138 @@ def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iteration
                                f"{(best.flops_6nd / 120) ** 0.5 / 1e9:.1f}B on 20 tokens per parameter "
                                f"(Hoffmann et al. 2022)")
     return result
+
+
+WORDS_PER_TOKEN = 0.75  # OpenAI Help Center, "What are tokens and how to count them": 1 token ~= 3/4 word (English)
+
+
+def parse_tokens(field: str, value) -> int:
+    """'512' tokens, or '50w' / '50 words' converted at 0.75 words per token (English text)."""
+    import math
+    import re
+
+    from recommender.units import parse_int
+
+    text = str(value).strip().lower()
+    m = re.fullmatch(r"(.+?)\s*(w|words?)", text)
+    if m:
+        words = parse_count(field, m.group(1))
+        return max(1, math.ceil(words / WORDS_PER_TOKEN))
+    return parse_int(field, re.sub(r"\s*(tokens?|tok)$", "", text))
+
+
+def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
+          prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
+          horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
+          providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
+          time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None):
+    """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
+    fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
+    from recommender import serve_planner as sp
+    from recommender.formulas.serving import SERVE_PRECISIONS
+    from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving
+    from recommender.units import parse_days, parse_duration_s, parse_rate_per_s, parse_usd
+
+    spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads)
+    dur = lambda f, v: None if v is None else parse_duration_s(f, v)  # noqa: E731
+    w = ServeWorkload(
+        model=spec, prompt_tokens=parse_tokens("prompt", prompt), output_tokens=parse_tokens("output", output),
+        rate_rps=None if rate is None else parse_rate_per_s("rate", rate),
+        users=None if users is None else parse_int("users", users),
+        think_time_s=dur("think-time", think_time) or 0.0, ttft_s=dur("ttft", ttft), tpot_s=dur("tpot", tpot),
+        e2e_s=dur("e2e", e2e), horizon_days=parse_days("horizon", horizon))
+    if w.context > spec.seq_len:
+        raise GpuplanError("prompt", prompt, f"prompt + output = {w.context} tokens exceeds {spec.id}'s "
+                           f"{spec.seq_len}-token context")
+    kv = str(kv_precision).lower()
+    if kv != "auto" and kv not in SERVE_PRECISIONS:
+        raise GpuplanError("kv-precision", kv_precision, f"must be auto or one of {', '.join(SERVE_PRECISIONS)}")
+    precisions = tuple(p.lower() for p in (_split("precision", precision) or sp.DEFAULT_PRECISIONS))
+    for p in precisions:
+        if p not in SERVE_PRECISIONS:
+            raise GpuplanError("precision", p, f"must be one of {', '.join(SERVE_PRECISIONS)}")
+    hr = None if headroom is None else parse_count("headroom", headroom, allow_zero=True)
+    if hr is not None and hr >= 1:
+        raise GpuplanError("headroom", headroom, "must be a fraction below 1")
+    owned = parse_own(own)
+    if gpu is not None:
+        return _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, providers, hr, amortize,
+                            owned)
+    for name, v in (("tp", tp), ("replicas", replicas), ("batch", batch)):
+        if v is not None:
+            raise GpuplanError(name, v, "fixes a configuration: give --gpu too")
+    acqs = None
+    if acquisition is not None:
+        acqs = []
+        for a in _split("acquisition", acquisition):
+            if a.lower() not in ACQUISITIONS:
+                raise GpuplanError("acquisition", a, "must be one of cloud, spot, reserved, buy")
+            acqs.append(ACQUISITIONS[a.lower()])
+        acqs = tuple(dict.fromkeys(acqs))
+    gpu_ids = None if gpus is None else tuple(catalog.accelerator(g, field="gpus").id for g in _split("gpus", gpus))
+    vendor_list = _split("vendors", vendors)
+    known_vendors = sorted({a.vendor for a in catalog.accelerators().values()})
+    for v in vendor_list or []:
+        if v.lower() not in known_vendors:
+            raise GpuplanError("vendors", v, f"unknown vendor; known: {', '.join(known_vendors)}")
+    limits = sp.ServeLimits(
+        budget_usd=None if budget is None else parse_usd("budget", budget),
+        max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
+        power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
+        gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
+        providers=None if providers is None else tuple(_split("providers", providers)), acquisitions=acqs)
+    space = sp.ServeSpace(accelerators=tuple(sorted(set(gpu_ids or ()) | set(owned))) if gpu_ids else
+                          tuple(catalog.accelerators()), precisions=precisions, kv_precision=kv,
+                          acquisitions=acqs or ("on_demand", "spot", "reserved", "buy"), owned=owned,
+                          amortize=amortize, headroom=hr)
+    return sp.plan_serving(w, limits, space, objective=str(objective).lower(), top=parse_int("top", top),
+                           time_limit_s=parse_duration_s("time-limit", time_limit))
+
+
+def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, providers, headroom, amortize, owned):
+    """One replica configuration evaluated, wrapped as a one-plan result."""
+    import time
+
+    from recommender import serve_planner as sp
+    from recommender.serving import HOURS_PER_DAY, ServeLayout, evaluate_serving
+
+    t0 = time.perf_counter()
+    acc = catalog.accelerator(gpu)
+    if len(precisions) != 1:
+        raise GpuplanError("precision", ",".join(precisions), "a fixed configuration takes one precision")
+    prec = precisions[0]
+    if prec == "bf16" and acc.fp16_only:
+        prec = "fp16"
+    acq = ACQUISITIONS.get(str(acquisition or "cloud").lower())
+    if acq is None:
+        raise GpuplanError("acquisition", acquisition, "must be one of cloud, spot, reserved, buy")
+    provider = None if providers is None else _split("providers", providers)[0]
+    layout = ServeLayout(accelerator=acc.id, tp=parse_int("tp", tp or 1), pp=parse_int("pp", pp),
+                         precision=prec, kv_precision=sp.kv_for(prec, kv),
+                         batch=None if batch is None else parse_int("batch", batch),
+                         replicas=None if replicas is None else parse_int("replicas", replicas),
+                         acquisition=acq, provider=provider)
+    part = evaluate_serving(w, layout, headroom=headroom, amortize=amortize, owned=owned.get(acc.id, 0))
+    demand = w.output_tokens_per_s
+    hours = w.horizon_days * HOURS_PER_DAY
+    plan = sp._fleet_plan(1, [part], demand or part.tokens_per_s, hours, "best")
+    explanation = []
+    if not part.fits:
+        explanation.append(f"does not fit: {part.memory_gib_per_gpu:.1f} GiB per GPU needed, "
+                           f"{part.memory_limit_gib:.1f} GiB usable of {part.memory_capacity_gib:g} GiB")
+    elif part.missed_targets:
+        explanation.append("misses " + ", ".join(part.missed_targets) + f" even at batch {part.batch}")
+    elif demand is not None and part.tokens_per_s < demand * (1 - 1e-9):
+        explanation.append(f"{part.replicas} replicas give {part.tokens_per_s:,.0f} tokens/s, below the "
+                           f"{demand:,.0f} demanded")
+    else:
+        explanation.append(f"batch {part.batch} is the largest meeting every target"
+                           if (w.ttft_s or w.tpot_s or w.e2e_s) and layout.batch is None else
+                           ("maximum offline throughput: the batch with the most tokens/s that fits"
+                            if layout.batch is None else f"batch fixed at {part.batch}"))
+    status = "evaluated" if part.fits and not part.missed_targets else ("does not fit" if not part.fits
+                                                                        else "misses targets")
+    return sp.ServeResult(status=status, objective="fixed", solve_seconds=time.perf_counter() - t0,
+                          requests_per_s=w.requests_per_s or part.requests_per_s,
+                          demand_tokens_per_s=demand or part.tokens_per_s, plans=[plan], relaxations=[],
+                          explanation=explanation, notes=[], candidates=1, replica_types=1)

@@ -1,0 +1,214 @@
+"""Serving one model replica: memory, decode step, prefill, and the latency/throughput they give.
+
+A replica is TP x PP GPUs holding one copy of the weights and serving B sequences at once
+(continuous batching). Sources:
+- KV cache per token: 2 * layers * kv_heads * head_dim * bytes (Kwon et al. 2023, "Efficient
+  Memory Management for Large Language Model Serving with PagedAttention", Sec. 2-3; Pope et al.
+  2022, "Efficiently Scaling Transformer Inference", Sec. 2). Tensor parallelism splits KV heads
+  (Megatron-LM attention split); with fewer KV heads than TP ranks each rank keeps one head, so
+  the cache is split min(t, kv_heads) ways. MLA caches one latent per token, kept whole on
+  every rank.
+- Decode is a roofline (Williams et al. 2009; Pope et al. 2022 Sec. 3.1): each step reads the
+  weights it touches and the batch's KV cache once from memory, and does 2 N_active + 4 L H Q c
+  FLOPs per sequence (PaLM App. B forward FLOPs, attention over context c). Step time =
+  max(compute, memory) + tensor-parallel all-reduces (2 per layer: Shoeybi et al. 2019, Sec. 3)
+  + pipeline point-to-point sends.
+- MoE: a batch of b tokens, each routed to k of E experts uniformly, touches on average
+  E * (1 - (1 - k/E)^b) distinct experts per layer; only those are read. Compute uses the
+  active parameters, memory holds all of them.
+- Prefill of P prompt tokens: 2 N P + 2 L H Q P^2 FLOPs (causal attention: the average query sees
+  P/2 keys), compute bound at any realistic P; weights are read once.
+- Scheduling (vLLM's default iteration-level scheduler, Yu et al. 2022 "Orca"; Kwon et al. 2023):
+  prefills run between decode iterations and stall them. With B sequences each needing one
+  prefill per O output tokens, the batch spends B * T_prefill per O decode steps prefilling, so
+  TPOT = T_decode(B) + B * T_prefill / O (per pipeline stage: divided by p), throughput = B / TPOT,
+  TTFT = T_prefill + one decode iteration in progress, end-to-end = TTFT + (O - 1) * TPOT.
+Weight-only int4 (AWQ, Lin et al. 2023; GPTQ, Frantar et al. 2022) keeps 16-bit math and adds a
+16-bit scale and zero point per group of 128 weights; int8 is W8A8 at the int8 peak (SmoothQuant,
+Xiao et al. 2023); fp8 is W8A8 at the fp8 peak (as MLPerf Inference submissions run it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recommender.formulas.compute import _scalar
+from recommender.formulas.memory import GIB, mlp_width, stage_params
+
+GB = 1e9
+QUANT_GROUP = 128
+# bytes per weight: int4 adds a 16-bit scale and a 16-bit zero point per group of 128 weights
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
+                "int4": 0.5 + 4.0 / QUANT_GROUP}
+KV_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+# the peak the matmuls run at: weight-only int4 dequantizes to 16-bit math
+MATH = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "fp16"}
+SERVE_PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4")
+ACT_BYTES = 2.0  # activations travel in 16-bit
+
+
+def kv_shards(model, tp):
+    """How many ways TP splits the KV cache: min(t, kv_heads); MLA's latent is not split."""
+    tp = np.asarray(tp)
+    if model.attention == "mla":
+        return _scalar(np.ones_like(tp))
+    return _scalar(np.minimum(tp, model.kv_heads))
+
+
+def experts_touched(model, tokens):
+    """Expected distinct routed experts per MoE layer for `tokens` tokens each choosing k of E."""
+    if not model.is_moe:
+        return 0.0
+    e, k = model.experts, model.experts_per_token
+    return _scalar(e * (1.0 - (1.0 - k / e) ** np.asarray(tokens, dtype=float)))
+
+
+def weights_read_params(model, tokens):
+    """Parameters a forward pass over `tokens` tokens reads: all but the routed experts it skips."""
+    if not model.is_moe:
+        return float(model.total_params)
+    skipped = model.experts - np.asarray(experts_touched(model, tokens))
+    return _scalar(model.total_params - model.moe_layers * skipped * model.expert_params)
+
+
+@dataclass(frozen=True)
+class ServeMemory:
+    """Bytes per GPU of one replica (busiest pipeline stage)."""
+
+    weights: object
+    kv_cache: object
+    activations: object
+    overhead: object
+
+    @property
+    def total(self):
+        return self.weights + self.kv_cache + self.activations + self.overhead
+
+
+def serve_memory(model, precision, kv_precision, batch, context, tp, pp, fixed_gib, fragmentation,
+                 step_tokens=None) -> ServeMemory:
+    """Weights (this stage's layers + one vocabulary matrix, split over TP), the KV cache of
+    `batch` sequences of `context` tokens, a forward pass's working activations over
+    `step_tokens` tokens (default: max(batch, context)), and the framework overhead."""
+    tp, pp, batch = np.asarray(tp), np.asarray(pp), np.asarray(batch)
+    weights = stage_params(model, tp, pp) * WEIGHT_BYTES[precision]
+    kv = batch * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
+    tokens = np.maximum(batch, context) if step_tokens is None else np.asarray(step_tokens)
+    mult = 3.0 if model.mlp == "gated" else 2.0
+    # residual stream, norm output, QKV and attention output (4h), MLP intermediates (/t), and
+    # fp32 logits for the sequences sampling this step
+    acts = tokens * (4.0 * model.hidden + mult * mlp_width(model) / tp) * ACT_BYTES + batch * model.vocab / tp * 4.0
+    dynamic = weights + kv + acts
+    overhead = fixed_gib * GIB + fragmentation * dynamic
+    return ServeMemory(_scalar(weights), _scalar(kv), _scalar(acts), _scalar(overhead))
+
+
+def max_batch(model, precision, kv_precision, context, tp, pp, capacity_gib, headroom, fixed_gib,
+              fragmentation):
+    """The largest batch whose memory fits (0 if even the weights do not), found exactly by
+    bisection on the monotone memory formula."""
+    tp, pp = np.broadcast_arrays(np.asarray(tp), np.asarray(pp))
+    limit = capacity_gib * GIB * (1.0 - headroom)
+    lo = np.zeros(tp.shape, dtype=np.int64)
+    hi = np.full(tp.shape, 1 << 20, dtype=np.int64)
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        ok = serve_memory(model, precision, kv_precision, mid, context, tp, pp, fixed_gib, fragmentation).total <= limit
+        lo = np.where(ok & (lo < hi), mid, lo)
+        hi = np.where(~ok & (lo < hi), mid - 1, hi)
+    return _scalar(lo)
+
+
+def allreduce_time(nbytes, n, bw_bytes_s, latency_s):
+    """Ring all-reduce: a fixed latency plus 2(n - 1)/n of the buffer at the link bandwidth."""
+    n = np.asarray(n)
+    return _scalar(np.where(n > 1, latency_s + 2.0 * (n - 1) / n * np.asarray(nbytes) / bw_bytes_s, 0.0))
+
+
+@dataclass(frozen=True)
+class PassTime:
+    """Seconds for one forward pass of one pipeline stage (decode) or the whole replica (prefill)."""
+
+    compute: object
+    memory: object
+    tp_comm: object
+    pp_comm: object
+    overhead: object = 0.0
+
+    @property
+    def total(self):
+        return np.maximum(self.compute, self.memory) + self.tp_comm + self.pp_comm + self.overhead
+
+
+def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, peak_tflops, efficiency,
+                      memory_bw_gb_s, bw_efficiency, tp_bw_gb_s, pp_bw_gb_s, comm_efficiency,
+                      allreduce_latency_s, layer_overhead_s=0.0) -> PassTime:
+    """One decode iteration of one pipeline stage over its b = batch / pp sequences.
+
+    memory  = (weights touched + b sequences' KV cache of `context` tokens) / achievable bandwidth
+    compute = b * (2 N_active_matmul + 4 L H Q context) / (t p) / (peak * efficiency)
+    tp_comm = 2 all-reduces per layer of b * h 16-bit values; pp_comm = one send of b * h values;
+    overhead = layers/p x a fixed per-layer cost (kernel launches and tails of a dozen small
+    kernels per layer that the roofline does not see; calibrated, docs/VALIDATION.md).
+    """
+    tp, pp = np.asarray(tp), np.asarray(pp)
+    b = np.asarray(batch) / pp
+    weight_bytes = weights_read_params(model, b) * WEIGHT_BYTES[precision] / (tp * pp)
+    kv_bytes = b * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
+    memory = (weight_bytes + kv_bytes) / (memory_bw_gb_s * GB * bw_efficiency)
+    flops = b * (2.0 * model.matmul_params + 4.0 * model.layers * model.attention_width * context) / (tp * pp)
+    compute = flops / (peak_tflops * 1e12 * efficiency)
+    tp_comm = model.layers / pp * 2.0 * np.asarray(allreduce_time(
+        b * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
+    pp_comm = np.where(pp > 1, allreduce_latency_s / 2.0 + b * model.hidden * ACT_BYTES / tp
+                       / (pp_bw_gb_s * GB * comm_efficiency), 0.0)
+    overhead = model.layers / pp * layer_overhead_s
+    return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm), _scalar(overhead))
+
+
+def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memory_bw_gb_s, bw_efficiency,
+                 tp_bw_gb_s, pp_bw_gb_s, comm_efficiency, allreduce_latency_s) -> PassTime:
+    """Prefill of one prompt of P tokens through all p stages in turn (the request's latency).
+
+    compute = (2 N_matmul P + 2 L H Q P^2) / t / (peak * efficiency); memory = all weights once.
+    """
+    tp, pp = np.asarray(tp), np.asarray(pp)
+    weight_bytes = weights_read_params(model, prompt) * WEIGHT_BYTES[precision] / tp
+    memory = weight_bytes / (memory_bw_gb_s * GB * bw_efficiency)
+    flops = 2.0 * model.matmul_params * prompt + 2.0 * model.layers * model.attention_width * prompt ** 2
+    compute = flops / tp / (peak_tflops * 1e12 * efficiency)
+    tp_comm = model.layers * 2.0 * np.asarray(allreduce_time(
+        prompt * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
+    pp_comm = (pp - 1) * (allreduce_latency_s / 2.0 + prompt * model.hidden * ACT_BYTES / tp
+                          / (pp_bw_gb_s * GB * comm_efficiency))
+    return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-replica serving figures at batch B (seconds; output tokens per second)."""
+
+    ttft: object
+    tpot: object
+    e2e: object
+    tokens_per_s: object
+
+
+def latency(decode_stage_s, prefill_s, batch, pp, output_tokens) -> Latency:
+    """TPOT = p * T_stage + B * T_prefill / (p * O); TTFT = T_prefill + T_stage;
+    e2e = TTFT + (O - 1) * TPOT; output tokens/s = B / TPOT."""
+    pp, batch = np.asarray(pp), np.asarray(batch)
+    tpot = pp * decode_stage_s + batch * prefill_s / (pp * output_tokens)
+    ttft = prefill_s + decode_stage_s
+    e2e = ttft + (output_tokens - 1) * tpot
+    return Latency(_scalar(ttft), _scalar(tpot), _scalar(e2e), _scalar(batch / tpot))
+
+
+def request_rate(users=None, think_time_s=0.0, response_s=None, rate=None):
+    """Requests per second: given, or from a closed population by the response time law
+    X = N / (R + Z) (Lazowska et al. 1984, "Quantitative System Performance", Sec. 3.2.3)."""
+    if rate is not None:
+        return float(rate)
+    return float(users) / (think_time_s + (response_s or 0.0))

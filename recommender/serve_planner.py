@@ -1,0 +1,567 @@
+"""`gpuplan serve`: replica types from the formulas, an exact fleet from CP-SAT, ranked
+alternatives, infeasibility explained, every plan re-checked by the one-configuration evaluator."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from recommender import catalog
+from recommender.errors import GpuplanError
+from recommender.evaluate import pricing
+from recommender.formulas import cost as costf
+from recommender.formulas import serving as sv
+from recommender.serve_solver import ServeModel
+from recommender.serving import (BATCH_SERIES, HOURS_PER_DAY, ServeLayout, ServePart, ServeWorkload,
+                                 break_even_utilization, evaluate_serving, replica_cost_per_hour, serving_terms)
+from recommender.units import fmt_usd
+
+TARGETS = ("ttft", "tpot", "e2e")
+ROW_LIMITS = TARGETS + ("gpus", "vendors", "providers", "acquisitions")
+FLEET_LIMITS = ("budget", "max_gpus", "power")
+OBJECTIVES = ("cost", "latency")
+REL_TOL = 1e-6
+MAX_FIXES = 4
+DEFAULT_PRECISIONS = ("bf16", "fp16", "fp8")
+
+
+@dataclass
+class ServeSpace:
+    """What the planner may choose from."""
+
+    accelerators: tuple[str, ...]
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    kv_precision: str = "auto"
+    acquisitions: tuple[str, ...] = ("on_demand", "spot", "reserved", "buy")
+    owned: dict[str, int] = field(default_factory=dict)
+    amortize: bool = False
+    headroom: float | None = None
+    max_pp: int = 64
+
+
+@dataclass
+class ServeLimits:
+    budget_usd: float | None = None      # over the horizon
+    max_gpus: int | None = None
+    power_kw: float | None = None
+    gpus: tuple[str, ...] | None = None
+    vendors: tuple[str, ...] | None = None
+    providers: tuple[str, ...] | None = None
+    acquisitions: tuple[str, ...] | None = None
+
+
+def kv_for(precision: str, kv_precision: str) -> str:
+    """'auto': an 8-bit cache with 8-bit weights (fp8 -> fp8, int8 -> int8), else 16-bit."""
+    if kv_precision != "auto":
+        return kv_precision
+    return precision if precision in ("fp8", "int8") else ("fp16" if precision == "fp16" else "bf16")
+
+
+def precisions_for(acc, wanted: tuple[str, ...]) -> list[str]:
+    """The wanted precisions this accelerator runs: bf16 and fp16 are one 16-bit choice (fp16 only
+    where the part has no bf16)."""
+    out = []
+    for p in wanted:
+        if p == "bf16" and acc.fp16_only:
+            continue
+        if p == "fp16" and "bf16" in wanted and not acc.fp16_only:
+            continue
+        if acc.peak_tflops(sv.MATH[p]) is None:
+            continue
+        out.append(p)
+    return out
+
+
+def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: float, efficiency: float,
+                  max_pp: int) -> pd.DataFrame:
+    """Every (TP, PP, batch) of one accelerator and precision whose memory fits."""
+    a = catalog.assumption
+    m = w.model
+    node = acc.gpus_per_node or 1
+    links = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= node and m.heads % t == 0 and (t == 1 or links)]
+    mb = lambda t, p: int(sv.max_batch(m, precision, kv, w.context, t, p, acc.memory_gib, headroom,  # noqa: E731
+                                       a("framework_overhead_gib"), a("allocator_fragmentation")))
+    pps = [1]
+    if not any(mb(t, 1) >= 1 for t in tps):
+        pps = []
+        p = 2
+        while p <= min(max_pp, m.layers):
+            span_ok = lambda t: t * p <= node or acc.inter_node_bw_gb_s  # noqa: E731
+            if any(span_ok(t) and mb(t, p) >= 1 for t in tps):
+                pps = [p] + ([2 * p] if 2 * p <= min(max_pp, m.layers) else [])
+                break
+            p *= 2
+    rows = []
+    for p in pps:
+        for t in tps:
+            if t * p > node and not acc.inter_node_bw_gb_s:
+                continue
+            bmax = mb(t, p)
+            if bmax < 1:
+                continue
+            for b in sorted({b for b in BATCH_SERIES if b < bmax} | {bmax}):
+                rows.append((t, p, b))
+    if not rows:
+        return pd.DataFrame()
+    tp, pp, batch = (np.array(x) for x in zip(*rows))
+    terms = serving_terms(w, acc, precision, kv, tp, pp, batch, efficiency, headroom)
+    lat = terms.latency
+    return pd.DataFrame({
+        "accelerator": acc.id, "vendor": acc.vendor, "precision": precision, "kv_precision": kv,
+        "tp": tp, "pp": pp, "gpus": tp * pp, "batch": batch,
+        "ttft": np.atleast_1d(lat.ttft), "tpot": np.atleast_1d(lat.tpot), "e2e": np.atleast_1d(lat.e2e),
+        "thr": np.atleast_1d(lat.tokens_per_s), "mem_gib": np.atleast_1d(terms.memory.total) / 2**30,
+        "fits": np.atleast_1d(terms.fits),
+    })
+
+
+def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
+    """Every fitting replica type x acquisition, priced per replica-hour over the horizon."""
+    a = catalog.assumption
+    headroom = a("memory_headroom") if space.headroom is None else space.headroom
+    frames = []
+    for acc_id in space.accelerators:
+        acc = catalog.accelerator(acc_id)
+        if acc.memory_gib is None or acc.memory_bw_gb_s is None:
+            continue
+        eff = catalog.efficiency(acc.id)
+        e = eff.matmul_efficiency if eff else 0.5
+        for prec in precisions_for(acc, space.precisions):
+            df = _replica_rows(w, acc, prec, kv_for(prec, space.kv_precision), headroom, e, space.max_pp)
+            if df.empty:
+                continue
+            df["calibrated"] = bool(eff and eff.calibrated)
+            acqs = [(q, pricing(acc, q)) for q in space.acquisitions]
+            if acc.id in space.owned:
+                acqs.append(("owned", None))
+            for q, price in acqs:
+                part = df.copy()
+                part["acquisition"] = q
+                part["provider"] = None if price is None or q == "buy" else price.provider
+                part["cost_ph"] = replica_cost_per_hour(price, acc, part.gpus.values, w.horizon_days, space.amortize,
+                                                        owned=q == "owned")
+                part["power_kw"] = (np.nan if acc.tdp_w is None else
+                                    costf.facility_power_kw(part.gpus.values, acc.tdp_w, a("pue")))
+                frames.append(part)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def missed(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for c, col, t in (("ttft", "ttft", w.ttft_s), ("tpot", "tpot", w.tpot_s), ("e2e", "e2e", w.e2e_s)):
+        out[c] = (df[col] > t * (1 + 1e-12)).values if t is not None else False
+    return out
+
+
+def prune(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
+    """Exact reduction: within one (accelerator, acquisition, provider), a replica type is dropped
+    when another has no more GPUs, at least the throughput and misses no target it meets (cost
+    and power per replica grow with GPUs there). Such a type can be swapped one-for-one in any
+    fleet without raising cost, GPUs or power or breaking a limit, so the optimum is kept; ranked
+    alternatives differ in (accelerator, acquisition), so they are kept too."""
+    if df.empty:
+        return df
+    miss = missed(df, w).values
+    keep = np.ones(len(df), dtype=bool)
+    key = df.accelerator + "|" + df.acquisition + "|" + df.provider.fillna("")
+    for _, idx in df.groupby(key, sort=True).indices.items():
+        g, t = df.gpus.values[idx], df.thr.values[idx]
+        ms = miss[idx]
+        order = np.lexsort((-t, g))  # fewest GPUs, then most throughput first
+        kept: list[int] = []
+        for j in order:
+            dominated = any(g[k] <= g[j] and t[k] >= t[j] and not (ms[k] & ~ms[j]).any() for k in kept)
+            if dominated:
+                keep[idx[j]] = False
+            else:
+                kept.append(j)
+    return df[keep].reset_index(drop=True)
+
+
+class ServePlan(BaseModel):
+    """A fleet: the `serve --json` plan item (a mixed fleet lists its parts)."""
+
+    rank: int
+    accelerator: str
+    count: int
+    replicas: int
+    tp: int
+    pp: int
+    precision: str
+    kv_precision: str
+    batch: int
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    tokens_per_s: float
+    demand_tokens_per_s: float
+    utilization: float
+    cost_per_hour_usd: float | None
+    cost_per_million_tokens_usd: float | None
+    horizon_cost_usd: float | None
+    acquisition: str
+    provider: str | None
+    memory_gib_per_gpu: float
+    fits: bool
+    break_even_utilization: float | None
+    facility_power_kw: float | None
+    vs_best: str
+    parts: list[ServePart]
+
+
+class Relaxation(BaseModel):
+    constraint: str
+    given: str
+    needed: str
+    plan: str
+
+
+class ServeResult(BaseModel):
+    status: str
+    objective: str
+    solve_seconds: float
+    requests_per_s: float
+    demand_tokens_per_s: float
+    plans: list[ServePlan]
+    relaxations: list[Relaxation]
+    explanation: list[str]
+    notes: list[str]
+    candidates: int
+    replica_types: int
+
+
+def _row_masks(df: pd.DataFrame, w: ServeWorkload, limits: ServeLimits) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    miss = missed(df, w)
+    for c in TARGETS:
+        if getattr(w, f"{c}_s") is not None:
+            out[c] = miss[c].values
+    for name, col in (("gpus", "accelerator"), ("vendors", "vendor"), ("providers", "provider"),
+                      ("acquisitions", "acquisition")):
+        allowed = getattr(limits, name)
+        if allowed is not None:
+            ok = df[col].fillna("").str.lower().isin([v.lower() for v in allowed]).values
+            if name == "providers":
+                ok |= df.acquisition.isin(["buy", "owned"]).values
+            if name == "acquisitions":
+                ok |= df.acquisition.eq("owned").values
+            out[name] = ~ok
+    return out
+
+
+def _fleet(limits: ServeLimits) -> dict[str, float]:
+    out = {}
+    if limits.budget_usd is not None:
+        out["budget"] = limits.budget_usd
+    if limits.max_gpus is not None:
+        out["max_gpus"] = limits.max_gpus
+    if limits.power_kw is not None:
+        out["power"] = limits.power_kw
+    return out
+
+
+def _rank(df: pd.DataFrame) -> np.ndarray:
+    """A fixed order of the rows for the last tie-break: lower latency, fewer GPUs, then names."""
+    keys = df[["e2e", "tpot", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]].copy()
+    order = keys.sort_values(list(keys.columns), kind="mergesort").index.values
+    rank = np.empty(len(df), dtype=np.int64)
+    rank[order] = np.arange(len(df))
+    return rank
+
+
+def _given(w: ServeWorkload, limits: ServeLimits, c: str) -> str:
+    if c in TARGETS:
+        return f"{getattr(w, f'{c}_s') * 1e3:g} ms"
+    if c == "budget":
+        return fmt_usd(limits.budget_usd)
+    if c == "max_gpus":
+        return str(limits.max_gpus)
+    if c == "power":
+        return f"{limits.power_kw:g} kW"
+    return ",".join(getattr(limits, c) or ())
+
+
+def _describe(df: pd.DataFrame, rows: list[tuple[int, int]], hours: float) -> str:
+    parts = []
+    for i, r in rows:
+        x = df.iloc[i]
+        parts.append(f"{r} x {x.accelerator} {x.acquisition} (TP {x.tp}"
+                     + (f" x PP {x.pp}" if x.pp > 1 else "") + f", {x.precision}, batch {x.batch})")
+    cost = sum(df.cost_ph.values[i] * r for i, r in rows)
+    return " + ".join(parts) + (f": {fmt_usd(cost)}/h ({fmt_usd(cost * hours)} over the horizon)"
+                                if not math.isnan(cost) else "")
+
+
+def _fleet_figures(df: pd.DataFrame, rows: list[tuple[int, int]]) -> dict[str, float]:
+    return {
+        "cost": sum(df.cost_ph.values[i] * r for i, r in rows),
+        "gpus": sum(int(df.gpus.values[i]) * r for i, r in rows),
+        "power": sum(df.power_kw.values[i] * r for i, r in rows),
+        "ttft": max(df.ttft.values[i] for i, _ in rows),
+        "tpot": max(df.tpot.values[i] for i, _ in rows),
+        "e2e": max(df.e2e.values[i] for i, _ in rows),
+    }
+
+
+def _needed(c: str, fig: dict, df: pd.DataFrame, rows, hours: float) -> str:
+    if c in TARGETS:
+        return f"{c.upper() if c != 'e2e' else 'end-to-end'} >= {fig[c] * 1e3:,.1f} ms"
+    if c == "budget":
+        return f"budget >= {fmt_usd(fig['cost'] * hours)}"
+    if c == "max_gpus":
+        return f"max GPUs >= {fig['gpus']}"
+    if c == "power":
+        return f"power >= {math.ceil(fig['power']):,} kW"
+    col = {"gpus": "accelerator", "vendors": "vendor", "providers": "provider", "acquisitions": "acquisition"}[c]
+    return "allow " + ",".join(sorted({str(df[col].values[i]) for i, _ in rows}))
+
+
+class _Query:
+    """One serving query's model and the helpers that explain it."""
+
+    def __init__(self, df, w: ServeWorkload, limits: ServeLimits, demand: float, space: ServeSpace,
+                 time_limit_s: float):
+        self.df, self.w, self.limits, self.demand = df, w, limits, demand
+        self.hours = w.horizon_days * HOURS_PER_DAY
+        pools = []
+        for acc_id, cap in space.owned.items():
+            idx = np.flatnonzero((df.accelerator == acc_id).values & (df.acquisition == "owned").values)
+            if len(idx):
+                pools.append((idx, cap))
+        self.masks = _row_masks(df, w, limits)
+        self.fleet = _fleet(limits)
+        self.pm = ServeModel(df.thr.values, df.gpus.values, df.cost_ph.values, df.power_kw.values, _rank(df),
+                             demand, self.masks, self.fleet, self.hours, pools, time_limit_s)
+        self.enforce = set(self.masks) | set(self.fleet)
+
+    def least_metric(self, c: str, keep: set[str]) -> list[tuple[int, int]] | None:
+        """The fleet with the least worst-case `c` (ttft/tpot/e2e) meeting `keep`: bisection on the
+        sorted distinct values, then the cheapest fleet at that bound."""
+        vals = np.unique(self.df[c].values)
+        lo, hi = 0, len(vals) - 1
+        if not self.pm.feasible(keep, self.df[c].values > vals[hi]):
+            return None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.pm.feasible(keep, self.df[c].values > vals[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return self.pm.solve(keep, exclude=self.df[c].values > vals[lo]).rows
+
+    def minimal_core(self, core: list[str]) -> list[str]:
+        kept = list(core)
+        for c in list(core):
+            trial = [k for k in kept if k != c]
+            if not self.pm.feasible(set(trial), np.zeros(len(self.df), dtype=bool)):
+                kept = trial
+        return kept
+
+    def best_for(self, c: str | None, keep: set[str]):
+        if c in TARGETS:
+            return self.least_metric(c, keep)
+        first = {"budget": "cost", "max_gpus": "gpus", "power": "power"}.get(c, "cost")
+        out = self.pm.solve(keep, first=first)
+        return out.rows or None
+
+    def relaxations(self) -> list[Relaxation]:
+        out: list[Relaxation] = []
+        blocks: list[list[str]] = []
+        for _ in range(MAX_FIXES):
+            mcs = self.pm.correction_set(self.enforce, set(), blocks)
+            if not mcs:
+                break
+            blocks.append(mcs)
+            keep = self.enforce - set(mcs)
+            lead = sorted(mcs, key=lambda c: (c not in TARGETS + FLEET_LIMITS, c))
+            rows = self.best_for(lead[0], keep)
+            if not rows:
+                continue
+            fig = _fleet_figures(self.df, rows)
+            out.append(Relaxation(constraint=" + ".join(lead),
+                                  given="; ".join(_given(self.w, self.limits, c) for c in lead),
+                                  needed="; ".join(_needed(c, fig, self.df, rows, self.hours) for c in lead),
+                                  plan=_describe(self.df, rows, self.hours)))
+        return out
+
+
+def closest_targets(df_all: pd.DataFrame, w: ServeWorkload) -> list[str]:
+    """For each latency target no replica type meets on its own: the closest any reaches."""
+    lines = []
+    for c in TARGETS:
+        t = getattr(w, f"{c}_s")
+        if t is None or df_all.empty:
+            continue
+        best = df_all.loc[df_all[c].idxmin()]
+        if best[c] > t * (1 + 1e-12):
+            name = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency"}[c]
+            lines.append(f"{name} <= {t * 1e3:g} ms cannot be met on any accelerator in the space; the closest is "
+                         f"{best[c] * 1e3:,.1f} ms ({best.accelerator}, TP {best.tp}"
+                         + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, batch {best.batch})")
+    return lines
+
+
+def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], space: ServeSpace,
+             limits: ServeLimits, demand: float) -> list[ServePart]:
+    """Re-evaluate each part with the one-configuration evaluator and assert every limit."""
+    parts = []
+    for i, r in rows:
+        x = df.iloc[i]
+        owned = x.acquisition == "owned"
+        layout = ServeLayout(accelerator=x.accelerator, tp=int(x.tp), pp=int(x.pp), precision=x.precision,
+                             kv_precision=x.kv_precision, batch=int(x.batch), replicas=int(r),
+                             acquisition="on_demand" if owned else x.acquisition,
+                             provider=None if owned or x.acquisition == "buy" else x.provider)
+        ev = evaluate_serving(w, layout, headroom=space.headroom, amortize=space.amortize,
+                              owned=int(x.gpus) * int(r) if owned else 0)
+        assert ev.fits, ev
+        assert abs(ev.tokens_per_s_per_replica - x.thr) <= 1e-9 * x.thr, (ev.tokens_per_s_per_replica, x.thr)
+        for c in TARGETS:
+            t = getattr(w, f"{c}_s")
+            if t is not None:
+                assert getattr(ev, f"{c}_ms") <= t * 1e3 * (1 + REL_TOL), (c, ev)
+        parts.append(ev)
+    capacity = sum(p.tokens_per_s for p in parts)
+    assert capacity >= demand * (1 - REL_TOL), (capacity, demand)
+    hours = w.horizon_days * HOURS_PER_DAY
+    if limits.max_gpus is not None:
+        assert sum(p.count for p in parts) <= limits.max_gpus
+    if limits.budget_usd is not None:
+        assert sum(p.cost_per_hour_usd for p in parts) * hours <= limits.budget_usd * (1 + REL_TOL)
+    if limits.power_kw is not None:
+        assert sum(p.facility_power_kw for p in parts) <= limits.power_kw * (1 + REL_TOL)
+    return parts
+
+
+def _fleet_plan(rank: int, parts: list[ServePart], demand: float, hours: float, vs_best: str) -> ServePlan:
+    main = max(parts, key=lambda p: (p.tokens_per_s, p.count))
+    capacity = sum(p.tokens_per_s for p in parts)
+    cph = None if any(p.cost_per_hour_usd is None for p in parts) else sum(p.cost_per_hour_usd for p in parts)
+    power = None if any(p.facility_power_kw is None for p in parts) else sum(p.facility_power_kw for p in parts)
+    join = lambda f: "+".join(dict.fromkeys(getattr(p, f) for p in parts))  # noqa: E731
+    return ServePlan(
+        rank=rank, accelerator=join("accelerator"), count=sum(p.count for p in parts),
+        replicas=sum(p.replicas for p in parts), tp=main.tp, pp=main.pp, precision=main.precision,
+        kv_precision=main.kv_precision, batch=main.batch, ttft_ms=max(p.ttft_ms for p in parts),
+        tpot_ms=max(p.tpot_ms for p in parts), e2e_ms=max(p.e2e_ms for p in parts), tokens_per_s=capacity,
+        demand_tokens_per_s=demand, utilization=demand / capacity,
+        cost_per_hour_usd=cph, cost_per_million_tokens_usd=None if cph is None else cph / (demand * 3600) * 1e6,
+        horizon_cost_usd=None if cph is None else cph * hours, acquisition=join("acquisition"),
+        provider=main.provider, memory_gib_per_gpu=max(p.memory_gib_per_gpu for p in parts),
+        fits=all(p.fits for p in parts), break_even_utilization=main.break_even_utilization,
+        facility_power_kw=power, vs_best=vs_best, parts=parts)
+
+
+def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objective: str = "cost", top: int = 5,
+                 time_limit_s: float = 10.0, notes: list[str] | None = None) -> ServeResult:
+    if objective not in OBJECTIVES:
+        raise GpuplanError("objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
+    t0 = time.perf_counter()
+    notes = list(notes or [])
+    rps = w.requests_per_s
+    if rps is None:
+        raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
+    demand = rps * w.output_tokens
+    full = replica_table(w, space)
+    if full.empty:
+        raise GpuplanError("model", w.model.id, "no accelerator in the search space can hold one replica of this "
+                           "model at these prompt and output lengths")
+    unpriced = sorted(set(full.accelerator[full.cost_ph.isna()]) - set(full.accelerator[full.cost_ph.notna()]))
+    if unpriced:
+        notes.append("no published price, so not chosen: " + ", ".join(unpriced))
+    df = prune(full[full.cost_ph.notna()].reset_index(drop=True), w)
+    if df.empty:
+        raise GpuplanError("gpus", ",".join(space.accelerators), "no accelerator here has a published price; "
+                           "serving plans are priced per hour")
+    q = _Query(df, w, limits, demand, space, time_limit_s)
+    hours = q.hours
+    plans: list[ServePlan] = []
+    relaxations: list[Relaxation] = []
+    explanation: list[str] = []
+    enforce = set(q.enforce)
+    if objective == "latency":
+        rows = q.least_metric("e2e", enforce)
+        first = q.pm.solve(enforce) if rows is None else None
+        status = "infeasible" if rows is None else "optimal"
+        bound = None if rows is None else max(df.e2e.values[i] for i, _ in rows)
+    else:
+        first = q.pm.solve(enforce, want_core=True)
+        status, rows, bound = first.status, first.rows, None
+    if status == "infeasible" or not rows:
+        status = "infeasible" if status in ("infeasible", "optimal") else status
+        core = first.core if first is not None and first.core else sorted(enforce)
+        core = q.minimal_core(core)
+        explanation.append("No fleet meets all limits. Conflicting: " + ", ".join(core) + ".")
+        explanation += closest_targets(full, w)
+        relaxations = q.relaxations()
+    else:
+        excluded = np.zeros(len(df), dtype=bool)
+        if bound is not None:
+            excluded |= df.e2e.values > bound
+        best = None
+        while rows and len(plans) < top:
+            parts = _recheck(w, df, rows, space, limits, demand)
+            fig = _fleet_figures(df, rows)
+            if best is None:
+                best = fig
+            plans.append(_fleet_plan(len(plans) + 1, parts, demand, hours, _versus(fig, best)))
+            # the next plan uses none of this one's (accelerator, acquisition) pairs it pays for
+            paid = [(df.accelerator.values[i], df.acquisition.values[i]) for i, _ in rows
+                    if df.acquisition.values[i] != "owned"] or \
+                   [(df.accelerator.values[i], df.acquisition.values[i]) for i, _ in rows]
+            for acc_id, acq in paid:
+                excluded |= (df.accelerator.values == acc_id) & (df.acquisition.values == acq)
+            nxt = q.pm.solve(enforce, exclude=excluded)
+            rows = nxt.rows
+        explanation = _explain(q, plans, objective)
+    if any("buy" in p.acquisition for p in plans):
+        notes.append(("buying is charged its capex share over the useful life (--amortize)" if space.amortize else
+                      f"buying is charged the whole purchase within the {w.horizon_days:g}-day horizon "
+                      "(--amortize charges only the horizon's share of a "
+                      f"{catalog.assumption('useful_life_years'):g}-year life)") + ", plus energy and colocation")
+    assumed = sorted({pt.accelerator for p in plans for pt in p.parts if not pt.efficiency_calibrated})
+    if assumed:
+        notes.append("compute efficiency assumed, not calibrated on a published run, for: " + ", ".join(assumed))
+    if any(pt.precision in ("fp8", "int8", "int4") for p in plans for pt in p.parts):
+        notes.append("8- and 4-bit plans assume the quantized model meets your quality bar; "
+                     "restrict with --precision bf16 if it must not be quantized")
+    if w.users is not None:
+        notes.append(f"{w.users:,} users with {w.think_time_s:g} s think time and a "
+                     f"{(w.response_target_s or 0) * 1e3:,.0f} ms promised response: "
+                     f"{rps:,.2f} requests/s (response time law, rate = users / (think + response))")
+    return ServeResult(status=status, objective=objective, solve_seconds=time.perf_counter() - t0,
+                       requests_per_s=rps, demand_tokens_per_s=demand, plans=plans, relaxations=relaxations,
+                       explanation=explanation, notes=notes, candidates=len(full), replica_types=len(df))
+
+
+def _versus(fig: dict, best: dict) -> str:
+    if fig is best:
+        return "best"
+    return f"{fig['cost'] / best['cost'] - 1:+.0%} cost, {fig['e2e'] / best['e2e'] - 1:+.0%} latency"
+
+
+def _explain(q: _Query, plans: list[ServePlan], objective: str) -> list[str]:
+    what = {"cost": "cheapest", "latency": "lowest end-to-end latency (then cheapest)"}[objective]
+    lines = [f"#1 is the {what} fleet over {len(q.df):,} non-dominated replica types covering "
+             f"{q.demand:,.0f} output tokens/s."]
+    if not plans or objective != "cost":
+        return lines
+    base = plans[0].cost_per_hour_usd
+    for c in sorted(q.enforce):
+        alt = q.pm.solve(q.enforce - {c})
+        if not alt.rows:
+            continue
+        fig = _fleet_figures(q.df, alt.rows)
+        if fig["cost"] < base * (1 - 1e-9):
+            lines.append(f"{c} binds ({_given(q.w, q.limits, c)}): without it, {_describe(q.df, alt.rows, q.hours)}.")
+    if len(lines) == 1:
+        lines.append("No limit binds: #1 is the cheapest fleet in the search space.")
+    return lines
