@@ -143,6 +143,67 @@ def train(
         report.render_train(result, csv_path=csv)
 
 
+@app.command()
+@user_errors
+def serve(
+    model: ModelOpt = None,
+    params: ParamsOpt = None,
+    hf_config: HfConfigOpt = None,
+    layers: LayersOpt = None,
+    hidden: HiddenOpt = None,
+    heads: HeadsOpt = None,
+    kv_heads: KvHeadsOpt = None,
+    prompt: Annotated[str, typer.Option(help="Prompt length: tokens, or words as 50w (0.75 words/token).")] = "512",
+    output: Annotated[str, typer.Option(help="Output length: tokens, or words as 1000w.")] = "256",
+    rate: Annotated[Opt, typer.Option(help="Demand in requests/s, e.g. 20rps or 1200/min.")] = None,
+    users: Annotated[Opt, typer.Option(help="Concurrent users (rate = users / (think time + latency)).")] = None,
+    think_time: Annotated[Opt, typer.Option(help="Users' think time between requests, e.g. 3s.")] = None,
+    ttft: Annotated[Opt, typer.Option(help="Time-to-first-token target, e.g. 1s.")] = None,
+    tpot: Annotated[Opt, typer.Option(help="Time-per-output-token target, e.g. 50ms.")] = None,
+    e2e: Annotated[Opt, typer.Option(help="End-to-end latency target per request, e.g. 3s.")] = None,
+    horizon: Annotated[str, typer.Option(help="Serving horizon for cost, e.g. 1y, 6mo.")] = "1y",
+    objective: Annotated[str, typer.Option(help="cost | latency (lowest end-to-end, then cheapest).")] = "cost",
+    budget: Annotated[Opt, typer.Option(help="Budget over the horizon, e.g. $2M.")] = None,
+    max_gpus: Annotated[Opt, typer.Option(help="At most this many GPUs in the fleet.")] = None,
+    power_kw: Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")] = None,
+    gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
+    vendors: Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")] = None,
+    providers: Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")] = None,
+    precision: Annotated[Opt, typer.Option(help="Weight precisions to consider (default bf16,fp8): bf16,fp16,fp8,int8,int4.")] = None,
+    kv_precision: Annotated[str, typer.Option(help="KV-cache precision: auto (8-bit with 8-bit weights) or bf16,fp8,int8...")] = "auto",
+    acquisition: Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,buy (default all).")] = None,
+    own: Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")] = None,
+    top: Annotated[str, typer.Option(help="How many ranked fleets.")] = "5",
+    amortize: Annotated[bool, typer.Option(help="Buying: charge the horizon's share of a 5-year life.")] = False,
+    time_limit: Annotated[str, typer.Option(help="Solver time limit per solve.")] = "10s",
+    gpu: Annotated[Opt, typer.Option(help="Fix the accelerator: evaluate one configuration instead of searching.")] = None,
+    tp: Annotated[Opt, typer.Option(help="Fixed configuration: tensor-parallel degree per replica.")] = None,
+    pp: Annotated[str, typer.Option(help="Fixed configuration: pipeline stages per replica.")] = "1",
+    replicas: Annotated[Opt, typer.Option(help="Fixed configuration: replicas (default: enough for the demand).")] = None,
+    batch: Annotated[Opt, typer.Option(help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
+    headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """The cheapest fleet that serves a model within latency targets (exact, mixed fleets allowed),
+    or one fixed configuration's performance with --gpu."""
+    from recommender import api, report
+
+    result = api.serve(model=model, params=params, hf_config=hf_config, layers=layers, hidden=hidden, heads=heads,
+                       kv_heads=kv_heads, prompt=prompt, output=output, rate=rate, users=users,
+                       think_time=think_time, ttft=ttft, tpot=tpot, e2e=e2e, horizon=horizon, objective=objective,
+                       budget=budget, max_gpus=max_gpus, power_kw=power_kw, gpus=gpus, vendors=vendors,
+                       providers=providers, precision=precision, kv_precision=kv_precision,
+                       acquisition=acquisition, own=own, top=top, amortize=amortize, time_limit=time_limit,
+                       gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom)
+    if json_out:
+        print(report.to_json(result))
+        if csv:
+            report.serve_frame(result).to_csv(csv, index=False)
+    else:
+        report.render_serve(result, csv_path=csv)
+
+
 @app.command("catalog")
 @user_errors
 def catalog_cmd(

@@ -351,7 +351,7 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
         providers=None if providers is None else tuple(_split("providers", providers)), acquisitions=acqs)
     space = sp.ServeSpace(accelerators=tuple(sorted(set(gpu_ids or ()) | set(owned))) if gpu_ids else
                           tuple(catalog.accelerators()), precisions=precisions, kv_precision=kv,
-                          acquisitions=acqs or ("on_demand", "spot", "reserved", "buy"), owned=owned,
+                          owned=owned,
                           amortize=amortize, headroom=hr)
     return sp.plan_serving(w, limits, space, objective=str(objective).lower(), top=parse_int("top", top),
                            time_limit_s=parse_duration_s("time-limit", time_limit))

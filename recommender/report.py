@@ -138,3 +138,72 @@ def render_train(result, csv_path: str | None = None) -> None:
         c.print(f"#1 uses {p.nodes} nodes, {p.it_power_kw or 0:,.0f} kW IT / {p.facility_power_kw or 0:,.0f} kW "
                 f"facility; {p.tflops_per_gpu:.0f} TFLOP/s per GPU; {p.tokens:.3g} tokens; "
                 f"{p.total_flops:.3g} FLOPs ({p.pf_days:,.0f} PF-days)")
+
+
+def _pct(x) -> str | None:
+    return None if x is None else f"{x:.0%}"
+
+
+def serve_frame(result) -> pd.DataFrame:
+    """One row per plan; a mixed fleet adds one indented row per part."""
+    rows = []
+
+    def line(rank, p, fleet_cost=True):
+        acq = p.acquisition.replace("_", "-") + ("" if not p.provider or "buy" in p.acquisition
+                                                  or "owned" in p.acquisition else f" {p.provider}")
+        return {
+            "#": rank, "accelerator": p.accelerator, "GPUs": p.count,
+            "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else ""), "prec": p.precision,
+            "batch": p.batch, "TTFT ms": round(p.ttft_ms), "TPOT ms": round(p.tpot_ms, 1),
+            "tok/s": f"{p.tokens_per_s:,.0f}",
+            "$/h": None if p.cost_per_hour_usd is None else f"{p.cost_per_hour_usd:,.2f}",
+            "$/Mtok": (None if not fleet_cost or p.cost_per_million_tokens_usd is None
+                       else f"{p.cost_per_million_tokens_usd:,.3f}"),
+            "acquisition": acq, "GiB": round(p.memory_gib_per_gpu, 1),
+            "buy b/e": _pct(p.break_even_utilization),
+        }
+
+    for p in result.plans:
+        row = line(p.rank, p)
+        row["vs #1"] = p.vs_best
+        rows.append(row)
+        if len(p.parts) > 1:
+            for pt in p.parts:
+                sub = line("", pt, fleet_cost=False)
+                sub["accelerator"] = "  " + sub["accelerator"]
+                sub["vs #1"] = ""
+                rows.append(sub)
+    return pd.DataFrame(rows)
+
+
+def render_serve(result, csv_path: str | None = None) -> None:
+    c = console()
+    head = f"status: {result.status}" + ("" if result.status != "feasible" else " (time limit: not proven optimal)")
+    if result.objective == "fixed":
+        c.print(f"[bold]{head}[/bold]; one fixed configuration; {result.requests_per_s:,.2f} requests/s = "
+                f"{result.demand_tokens_per_s:,.0f} output tokens/s")
+    else:
+        c.print(f"[bold]{head}[/bold]; objective {result.objective}; demand {result.requests_per_s:,.2f} "
+                f"requests/s = {result.demand_tokens_per_s:,.0f} output tokens/s; {result.replica_types:,} replica "
+                f"types from {result.candidates:,}; {result.solve_seconds:.2f} s")
+    if result.plans:
+        render_frame(serve_frame(result), csv_path=csv_path)
+    for line in result.explanation:
+        c.print(line)
+    if result.relaxations:
+        t = Table(title="Ways to make it feasible (each row alone is enough)", title_justify="left")
+        for col in ("constraint", "given", "needed", "plan"):
+            t.add_column(col)
+        for r in result.relaxations:
+            t.add_row(r.constraint, r.given, r.needed, r.plan)
+        c.print(t)
+    for n in result.notes:
+        c.print(f"[yellow]note:[/yellow] {n}")
+    if result.plans:
+        p = result.plans[0]
+        pt = max(p.parts, key=lambda x: x.tokens_per_s)
+        c.print(f"#1: {p.utilization:.0%} of its capacity used at the demand; end-to-end {p.e2e_ms / 1e3:,.2f} s; "
+                f"decode is {pt.decode_bound}-bound ({pt.decode_step_ms:.1f} ms a step, prefill {pt.prefill_ms:.0f} ms); "
+                f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
+                f"KV cache per GPU (max batch {pt.max_batch}); "
+                + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))

@@ -27,7 +27,7 @@ FLEET_LIMITS = ("budget", "max_gpus", "power")
 OBJECTIVES = ("cost", "latency")
 REL_TOL = 1e-6
 MAX_FIXES = 4
-DEFAULT_PRECISIONS = ("bf16", "fp16", "fp8")
+DEFAULT_PRECISIONS = ("bf16", "fp16", "fp8")  # fp16 only on parts without bf16
 
 
 @dataclass
@@ -248,7 +248,7 @@ def _row_masks(df: pd.DataFrame, w: ServeWorkload, limits: ServeLimits) -> dict[
                       ("acquisitions", "acquisition")):
         allowed = getattr(limits, name)
         if allowed is not None:
-            ok = df[col].fillna("").str.lower().isin([v.lower() for v in allowed]).values
+            ok = df[col].fillna("").str.lower().isin([v.lower() for v in allowed]).to_numpy(copy=True)
             if name == "providers":
                 ok |= df.acquisition.isin(["buy", "owned"]).values
             if name == "acquisitions":
@@ -372,14 +372,29 @@ class _Query:
         out = self.pm.solve(keep, first=first)
         return out.rows or None
 
+    def correction_sets(self) -> list[list[str]]:
+        """Minimal correction sets by increasing size: each the fewest limits whose removal makes
+        the query feasible, none a superset of another (at most MAX_FIXES; one feasibility solve
+        per subset, exact where a maximizing CP-SAT model was slow to prove on knapsack rows)."""
+        from itertools import combinations
+
+        limits = sorted(self.enforce)
+        found: list[set[str]] = []
+        none = np.zeros(len(self.df), dtype=bool)
+        for k in range(1, len(limits) + 1):
+            for drop in combinations(limits, k):
+                d = set(drop)
+                if any(f <= d for f in found):
+                    continue
+                if self.pm.feasible(self.enforce - d, none):
+                    found.append(d)
+                    if len(found) == MAX_FIXES:
+                        return [sorted(f) for f in found]
+        return [sorted(f) for f in found]
+
     def relaxations(self) -> list[Relaxation]:
         out: list[Relaxation] = []
-        blocks: list[list[str]] = []
-        for _ in range(MAX_FIXES):
-            mcs = self.pm.correction_set(self.enforce, set(), blocks)
-            if not mcs:
-                break
-            blocks.append(mcs)
+        for mcs in self.correction_sets():
             keep = self.enforce - set(mcs)
             lead = sorted(mcs, key=lambda c: (c not in TARGETS + FLEET_LIMITS, c))
             rows = self.best_for(lead[0], keep)
@@ -479,8 +494,8 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         notes.append("no published price, so not chosen: " + ", ".join(unpriced))
     df = prune(full[full.cost_ph.notna()].reset_index(drop=True), w)
     if df.empty:
-        raise GpuplanError("gpus", ",".join(space.accelerators), "no accelerator here has a published price; "
-                           "serving plans are priced per hour")
+        raise GpuplanError("gpus", ",".join(space.accelerators), "none of these accelerators has a published "
+                           "price (cloud or purchase); serving plans are priced per hour")
     q = _Query(df, w, limits, demand, space, time_limit_s)
     hours = q.hours
     plans: list[ServePlan] = []
@@ -545,7 +560,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
 def _versus(fig: dict, best: dict) -> str:
     if fig is best:
         return "best"
-    return f"{fig['cost'] / best['cost'] - 1:+.0%} cost, {fig['e2e'] / best['e2e'] - 1:+.0%} latency"
+    return f"{fig['cost'] / best['cost'] - 1:+.0%} $, {fig['e2e'] / best['e2e'] - 1:+.0%} e2e"
 
 
 def _explain(q: _Query, plans: list[ServePlan], objective: str) -> list[str]:
