@@ -18,7 +18,8 @@ from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
 from recommender.serve_solver import ServeModel
 from recommender.serving import (BATCH_SERIES, HOURS_PER_DAY, ServeLayout, ServePart, ServeWorkload,
-                                 break_even_utilization, evaluate_serving, replica_cost_per_hour, serving_terms)
+                                 break_even_utilization, evaluate_serving, replica_cost_per_hour, serving_terms,
+                                 target_edges)
 from recommender.units import fmt_usd
 
 TARGETS = ("ttft", "tpot", "e2e")
@@ -105,7 +106,9 @@ def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: floa
             bmax = mb(t, p)
             if bmax < 1:
                 continue
-            for b in sorted({b for b in BATCH_SERIES if b < bmax} | {bmax}):
+            edges = target_edges(w, acc, precision, kv, t, p, bmax, efficiency, headroom)
+            extra = {int(v) for v in edges.values() if int(v) >= 1}
+            for b in sorted({b for b in BATCH_SERIES if b < bmax} | {bmax} | extra):
                 rows.append((t, p, b))
     if not rows:
         return pd.DataFrame()

@@ -21,7 +21,8 @@ from recommender.spec import Accelerator, ModelSpec, Strict
 
 ServePrecision = str  # one of formulas.serving.SERVE_PRECISIONS, checked in ServeLayout
 HOURS_PER_DAY = 24.0
-# batch sizes tried per replica: a 1-1.5-2 series (1, 2, 3, 4, 6, 8, 12, ...) plus the largest that fits
+# batch sizes the planner lists per replica type: a 1-1.5-2 series (1, 2, 3, 4, 6, 8, 12, ...), plus the
+# largest that fits and, per latency target, the largest batch meeting it (exact, by bisection)
 BATCH_SERIES = sorted({int(round(b * m)) for b in (2 ** k for k in range(0, 15)) for m in (1.0, 1.5)})
 
 
@@ -250,6 +251,30 @@ def targets_missed(w: ServeWorkload, ttft, tpot, e2e) -> list[str]:
     return out
 
 
+def target_edges(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, bmax,
+                 efficiency: float, headroom: float) -> dict[str, np.ndarray]:
+    """For each latency target: the largest batch in [1, bmax] meeting it (0 if batch 1 misses).
+
+    TTFT, TPOT and end-to-end latency all grow with the batch (every decode term is non-decreasing
+    in it), so the set of batches meeting a target is [1, edge] and bisection finds the edge
+    exactly; tests/test_serving.py checks the monotonicity."""
+    tp, pp, bmax = np.broadcast_arrays(np.asarray(tp), np.asarray(pp), np.asarray(bmax))
+    out = {}
+    for name, t in (("ttft", w.ttft_s), ("tpot", w.tpot_s), ("e2e", w.e2e_s)):
+        if t is None:
+            continue
+        lo, hi = np.zeros(bmax.shape, dtype=np.int64), bmax.astype(np.int64).copy()
+        while np.any(lo < hi):
+            mid = np.maximum((lo + hi + 1) // 2, 1)
+            lat = serving_terms(w, acc, precision, kv_precision, tp, pp, mid, efficiency, headroom).latency
+            ok = np.asarray(getattr(lat, name)) <= t * (1 + 1e-12)
+            open_ = lo < hi
+            lo = np.where(open_ & ok, mid, lo)
+            hi = np.where(open_ & ~ok, mid - 1, hi)
+        out[name] = lo
+    return out
+
+
 def largest_fitting_batch(w: ServeWorkload, acc: Accelerator, layout: ServeLayout, headroom: float) -> int:
     a = catalog.assumption
     return int(sv.max_batch(w.model, layout.precision, layout.kv_precision, w.context, layout.tp, layout.pp,
@@ -260,8 +285,8 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
                      owned: int = 0, efficiency: float | None = None) -> ServePart:
     """Memory, latency, throughput and cost of `layout` serving `w`.
 
-    batch None: the largest batch (of the 1-1.5-2 series, or the largest that fits) meeting every
-    latency target; with no target, the one with the most throughput (offline). replicas None:
+    batch None: the largest batch meeting every latency target (with no target, the largest that
+    fits: throughput never falls as the batch grows, so that is the offline maximum). replicas None:
     enough for the demand (1 when there is none). `owned` GPUs of this accelerator cost energy and
     colocation only (whole replicas).
     """
@@ -275,14 +300,11 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     if layout.batch is not None:
         batch = layout.batch
     else:
-        grid = np.array(sorted({b for b in BATCH_SERIES if b <= bmax} | {max(bmax, 1)}))
-        t = serving_terms(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, grid, e, headroom)
-        lat = t.latency
-        ok = np.array([not targets_missed(w, *x) for x in zip(np.atleast_1d(lat.ttft), np.atleast_1d(lat.tpot),
-                                                                 np.atleast_1d(lat.e2e))])
-        ok &= np.atleast_1d(t.fits)
-        thr = np.where(ok, np.atleast_1d(lat.tokens_per_s), -1.0)
-        batch = int(grid[int(np.argmax(thr))]) if ok.any() else 1
+        # the largest batch meeting every target (throughput grows with the batch); offline: the
+        # largest that fits
+        edges = target_edges(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, bmax, e, headroom)
+        batch = int(min([bmax] + [int(v) for v in edges.values()]))
+        batch = max(batch, 1)
     t = serving_terms(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, batch, e, headroom)
     lat, mem = t.latency, t.memory
     missed = targets_missed(w, lat.ttft, lat.tpot, lat.e2e)

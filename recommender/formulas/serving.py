@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recommender.formulas.compute import _scalar
-from recommender.formulas.memory import GIB, mlp_width, stage_params
+from recommender.formulas.memory import GIB, mlp_width
 
 GB = 1e9
 QUANT_GROUP = 128
@@ -65,12 +65,34 @@ def experts_touched(model, tokens):
     return _scalar(e * (1.0 - (1.0 - k / e) ** np.asarray(tokens, dtype=float)))
 
 
-def weights_read_params(model, tokens):
-    """Parameters a forward pass over `tokens` tokens reads: all but the routed experts it skips."""
-    if not model.is_moe:
-        return float(model.total_params)
-    skipped = model.experts - np.asarray(experts_touched(model, tokens))
-    return _scalar(model.total_params - model.moe_layers * skipped * model.expert_params)
+def block_params(model) -> float:
+    """Parameters of the transformer blocks: what weight quantization applies to."""
+    return float(model.total_params - model.embedding_params - model.hidden)
+
+
+def weight_bytes(model, precision, tp, pp):
+    """Weights held per GPU on the busiest stage: this stage's share of the blocks at the weight
+    precision, plus one vocabulary matrix (all embeddings when pp = 1) kept in 16-bit, as
+    quantized checkpoints keep them (ChatGLM2-6B's quantizer, AWQ and GPTQ quantize the linear
+    layers of the blocks only); split over TP."""
+    tp, pp = np.asarray(tp), np.asarray(pp)
+    wb = WEIGHT_BYTES[precision]
+    single_vocab = model.embedding_params - (0 if model.tied_embeddings else model.vocab * model.hidden)
+    embed = np.where(pp == 1, model.embedding_params + model.hidden, single_vocab)
+    return _scalar((block_params(model) / pp * wb + embed * max(wb, 2.0)) / tp)
+
+
+def weight_bytes_read(model, precision, tokens, tp, pp):
+    """Weight bytes one GPU reads in a forward pass over `tokens` tokens (per stage, the replica's
+    reads spread over its p stages): the blocks (MoE: the experts these tokens touch) at the weight
+    precision plus the 16-bit output head; the input embedding is a row lookup."""
+    wb = WEIGHT_BYTES[precision]
+    blocks = block_params(model)
+    if model.is_moe:
+        skipped = model.experts - np.asarray(experts_touched(model, tokens))
+        blocks = blocks - model.moe_layers * skipped * model.expert_params
+    head = model.vocab * model.hidden
+    return _scalar((blocks * wb + head * max(wb, 2.0)) / (np.asarray(tp) * np.asarray(pp)))
 
 
 @dataclass(frozen=True)
@@ -89,11 +111,11 @@ class ServeMemory:
 
 def serve_memory(model, precision, kv_precision, batch, context, tp, pp, fixed_gib, fragmentation,
                  step_tokens=None) -> ServeMemory:
-    """Weights (this stage's layers + one vocabulary matrix, split over TP), the KV cache of
+    """Weights (weight_bytes), the KV cache of
     `batch` sequences of `context` tokens, a forward pass's working activations over
     `step_tokens` tokens (default: max(batch, context)), and the framework overhead."""
     tp, pp, batch = np.asarray(tp), np.asarray(pp), np.asarray(batch)
-    weights = stage_params(model, tp, pp) * WEIGHT_BYTES[precision]
+    weights = np.asarray(weight_bytes(model, precision, tp, pp))
     kv = batch * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
     tokens = np.maximum(batch, context) if step_tokens is None else np.asarray(step_tokens)
     mult = 3.0 if model.mlp == "gated" else 2.0
@@ -155,9 +177,9 @@ def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, pe
     """
     tp, pp = np.asarray(tp), np.asarray(pp)
     b = np.asarray(batch) / pp
-    weight_bytes = weights_read_params(model, b) * WEIGHT_BYTES[precision] / (tp * pp)
+    read = np.asarray(weight_bytes_read(model, precision, b, tp, pp))
     kv_bytes = b * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
-    memory = (weight_bytes + kv_bytes) / (memory_bw_gb_s * GB * bw_efficiency)
+    memory = (read + kv_bytes) / (memory_bw_gb_s * GB * bw_efficiency)
     flops = b * (2.0 * model.matmul_params + 4.0 * model.layers * model.attention_width * context) / (tp * pp)
     compute = flops / (peak_tflops * 1e12 * efficiency)
     tp_comm = model.layers / pp * 2.0 * np.asarray(allreduce_time(
@@ -175,8 +197,7 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
     compute = (2 N_matmul P + 2 L H Q P^2) / t / (peak * efficiency); memory = all weights once.
     """
     tp, pp = np.asarray(tp), np.asarray(pp)
-    weight_bytes = weights_read_params(model, prompt) * WEIGHT_BYTES[precision] / tp
-    memory = weight_bytes / (memory_bw_gb_s * GB * bw_efficiency)
+    memory = np.asarray(weight_bytes_read(model, precision, prompt, tp, 1)) / (memory_bw_gb_s * GB * bw_efficiency)
     flops = 2.0 * model.matmul_params * prompt + 2.0 * model.layers * model.attention_width * prompt ** 2
     compute = flops / tp / (peak_tflops * 1e12 * efficiency)
     tp_comm = model.layers * 2.0 * np.asarray(allreduce_time(
