@@ -164,15 +164,19 @@ def missed(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     return out
 
 
-def prune(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
+def prune(df: pd.DataFrame, w: ServeWorkload, by_latency: bool = False) -> pd.DataFrame:
     """Exact reduction: within one (accelerator, acquisition, provider), a replica type is dropped
     when another has no more GPUs, at least the throughput and misses no target it meets (cost
     and power per replica grow with GPUs there). Such a type can be swapped one-for-one in any
     fleet without raising cost, GPUs or power or breaking a limit, so the optimum is kept; ranked
-    alternatives differ in (accelerator, acquisition), so they are kept too."""
+    alternatives differ in (accelerator, acquisition), so they are kept too.
+    by_latency: compare the latencies themselves instead of the targets they miss (for the least
+    relaxation of a target, where any bound may be asked)."""
     if df.empty:
         return df
     miss = missed(df, w).values
+    if by_latency:
+        lat = df[["ttft", "tpot", "e2e"]].values
     keep = np.ones(len(df), dtype=bool)
     key = df.accelerator + "|" + df.acquisition + "|" + df.provider.fillna("")
     for _, idx in df.groupby(key, sort=True).indices.items():
@@ -181,7 +185,11 @@ def prune(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
         order = np.lexsort((-t, g))  # fewest GPUs, then most throughput first
         kept: list[int] = []
         for j in order:
-            dominated = any(g[k] <= g[j] and t[k] >= t[j] and not (ms[k] & ~ms[j]).any() for k in kept)
+            if by_latency:
+                lt = lat[idx]
+                dominated = any(g[k] <= g[j] and t[k] >= t[j] and (lt[k] <= lt[j]).all() for k in kept)
+            else:
+                dominated = any(g[k] <= g[j] and t[k] >= t[j] and not (ms[k] & ~ms[j]).any() for k in kept)
             if dominated:
                 keep[idx[j]] = False
             else:
@@ -331,8 +339,9 @@ class _Query:
     """One serving query's model and the helpers that explain it."""
 
     def __init__(self, df, w: ServeWorkload, limits: ServeLimits, demand: float, space: ServeSpace,
-                 time_limit_s: float):
+                 time_limit_s: float, full: pd.DataFrame | None = None):
         self.df, self.w, self.limits, self.demand = df, w, limits, demand
+        self.space, self.time_limit_s, self.full, self._relaxed = space, time_limit_s, full, None
         self.hours = w.horizon_days * HOURS_PER_DAY
         pools = []
         for acc_id, cap in space.owned.items():
@@ -347,7 +356,9 @@ class _Query:
 
     def least_metric(self, c: str, keep: set[str]) -> list[tuple[int, int]] | None:
         """The fleet with the least worst-case `c` (ttft/tpot/e2e) meeting `keep`: bisection on the
-        sorted distinct values, then the cheapest fleet at that bound."""
+        sorted distinct values of the rows, then the cheapest fleet at that bound. Rows here are
+        this query's (targets met at their exact largest batch) or, for the least relaxation of a
+        target, the latency-pruned table (see relaxed()): exact over its batches."""
         vals = np.unique(self.df[c].values)
         lo, hi = 0, len(vals) - 1
         if not self.pm.feasible(keep, self.df[c].values > vals[hi]):
@@ -370,10 +381,21 @@ class _Query:
 
     def best_for(self, c: str | None, keep: set[str]):
         if c in TARGETS:
-            return self.least_metric(c, keep)
+            q = self.relaxed()
+            rows = q.least_metric(c, keep)
+            return None if rows is None else (q, rows)
         first = {"budget": "cost", "max_gpus": "gpus", "power": "power"}.get(c, "cost")
         out = self.pm.solve(keep, first=first)
-        return out.rows or None
+        return (self, out.rows) if out.rows else None
+
+    def relaxed(self) -> "_Query":
+        """The same query over every priced batch of the table, pruned by latency instead of by
+        the targets missed, so that any latency bound can be asked exactly (batches: the 1-1.5-2
+        series, the largest that fits and each target's edge)."""
+        if self._relaxed is None:
+            df = prune(self.full, self.w, by_latency=True)
+            self._relaxed = _Query(df, self.w, self.limits, self.demand, self.space, self.time_limit_s, self.full)
+        return self._relaxed
 
     def correction_sets(self) -> list[list[str]]:
         """Minimal correction sets by increasing size: each the fewest limits whose removal makes
@@ -400,14 +422,15 @@ class _Query:
         for mcs in self.correction_sets():
             keep = self.enforce - set(mcs)
             lead = sorted(mcs, key=lambda c: (c not in TARGETS + FLEET_LIMITS, c))
-            rows = self.best_for(lead[0], keep)
-            if not rows:
+            found = self.best_for(lead[0], keep)
+            if not found:
                 continue
-            fig = _fleet_figures(self.df, rows)
+            q, rows = found
+            fig = _fleet_figures(q.df, rows)
             out.append(Relaxation(constraint=" + ".join(lead),
                                   given="; ".join(_given(self.w, self.limits, c) for c in lead),
-                                  needed="; ".join(_needed(c, fig, self.df, rows, self.hours) for c in lead),
-                                  plan=_describe(self.df, rows, self.hours)))
+                                  needed="; ".join(_needed(c, fig, q.df, rows, self.hours) for c in lead),
+                                  plan=_describe(q.df, rows, self.hours)))
         return out
 
 
@@ -499,7 +522,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     if df.empty:
         raise GpuplanError("gpus", ",".join(space.accelerators), "none of these accelerators has a published "
                            "price (cloud or purchase); serving plans are priced per hour")
-    q = _Query(df, w, limits, demand, space, time_limit_s)
+    q = _Query(df, w, limits, demand, space, time_limit_s, full[full.cost_ph.notna()].reset_index(drop=True))
     hours = q.hours
     plans: list[ServePlan] = []
     relaxations: list[Relaxation] = []
