@@ -165,6 +165,9 @@ def serve_frame(result) -> pd.DataFrame:
 
     for p in result.plans:
         row = line(p.rank, p)
+        if len(p.parts) > 1:  # the parts' rows below carry the layout
+            row.update({"replicas": f"{p.replicas} in {len(p.parts)} types", "batch": "",
+                        "prec": "+".join(dict.fromkeys(pt.precision for pt in p.parts))})
         row["vs #1"] = p.vs_best
         rows.append(row)
         if len(p.parts) > 1:

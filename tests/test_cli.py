@@ -62,3 +62,73 @@ def test_catalog_one_accelerator_with_prices():
     assert r.returncode == 0
     data = json.loads(r.stdout)
     assert data["accelerator"]["id"] == "h100-sxm" and len(data["prices"]) > 0
+
+
+SERVE = ["serve", "--model", "llama-3-70b", "--users", "1000", "--think-time", "3s", "--prompt", "512",
+         "--output", "256", "--ttft", "1s", "--tpot", "50ms"]
+PLAN_KEYS = {"rank", "accelerator", "count", "replicas", "tp", "pp", "precision", "batch", "ttft_ms", "tpot_ms",
+             "tokens_per_s", "cost_per_hour_usd", "cost_per_million_tokens_usd", "acquisition",
+             "memory_gib_per_gpu", "fits", "parts"}
+
+
+def test_serve_json_contract():
+    r = gpuplan(*SERVE, "--top", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert {"status", "objective", "solve_seconds", "plans", "relaxations"} <= set(data)
+    assert data["status"] == "optimal" and 1 <= len(data["plans"]) <= 3
+    for p in data["plans"]:
+        assert PLAN_KEYS <= set(p)
+        assert p["fits"] and p["ttft_ms"] <= 1000 and p["tpot_ms"] <= 50
+        assert p["tokens_per_s"] >= data["demand_tokens_per_s"] * (1 - 1e-9)
+        assert p["count"] == sum(pt["count"] for pt in p["parts"])
+    costs = [p["cost_per_hour_usd"] for p in data["plans"]]
+    assert costs == sorted(costs)
+
+
+def test_serve_table_and_rate():
+    r = gpuplan("serve", "--model", "llama-2-7b", "--rate", "20rps", "--tpot", "40ms", "--top", "2")
+    assert r.returncode == 0, r.stderr
+    assert "status: optimal" in r.stdout and "$/Mtok" in r.stdout
+
+
+def test_serve_fixed_configuration_offline():
+    r = gpuplan("serve", "--model", "llama-2-70b", "--gpu", "h200", "--tp", "1", "--precision", "fp8",
+                "--prompt", "684", "--output", "294", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)["plans"][0]
+    assert p["replicas"] == 1 and p["parts"][0]["batch"] == p["parts"][0]["max_batch"]
+
+
+def test_serve_infeasible_is_explained():
+    r = gpuplan("serve", "--model", "chatglm2-6b", "--users", "1000", "--prompt", "50w", "--output", "1000w",
+                "--e2e", "3s", "--gpus", "a100-80g", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["status"] == "infeasible" and not data["plans"]
+    assert any("cannot be met on any accelerator" in e for e in data["explanation"])
+    assert data["relaxations"] and data["relaxations"][0]["constraint"] == "e2e"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--rate", "fast"], "rate=fast: cannot parse as a rate"),
+    (["--tpot", "50 msec"], "tpot=50 msec"),
+    (["--prompt", "-3"], "prompt=-3"),
+    (["--precision", "fp4"], "precision=fp4: must be one of"),
+    (["--gpus", "H1000"], "gpus=H1000: unknown accelerator"),
+    (["--tp", "2"], "tp=2: fixes a configuration: give --gpu too"),
+    (["--gpu", "a100", "--precision", "fp8"], "precision=fp8: a100-80g has no published fp8 peak"),
+    (["--users", "10"], "rate=5.0: give either --rate or --users, not both"),
+    (["--prompt", "8000"], "prompt=8000: prompt + output"),
+])
+def test_serve_bad_input_one_line_exit_2(args, needle):
+    r = gpuplan("serve", "--model", "llama-2-7b", "--rate", "5", *args)
+    assert r.returncode == 2, r.stdout
+    assert needle in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_serve_needs_demand():
+    r = gpuplan("serve", "--model", "llama-2-7b")
+    assert r.returncode == 2 and "give the demand" in r.stderr
