@@ -213,3 +213,23 @@ def test_latency_grows_and_throughput_never_falls_with_batch(model, gpu, tp, pp,
     for name in ("ttft", "tpot", "e2e"):
         assert np.all(np.diff(getattr(lat, name)) >= -1e-15), name
     assert np.all(np.diff(lat.tokens_per_s) >= -1e-9)
+
+
+def test_published_serving_figures_within_25_percent():
+    """MLPerf Inference Llama-2-70B offline on 8x H100 / 8x H200 and NVIDIA NIM's latency table
+    (benchmarks/serving_runs.yaml): each MLPerf row within 25%, held-out median within 25%."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import validate_serving as vs
+
+    runs = yaml.safe_load(vs.RUNS.read_text())["runs"]
+    for run in runs:
+        if run["id"].startswith("mlperf") and run["gpu"] in ("h100-sxm", "h200"):
+            assert vs.predict(run) == pytest.approx(run["published"], rel=0.25), run["id"]
+    _, stats = vs.table(runs)
+    assert stats["held-out"] <= 0.25
+    assert vs.calibrate(runs) == pytest.approx(catalog.assumption("decode_layer_overhead_us"), abs=0.5)

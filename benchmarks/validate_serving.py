@@ -1,0 +1,122 @@
+"""Predicted vs published serving figures, and the one calibrated serving constant.
+
+    python benchmarks/validate_serving.py              # table of every run in serving_runs.yaml
+    python benchmarks/validate_serving.py --calibrate  # fit decode_layer_overhead_us on the calibration row
+    python benchmarks/validate_serving.py --write      # also rewrite the table in docs/VALIDATION.md
+
+Every prediction goes through recommender.serving.evaluate_serving (the path of
+`gpuplan serve --gpu ...`) with the run's published layout. Metrics:
+  tokens_per_s              output tokens/s of all replicas at the largest batch that fits (offline)
+  tpot_ms, ttft_ms          per-replica latency at the run's batch (concurrency)
+  closed_loop_tokens_per_s  c users sending back-to-back requests: c * output / end-to-end latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recommender import catalog  # noqa: E402
+from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving  # noqa: E402
+
+RUNS = Path(__file__).with_name("serving_runs.yaml")
+DOC = ROOT / "docs" / "VALIDATION.md"
+START, END = "<!-- serving-table:start -->", "<!-- serving-table:end -->"
+
+
+def predict(run: dict) -> float:
+    w = ServeWorkload(model=catalog.model(run["model"]), prompt_tokens=run["workload"]["prompt"],
+                      output_tokens=run["workload"]["output"])
+    ev = evaluate_serving(w, ServeLayout(accelerator=run["gpu"], **run["layout"]))
+    if run["metric"] == "closed_loop_tokens_per_s":
+        return ev.batch * w.output_tokens / (ev.e2e_ms / 1e3)
+    return getattr(ev, run["metric"])
+
+
+def calibrate(runs: list[dict]) -> float:
+    """decode_layer_overhead_us that makes the calibration row exact (bisection; the prediction
+    grows with the overhead)."""
+    rows = [r for r in runs if r["role"] == "calibration"]
+    assert len(rows) == 1 and rows[0]["metric"] == "tpot_ms"
+    row = rows[0]
+    a = catalog.assumptions()
+    original = a["decode_layer_overhead_us"]
+    lo, hi = 0.0, 500.0
+    try:
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            a["decode_layer_overhead_us"] = original.model_copy(update={"value": mid})
+            if predict(row) < row["published"]:
+                lo = mid
+            else:
+                hi = mid
+    finally:
+        a["decode_layer_overhead_us"] = original
+    return (lo + hi) / 2
+
+
+def table(runs: list[dict]) -> tuple[str, dict[str, float]]:
+    lines = ["| run | model | GPUs | layout | metric | published | predicted | error | role |",
+             "|---|---|---|---|---|---:|---:|---:|---|"]
+    errors: dict[str, list[float]] = {"calibration": [], "held-out": []}
+    for run in runs:
+        pred = predict(run)
+        err = pred / run["published"] - 1
+        errors[run["role"]].append(abs(err))
+        lay = run["layout"]
+        gpus = lay["tp"] * lay.get("replicas", 1)
+        layout = (f"{lay.get('replicas', 1)} x TP{lay['tp']} {lay['precision']}"
+                  + (f", batch {lay['batch']}" if "batch" in lay else ", max batch"))
+        lines.append(f"| {run['id']} | {run['model']} | {gpus} x {run['gpu']} | {layout} | {run['metric']} | "
+                     f"{run['published']:,.2f} | {pred:,.2f} | {err:+.1%} | {run['role']} |")
+    stats = {k: statistics.median(v) for k, v in errors.items() if v}
+    stats["all"] = statistics.median(errors["calibration"] + errors["held-out"])
+    return "\n".join(lines), stats
+
+
+def sensitivity(runs: list[dict]) -> str:
+    """How the MLPerf predictions move with the unverified 684-token mean prompt."""
+    out = []
+    for scale in (0.8, 1.2):
+        errs = []
+        for run in runs:
+            if run["id"].startswith("mlperf"):
+                r = dict(run, workload=dict(run["workload"], prompt=round(run["workload"]["prompt"] * scale)))
+                errs.append(f"{predict(r) / run['published'] - 1:+.0%}")
+        out.append(f"prompt x{scale}: " + ", ".join(errs))
+    return "; ".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    runs = yaml.safe_load(RUNS.read_text())["runs"]
+    if args.calibrate:
+        print(f"decode_layer_overhead_us = {calibrate(runs):.1f} "
+              f"(catalog has {catalog.assumption('decode_layer_overhead_us'):g})")
+    text, stats = table(runs)
+    summary = (f"Median |error|: held-out {stats['held-out']:.1%} ({sum(r['role'] == 'held-out' for r in runs)} rows), "
+               f"calibration {stats.get('calibration', 0):.1%}, all {stats['all']:.1%}. "
+               f"MLPerf sensitivity to the mean prompt length: {sensitivity(runs)}.")
+    print(text)
+    print()
+    print(summary)
+    if args.write:
+        doc = DOC.read_text()
+        head, rest = doc.split(START)
+        _, tail = rest.split(END)
+        DOC.write_text(head + START + "\n" + text + "\n\n" + summary + "\n" + END + tail)
+        print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
