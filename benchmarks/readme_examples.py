@@ -1,4 +1,4 @@
-"""Regenerate the example outputs in README.md from the real commands (keeps the README true).
+"""Regenerate the example outputs in README.md and docs/ from the real commands (keeps them true).
 
     python benchmarks/readme_examples.py
 """
@@ -10,10 +10,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SEED = ["serve", "--model", "chatglm2-6b", "--users", "1000", "--prompt", "50w", "--output", "1000w"]
 EXAMPLES = {
-    "train": ["train", "--params", "100B", "--tokens", "2T", "--deadline", "60d"],
-    "evaluate": ["evaluate", "--model", "llama-2-70b", "--tokens", "2T", "--gpu", "a100", "--tp", "8", "--pp", "4",
-                 "--count", "2048"],
+    "train": ("README.md", ["train", "--params", "100B", "--tokens", "2T", "--deadline", "60d"]),
+    "evaluate": ("README.md", ["evaluate", "--model", "llama-2-70b", "--tokens", "2T", "--gpu", "a100", "--tp", "8",
+                               "--pp", "4", "--count", "2048"]),
+    "serve": ("README.md", ["serve", "--model", "llama-3-70b", "--users", "1000", "--think-time", "3s", "--prompt",
+                            "512", "--output", "256", "--ttft", "1s", "--tpot", "50ms", "--top", "3"]),
+    "seed-strict": ("docs/SERVING.md", SEED + ["--e2e", "3s", "--gpus", "a100-80g,a100-40g", "--precision",
+                                               "bf16,int8,int4"]),
+    "seed-stream": ("docs/SERVING.md", SEED + ["--ttft", "3s", "--tpot", "50ms", "--gpus", "a100-80g,a100-40g",
+                                               "--precision", "bf16,int8,int4", "--top", "3"]),
+    "seed-a100": ("docs/SERVING.md", SEED + ["--ttft", "3s", "--tpot", "50ms", "--gpu", "a100-80g",
+                                             "--precision", "bf16"]),
+    "seed-mlu-bf16": ("docs/SERVING.md", SEED + ["--ttft", "3s", "--tpot", "50ms", "--gpu", "mlu370-x8",
+                                                 "--precision", "bf16"]),
+    "seed-mlu-int8": ("docs/SERVING.md", SEED + ["--ttft", "3s", "--tpot", "50ms", "--gpu", "mlu370-x8",
+                                                 "--precision", "int8"]),
+    "seed-mlu-strict": ("docs/SERVING.md", SEED + ["--e2e", "3s", "--gpu", "mlu370-x8", "--precision", "int4"]),
 }
 
 
@@ -27,13 +41,13 @@ def run(args):
 
 
 def main():
-    readme = (ROOT / "README.md").read_text()
-    for name, args in EXAMPLES.items():
+    for name, (path, args) in EXAMPLES.items():
+        doc = (ROOT / path).read_text()
         start, end = f"<!-- example:{name}:start -->", f"<!-- example:{name}:end -->"
-        head, rest = readme.split(start, 1)
+        head, rest = doc.split(start, 1)
         _, tail = rest.split(end, 1)
-        readme = head + start + "\n```\n" + run(args) + "\n```\n" + end + tail
-    (ROOT / "README.md").write_text(readme)
+        doc = head + start + "\n```\n$ gpuplan " + " ".join(args) + "\n" + run(args) + "\n```\n" + end + tail
+        (ROOT / path).write_text(doc)
 
 
 if __name__ == "__main__":
