@@ -173,6 +173,25 @@ def parse_own(own) -> dict[str, int]:
     return out
 
 
+def _allowed(gpus, vendors, acquisition):
+    """The allowed accelerators, vendors and acquisitions a person typed (None = any)."""
+    gpu_ids = None if gpus is None else tuple(catalog.accelerator(g, field="gpus").id for g in _split("gpus", gpus))
+    vendor_list = _split("vendors", vendors)
+    known_vendors = sorted({a.vendor for a in catalog.accelerators().values()})
+    for v in vendor_list or []:
+        if v.lower() not in known_vendors:
+            raise GpuplanError("vendors", v, f"unknown vendor; known: {', '.join(known_vendors)}")
+    acqs = None
+    if acquisition is not None:
+        acqs = []
+        for a in _split("acquisition", acquisition):
+            if a.lower() not in ACQUISITIONS:
+                raise GpuplanError("acquisition", a, "must be one of cloud, spot, reserved, buy")
+            acqs.append(ACQUISITIONS[a.lower()])
+        acqs = tuple(dict.fromkeys(acqs))
+    return gpu_ids, vendor_list, acqs
+
+
 def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
           seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
           max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
@@ -184,24 +203,11 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
 
     objective = str(objective).lower()
     owned = parse_own(own)
-    gpu_ids = None if gpus is None else tuple(catalog.accelerator(g, field="gpus").id for g in _split("gpus", gpus))
-    vendor_list = _split("vendors", vendors)
-    known_vendors = sorted({a.vendor for a in catalog.accelerators().values()})
-    for v in vendor_list or []:
-        if v.lower() not in known_vendors:
-            raise GpuplanError("vendors", v, f"unknown vendor; known: {', '.join(known_vendors)}")
+    gpu_ids, vendor_list, acqs = _allowed(gpus, vendors, acquisition)
     precisions = tuple(p.lower() for p in (_split("precision", precision) or ["bf16"]))
     for p in precisions:
         if p not in PRECISIONS:
             raise GpuplanError("precision", p, f"must be one of {', '.join(PRECISIONS)}")
-    acqs = None
-    if acquisition is not None:
-        acqs = []
-        for a in _split("acquisition", acquisition):
-            if a.lower() not in ACQUISITIONS:
-                raise GpuplanError("acquisition", a, "must be one of cloud, spot, reserved, buy")
-            acqs.append(ACQUISITIONS[a.lower()])
-        acqs = tuple(dict.fromkeys(acqs))
     limits = Limits(
         budget_usd=None if budget is None else parse_usd("budget", budget),
         deadline_days=None if deadline is None else parse_days("deadline", deadline),
@@ -329,20 +335,7 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
     for name, v in (("tp", tp), ("replicas", replicas), ("batch", batch)):
         if v is not None:
             raise GpuplanError(name, v, "fixes a configuration: give --gpu too")
-    acqs = None
-    if acquisition is not None:
-        acqs = []
-        for a in _split("acquisition", acquisition):
-            if a.lower() not in ACQUISITIONS:
-                raise GpuplanError("acquisition", a, "must be one of cloud, spot, reserved, buy")
-            acqs.append(ACQUISITIONS[a.lower()])
-        acqs = tuple(dict.fromkeys(acqs))
-    gpu_ids = None if gpus is None else tuple(catalog.accelerator(g, field="gpus").id for g in _split("gpus", gpus))
-    vendor_list = _split("vendors", vendors)
-    known_vendors = sorted({a.vendor for a in catalog.accelerators().values()})
-    for v in vendor_list or []:
-        if v.lower() not in known_vendors:
-            raise GpuplanError("vendors", v, f"unknown vendor; known: {', '.join(known_vendors)}")
+    gpu_ids, vendor_list, acqs = _allowed(gpus, vendors, acquisition)
     limits = sp.ServeLimits(
         budget_usd=None if budget is None else parse_usd("budget", budget),
         max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),

@@ -115,13 +115,8 @@ def train_frame(result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_train(result, csv_path: str | None = None) -> None:
-    c = console()
-    head = f"status: {result.status}" + ("" if result.status != "feasible" else " (time limit: not proven optimal)")
-    c.print(f"[bold]{head}[/bold]; objective {result.objective}; {result.candidates:,} candidates from "
-            f"{result.tuples:,} tuples; {result.solve_seconds:.2f} s")
-    if result.plans:
-        render_frame(train_frame(result), csv_path=csv_path)
+def render_reasons(c: Console, result) -> None:
+    """A result's explanation, its ways to feasibility and its notes."""
     for line in result.explanation:
         c.print(line)
     if result.relaxations:
@@ -133,6 +128,16 @@ def render_train(result, csv_path: str | None = None) -> None:
         c.print(t)
     for n in result.notes:
         c.print(f"[yellow]note:[/yellow] {n}")
+
+
+def render_train(result, csv_path: str | None = None) -> None:
+    c = console()
+    head = f"status: {result.status}" + ("" if result.status != "feasible" else " (time limit: not proven optimal)")
+    c.print(f"[bold]{head}[/bold]; objective {result.objective}; {result.candidates:,} candidates from "
+            f"{result.tuples:,} tuples; {result.solve_seconds:.2f} s")
+    if result.plans:
+        render_frame(train_frame(result), csv_path=csv_path)
+    render_reasons(c, result)
     if result.plans:
         p = result.plans[0]
         c.print(f"#1 uses {p.nodes} nodes, {p.it_power_kw or 0:,.0f} kW IT / {p.facility_power_kw or 0:,.0f} kW "
@@ -191,17 +196,7 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 f"types from {result.candidates:,}; {result.solve_seconds:.2f} s")
     if result.plans:
         render_frame(serve_frame(result), csv_path=csv_path)
-    for line in result.explanation:
-        c.print(line)
-    if result.relaxations:
-        t = Table(title="Ways to make it feasible (each row alone is enough)", title_justify="left")
-        for col in ("constraint", "given", "needed", "plan"):
-            t.add_column(col)
-        for r in result.relaxations:
-            t.add_row(r.constraint, r.given, r.needed, r.plan)
-        c.print(t)
-    for n in result.notes:
-        c.print(f"[yellow]note:[/yellow] {n}")
+    render_reasons(c, result)
     if result.plans:
         p = result.plans[0]
         pt = max(p.parts, key=lambda x: x.tokens_per_s)

@@ -17,7 +17,7 @@ from recommender.evaluate import pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
 from recommender.serve_solver import ServeModel
-from recommender.serving import (BATCH_SERIES, HOURS_PER_DAY, ServeLayout, ServePart, ServeWorkload,
+from recommender.serving import (BATCH_SERIES, HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
                                  break_even_utilization, evaluate_serving, replica_cost_per_hour, serving_terms,
                                  target_edges)
 from recommender.units import fmt_usd
@@ -197,33 +197,15 @@ def prune(df: pd.DataFrame, w: ServeWorkload, by_latency: bool = False) -> pd.Da
     return df[keep].reset_index(drop=True)
 
 
-class ServePlan(BaseModel):
-    """A fleet: the `serve --json` plan item (a mixed fleet lists its parts)."""
+class ServePlan(ServeFigures):
+    """A fleet: the `serve --json` plan item. A mixed fleet joins its parts' accelerators and
+    acquisitions with '+', takes TP/PP/precision/batch from the part serving the most tokens,
+    the worst latency of any part, and lists every part in `parts`."""
 
     rank: int
-    accelerator: str
-    count: int
-    replicas: int
-    tp: int
-    pp: int
-    precision: str
-    kv_precision: str
-    batch: int
-    ttft_ms: float
-    tpot_ms: float
-    e2e_ms: float
-    tokens_per_s: float
     demand_tokens_per_s: float
     utilization: float
-    cost_per_hour_usd: float | None
-    cost_per_million_tokens_usd: float | None
     horizon_cost_usd: float | None
-    acquisition: str
-    provider: str | None
-    memory_gib_per_gpu: float
-    fits: bool
-    break_even_utilization: float | None
-    facility_power_kw: float | None
     vs_best: str
     parts: list[ServePart]
 

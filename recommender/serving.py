@@ -177,8 +177,8 @@ class ServeMemoryGiB(BaseModel):
     overhead: float
 
 
-class ServePart(BaseModel):
-    """One homogeneous group of replicas, fully evaluated: the `serve --json` plan item."""
+class ServeFigures(BaseModel):
+    """What a serving plan and each of its parts report (the `serve --json` fields)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -194,24 +194,29 @@ class ServePart(BaseModel):
     tpot_ms: float
     e2e_ms: float
     tokens_per_s: float
-    tokens_per_s_per_replica: float
-    requests_per_s: float
     cost_per_hour_usd: float | None
     cost_per_million_tokens_usd: float | None
     acquisition: str
     provider: str | None
-    price_usd_per_gpu_hour: float | None
     memory_gib_per_gpu: float
+    fits: bool
+    break_even_utilization: float | None
+    facility_power_kw: float | None
+
+
+class ServePart(ServeFigures):
+    """One homogeneous group of replicas, fully evaluated."""
+
+    tokens_per_s_per_replica: float
+    requests_per_s: float
+    price_usd_per_gpu_hour: float | None
     memory_capacity_gib: float
     memory_limit_gib: float
     memory_breakdown_gib: ServeMemoryGiB
     max_batch: int
-    fits: bool
     decode_bound: str
     decode_step_ms: float
     prefill_ms: float
-    break_even_utilization: float | None
-    facility_power_kw: float | None
     efficiency: float
     efficiency_calibrated: bool
     meets_targets: bool
