@@ -304,7 +304,7 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
     fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
     from recommender import serve_planner as sp
     from recommender.formulas.serving import SERVE_PRECISIONS
-    from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving
+    from recommender.serving import ServeWorkload
     from recommender.units import parse_days, parse_duration_s, parse_rate_per_s, parse_usd
 
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads)

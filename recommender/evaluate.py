@@ -131,6 +131,13 @@ class Terms:
     days: object
 
 
+def link_rates(acc: Accelerator) -> tuple[float | None, float | None]:
+    """(intra-node, inter-node) GB/s, each standing in for the other where only one is published;
+    callers keep groups with no published inter-node figure inside one node."""
+    intra = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
+    return intra, acc.inter_node_bw_gb_s or intra
+
+
 def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, dp, zero, recompute,
                    micro_batch, efficiency: float, headroom: float) -> Terms:
     """The formulas applied to a layout: scalars for `evaluate`, equal-shape arrays for the solver."""
@@ -146,8 +153,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
             + memory.zero3_prefetch_bytes(m, tp, zero, precision))
     overhead = memory.overhead_bytes(states.total + acts, a("framework_overhead_gib"), a("allocator_fragmentation"))
     mem = memory.MemoryBreakdown(states.weights, states.gradients, states.optimizer, acts, overhead)
-    intra = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
-    inter = acc.inter_node_bw_gb_s or intra
+    intra, inter = link_rates(acc)
     st = performance.step_time(
         hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
         hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, zero=zero, vp=vp, params_per_gpu=params_gpu,

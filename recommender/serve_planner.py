@@ -13,12 +13,13 @@ from pydantic import BaseModel
 
 from recommender import catalog
 from recommender.errors import GpuplanError
-from recommender.evaluate import pricing
+from recommender.evaluate import link_rates, pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
 from recommender.serve_solver import ServeModel
+from recommender.serving import TARGETS as SERVE_TARGETS
 from recommender.serving import (BATCH_SERIES, HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
-                                 break_even_utilization, evaluate_serving, replica_cost_per_hour, serving_terms,
+                                 evaluate_serving, largest_fitting_batch, meets, replica_cost_per_hour, serving_terms,
                                  target_edges)
 from recommender.units import fmt_usd
 
@@ -81,13 +82,11 @@ def precisions_for(acc, wanted: tuple[str, ...]) -> list[str]:
 def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: float, efficiency: float,
                   max_pp: int) -> pd.DataFrame:
     """Every (TP, PP, batch) of one accelerator and precision whose memory fits."""
-    a = catalog.assumption
     m = w.model
     node = acc.gpus_per_node or 1
-    links = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
+    links = link_rates(acc)[0]
     tps = [t for t in (1, 2, 4, 8, 16) if t <= node and m.heads % t == 0 and (t == 1 or links)]
-    mb = lambda t, p: int(sv.max_batch(m, precision, kv, w.context, t, p, acc.memory_gib, headroom,  # noqa: E731
-                                       a("framework_overhead_gib"), a("allocator_fragmentation")))
+    mb = lambda t, p: int(largest_fitting_batch(w, acc, precision, kv, t, p, headroom))  # noqa: E731
     pps = [1]
     if not any(mb(t, 1) >= 1 for t in tps):
         pps = []
@@ -159,8 +158,8 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
 
 def missed(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
-    for c, col, t in (("ttft", "ttft", w.ttft_s), ("tpot", "tpot", w.tpot_s), ("e2e", "e2e", w.e2e_s)):
-        out[c] = (df[col] > t * (1 + 1e-12)).values if t is not None else False
+    for c, f in SERVE_TARGETS:
+        out[c] = ~np.broadcast_to(meets(df[c].values, getattr(w, f)), len(df))
     return out
 
 
@@ -424,7 +423,7 @@ def closest_targets(df_all: pd.DataFrame, w: ServeWorkload) -> list[str]:
         if t is None or df_all.empty:
             continue
         best = df_all.loc[df_all[c].idxmin()]
-        if best[c] > t * (1 + 1e-12):
+        if not meets(best[c], t):
             name = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency"}[c]
             lines.append(f"{name} <= {t * 1e3:g} ms cannot be met on any accelerator in the space; the closest is "
                          f"{best[c] * 1e3:,.1f} ms ({best.accelerator}, TP {best.tp}"
@@ -465,8 +464,12 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
 
 
 def _fleet_plan(rank: int, parts: list[ServePart], demand: float, hours: float, vs_best: str) -> ServePlan:
-    main = max(parts, key=lambda p: (p.tokens_per_s, p.count))
     capacity = sum(p.tokens_per_s for p in parts)
+    if len(parts) > 1:  # each part serves its share of the demand, and is priced per token on it
+        parts = [p.model_copy(update={"cost_per_million_tokens_usd": None if p.cost_per_hour_usd is None else
+                                      p.cost_per_hour_usd / (demand * p.tokens_per_s / capacity * 3600) * 1e6})
+                 for p in parts]
+    main = max(parts, key=lambda p: (p.tokens_per_s, p.count))
     cph = None if any(p.cost_per_hour_usd is None for p in parts) else sum(p.cost_per_hour_usd for p in parts)
     power = None if any(p.facility_power_kw is None for p in parts) else sum(p.facility_power_kw for p in parts)
     join = lambda f: "+".join(dict.fromkeys(getattr(p, f) for p in parts))  # noqa: E731

@@ -12,14 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recommender import catalog
 from recommender.errors import GpuplanError
-from recommender.evaluate import Pricing, job_cost, pricing
+from recommender.evaluate import Pricing, job_cost, link_rates, pricing
 from recommender.formulas import cost as costf
+from recommender.formulas import performance
 from recommender.formulas import serving as sv
 from recommender.formulas.compute import _scalar
 from recommender.formulas.memory import GIB
 from recommender.spec import Accelerator, ModelSpec, Strict
 
-ServePrecision = str  # one of formulas.serving.SERVE_PRECISIONS, checked in ServeLayout
 HOURS_PER_DAY = 24.0
 # batch sizes the planner lists per replica type: a 1-1.5-2 series (1, 2, 3, 4, 6, 8, 12, ...), plus the
 # largest that fits and, per latency target, the largest batch meeting it (exact, by bisection)
@@ -119,11 +119,9 @@ class ServeTerms:
 
 
 def bw(acc: Accelerator, span):
-    """Link bandwidth (GB/s) for a group of `span` GPUs: NVLink-class inside a node, else the
-    inter-node fabric (None where unpublished)."""
-    intra = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
-    inter = acc.inter_node_bw_gb_s or 0.0
-    return np.where(np.asarray(span) <= (acc.gpus_per_node or 1), intra or 0.0, inter)
+    """GB/s a GPU reaches inside a group of `span` GPUs (training's link rule, shared)."""
+    intra, inter = link_rates(acc)
+    return performance.link_bandwidth(span, acc.gpus_per_node or 1, intra or 0.0, inter or 0.0) / sv.GB
 
 
 def serving_terms(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, batch,
@@ -248,12 +246,17 @@ def check_serve_layout(w: ServeWorkload, layout: ServeLayout, acc: Accelerator) 
         raise GpuplanError("tp", layout.tp, f"{acc.id} has no published interconnect bandwidth")
 
 
+TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
+
+
+def meets(value, target):
+    """A latency meets its target (None: no target); elementwise."""
+    return True if target is None else np.asarray(value) <= target * (1 + 1e-12)
+
+
 def targets_missed(w: ServeWorkload, ttft, tpot, e2e) -> list[str]:
-    out = []
-    for name, v, t in (("ttft", ttft, w.ttft_s), ("tpot", tpot, w.tpot_s), ("e2e", e2e, w.e2e_s)):
-        if t is not None and v > t * (1 + 1e-12):
-            out.append(name)
-    return out
+    values = {"ttft": ttft, "tpot": tpot, "e2e": e2e}
+    return [name for name, f in TARGETS if not meets(values[name], getattr(w, f))]
 
 
 def target_edges(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, bmax,
@@ -265,14 +268,15 @@ def target_edges(w: ServeWorkload, acc: Accelerator, precision: str, kv_precisio
     exactly; tests/test_serving.py checks the monotonicity."""
     tp, pp, bmax = np.broadcast_arrays(np.asarray(tp), np.asarray(pp), np.asarray(bmax))
     out = {}
-    for name, t in (("ttft", w.ttft_s), ("tpot", w.tpot_s), ("e2e", w.e2e_s)):
+    for name, f in TARGETS:
+        t = getattr(w, f)
         if t is None:
             continue
         lo, hi = np.zeros(bmax.shape, dtype=np.int64), bmax.astype(np.int64).copy()
         while np.any(lo < hi):
             mid = np.maximum((lo + hi + 1) // 2, 1)
             lat = serving_terms(w, acc, precision, kv_precision, tp, pp, mid, efficiency, headroom).latency
-            ok = np.asarray(getattr(lat, name)) <= t * (1 + 1e-12)
+            ok = meets(getattr(lat, name), t)
             open_ = lo < hi
             lo = np.where(open_ & ok, mid, lo)
             hi = np.where(open_ & ~ok, mid - 1, hi)
@@ -280,10 +284,12 @@ def target_edges(w: ServeWorkload, acc: Accelerator, precision: str, kv_precisio
     return out
 
 
-def largest_fitting_batch(w: ServeWorkload, acc: Accelerator, layout: ServeLayout, headroom: float) -> int:
+def largest_fitting_batch(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp,
+                          headroom: float):
+    """The largest batch whose memory fits on `acc` (0: not even the weights)."""
     a = catalog.assumption
-    return int(sv.max_batch(w.model, layout.precision, layout.kv_precision, w.context, layout.tp, layout.pp,
-                            acc.memory_gib, headroom, a("framework_overhead_gib"), a("allocator_fragmentation")))
+    return sv.max_batch(w.model, precision, kv_precision, w.context, tp, pp, acc.memory_gib, headroom,
+                        a("framework_overhead_gib"), a("allocator_fragmentation"))
 
 
 def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | None = None, amortize: bool = False,
@@ -301,7 +307,7 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     headroom = a("memory_headroom") if headroom is None else headroom
     eff = catalog.efficiency(acc.id)
     e = efficiency if efficiency is not None else (eff.matmul_efficiency if eff else 0.5)
-    bmax = largest_fitting_batch(w, acc, layout, headroom)
+    bmax = int(largest_fitting_batch(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, headroom))
     if layout.batch is not None:
         batch = layout.batch
     else:
