@@ -26,7 +26,21 @@ HeadsOpt = Annotated[Opt, typer.Option(help="Override the attention heads.")]
 KvHeadsOpt = Annotated[Opt, typer.Option(help="Override the KV heads (GQA/MQA).")]
 SeqLenOpt = Annotated[Opt, typer.Option(help="Training sequence length (default: the model's).")]
 TokensOpt = Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default: 20 per parameter).")]
-BatchOpt = Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M).")]
+BatchOpt = Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M; fine-tuning 64 sequences).")]
+MethodOpt = Annotated[str, typer.Option(help="full | lora | qlora (adapters on a frozen 16-bit / 4-bit base).")]
+RankOpt = Annotated[Opt, typer.Option(help="LoRA rank (default 16), adapters on every linear layer.")]
+EpochsOpt = Annotated[Opt, typer.Option(help="Passes over the --tokens (default 1).")]
+# limits and output options of the planning commands
+MaxGpusOpt = Annotated[Opt, typer.Option(help="At most this many GPUs.")]
+PowerOpt = Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")]
+VendorsOpt = Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")]
+ProvidersOpt = Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")]
+AcquisitionsOpt = Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,buy (default all).")]
+OwnOpt = Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")]
+TopOpt = Annotated[str, typer.Option(help="How many ranked plans.")]
+DiverseOpt = Annotated[bool, typer.Option(help="The best plan per accelerator type.")]
+AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life.")]
+TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
 
 
 def user_errors(fn):
@@ -78,9 +92,14 @@ def evaluate(
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
     amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life, not the whole purchase.")] = False,
     own: Annotated[str, typer.Option(help="How many of these GPUs you already own (energy and colocation only).")] = "0",
+    ep: Annotated[str, typer.Option(help="Expert-parallel degree (MoE): experts split over EP of the DP ranks.")] = "1",
+    ep_overlap: Annotated[bool, typer.Option(help="Hide the MoE all-to-all behind compute (DualPipe-style).")] = False,
+    method: MethodOpt = "full",
+    lora_rank: RankOpt = None,
+    epochs: EpochsOpt = None,
     json_out: JSON = False,
 ):
-    """Memory, time and cost of ONE fixed training configuration, fully explained."""
+    """Memory, time and cost of ONE fixed training or fine-tuning configuration, fully explained."""
     from recommender import api, report
 
     ev = api.evaluate_config(model=model, params=params, hf_config=hf_config, layers=layers, hidden=hidden,
@@ -88,7 +107,8 @@ def evaluate(
                              global_batch=global_batch, gpu=gpu, count=count, tp=tp, pp=pp, dp=dp,
                              zero=zero, recompute=recompute, micro_batch=micro_batch, precision=precision,
                              acquisition=acquisition, provider=provider, headroom=headroom,
-                             amortize=amortize, own=own)
+                             amortize=amortize, own=own, ep=ep, ep_overlap=ep_overlap, method=method,
+                             lora_rank=lora_rank, epochs=epochs)
     if json_out:
         print(report.to_json(ev))
     else:
@@ -111,23 +131,23 @@ def train(
     objective: Annotated[str, typer.Option(help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
     budget: Annotated[Opt, typer.Option(help="Budget, e.g. $3M.")] = None,
     deadline: Annotated[Opt, typer.Option(help="Deadline, e.g. 60d (buying adds its lead time).")] = None,
-    max_gpus: Annotated[Opt, typer.Option(help="At most this many GPUs.")] = None,
-    power_kw: Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")] = None,
+    max_gpus: MaxGpusOpt = None,
+    power_kw: PowerOpt = None,
     gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
-    vendors: Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")] = None,
-    providers: Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")] = None,
+    vendors: VendorsOpt = None,
+    providers: ProvidersOpt = None,
     precision: Annotated[Opt, typer.Option(help="Allowed precisions (default bf16), e.g. bf16,fp8.")] = None,
-    acquisition: Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,buy (default all).")] = None,
-    own: Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")] = None,
-    top: Annotated[str, typer.Option(help="How many ranked plans.")] = "5",
-    diverse: Annotated[bool, typer.Option(help="The best plan per accelerator type.")] = False,
-    amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life.")] = False,
-    time_limit: Annotated[str, typer.Option(help="Solver time limit per solve.")] = "10s",
+    acquisition: AcquisitionsOpt = None,
+    own: OwnOpt = None,
+    top: TopOpt = "5",
+    diverse: DiverseOpt = False,
+    amortize: AmortizeOpt = False,
+    time_limit: TimeLimitOpt = "10s",
     json_out: JSON = False,
     csv: CSV = None,
 ):
     """The cheapest (or fastest) training setup over the whole catalog, exact, ranked and explained."""
-    from recommender import api, report
+    from recommender import api
 
     result = api.train(model=model, params=params, hf_config=hf_config, layers=layers, hidden=hidden,
                        heads=heads, kv_heads=kv_heads, seq_len=seq_len, tokens=tokens, global_batch=global_batch,
@@ -135,12 +155,58 @@ def train(
                        power_kw=power_kw, gpus=gpus, vendors=vendors, providers=providers, precision=precision,
                        acquisition=acquisition, own=own, top=top, diverse=diverse, amortize=amortize,
                        time_limit=time_limit)
+    _print_train(result, json_out, csv)
+
+
+def _print_train(result, json_out: bool, csv: str | None) -> None:
+    from recommender import report
+
     if json_out:
         print(report.to_json(result))
         if csv:
             report.train_frame(result).to_csv(csv, index=False)
     else:
         report.render_train(result, csv_path=csv)
+
+
+@app.command()
+@user_errors
+def finetune(
+    model: ModelOpt = None,
+    hf_config: HfConfigOpt = None,
+    tokens: Annotated[Opt, typer.Option(help="Fine-tuning dataset size in tokens, e.g. 1B.")] = None,
+    epochs: EpochsOpt = None,
+    method: MethodOpt = "lora",
+    lora_rank: RankOpt = None,
+    seq_len: SeqLenOpt = None,
+    global_batch: BatchOpt = None,
+    objective: Annotated[str, typer.Option(help="cost | time.")] = "cost",
+    budget: Annotated[Opt, typer.Option(help="Budget, e.g. $20k.")] = None,
+    deadline: Annotated[Opt, typer.Option(help="Deadline, e.g. 2d (buying adds its lead time).")] = None,
+    max_gpus: MaxGpusOpt = None,
+    power_kw: PowerOpt = None,
+    gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,l40s.")] = None,
+    vendors: VendorsOpt = None,
+    providers: ProvidersOpt = None,
+    precision: Annotated[Opt, typer.Option(help="Allowed compute precisions (default bf16).")] = None,
+    acquisition: AcquisitionsOpt = None,
+    own: OwnOpt = None,
+    top: TopOpt = "5",
+    diverse: DiverseOpt = False,
+    amortize: AmortizeOpt = False,
+    time_limit: TimeLimitOpt = "10s",
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """The cheapest (or fastest) way to fine-tune a model: full, LoRA or QLoRA, exact and ranked."""
+    from recommender import api
+
+    result = api.finetune(model=model, hf_config=hf_config, tokens=tokens, epochs=epochs, method=method,
+                          lora_rank=lora_rank, seq_len=seq_len, global_batch=global_batch, objective=objective,
+                          budget=budget, deadline=deadline, max_gpus=max_gpus, power_kw=power_kw, gpus=gpus,
+                          vendors=vendors, providers=providers, precision=precision, acquisition=acquisition,
+                          own=own, top=top, diverse=diverse, amortize=amortize, time_limit=time_limit)
+    _print_train(result, json_out, csv)
 
 
 @app.command()
@@ -165,17 +231,17 @@ def serve(
     objective: Annotated[str, typer.Option(help="cost | latency (lowest end-to-end, then cheapest).")] = "cost",
     budget: Annotated[Opt, typer.Option(help="Budget over the horizon, e.g. $2M.")] = None,
     max_gpus: Annotated[Opt, typer.Option(help="At most this many GPUs in the fleet.")] = None,
-    power_kw: Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")] = None,
+    power_kw: PowerOpt = None,
     gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
-    vendors: Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")] = None,
-    providers: Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")] = None,
+    vendors: VendorsOpt = None,
+    providers: ProvidersOpt = None,
     precision: Annotated[Opt, typer.Option(help="Weight precisions to consider (default bf16,fp8): bf16,fp16,fp8,int8,int4.")] = None,
     kv_precision: Annotated[str, typer.Option(help="KV-cache precision: auto (8-bit with 8-bit weights) or bf16,fp8,int8...")] = "auto",
-    acquisition: Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,buy (default all).")] = None,
-    own: Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")] = None,
+    acquisition: AcquisitionsOpt = None,
+    own: OwnOpt = None,
     top: Annotated[str, typer.Option(help="How many ranked fleets.")] = "5",
     amortize: Annotated[bool, typer.Option(help="Buying: charge the horizon's share of a 5-year life.")] = False,
-    time_limit: Annotated[str, typer.Option(help="Solver time limit per solve.")] = "10s",
+    time_limit: TimeLimitOpt = "10s",
     gpu: Annotated[Opt, typer.Option(help="Fix the accelerator: evaluate one configuration instead of searching.")] = None,
     tp: Annotated[Opt, typer.Option(help="Fixed configuration: tensor-parallel degree per replica.")] = None,
     pp: Annotated[str, typer.Option(help="Fixed configuration: pipeline stages per replica.")] = "1",

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ["serve", "--model", "chatglm2-6b", "--users", "1000", "--prompt", "50w", "--output", "1000w"]
 EXAMPLES = {
     "train": ("README.md", ["train", "--params", "100B", "--tokens", "2T", "--deadline", "60d"]),
+    "finetune": ("README.md", ["finetune", "--model", "llama-3-70b", "--tokens", "1B", "--method", "lora",
+                               "--top", "3"]),
     "evaluate": ("README.md", ["evaluate", "--model", "llama-2-70b", "--tokens", "2T", "--gpu", "a100", "--tp", "8",
                                "--pp", "4", "--count", "2048"]),
     "serve": ("README.md", ["serve", "--model", "llama-3-70b", "--users", "1000", "--think-time", "3s", "--prompt",

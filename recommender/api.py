@@ -40,24 +40,45 @@ def build_model(model: str | None = None, params: str | float | None = None,
     return spec
 
 
-def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None) -> tuple[TrainJob, list[str]]:
+METHODS = ("full", "lora", "qlora")
+
+
+def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, method="full", lora_rank=None,
+              epochs=None, finetune=False) -> tuple[TrainJob, list[str]]:
+    """A training (or, with `finetune`, fine-tuning) job: tokens x epochs, batch, method."""
     notes = []
+    method = str(method).lower()
+    if method not in METHODS:
+        raise GpuplanError("method", method, f"must be one of {', '.join(METHODS)}")
+    if lora_rank is not None and method == "full":
+        raise GpuplanError("lora-rank", lora_rank, "applies to --method lora or qlora")
+    rank = 16 if lora_rank is None else parse_int("lora-rank", lora_rank)
+    n_epochs = 1.0 if epochs is None else parse_count("epochs", epochs)
+    if finetune and tokens is None:
+        raise GpuplanError("tokens", None, "give the fine-tuning dataset's size, e.g. --tokens 1B")
     if tokens is None:
         n_tokens = CHINCHILLA_TOKENS_PER_PARAM * spec.total_params
         notes.append(f"--tokens not given: using the compute-optimal {CHINCHILLA_TOKENS_PER_PARAM} tokens "
                      f"per parameter (Hoffmann et al. 2022) = {n_tokens:.3g}")
     else:
         n_tokens = parse_count("tokens", tokens)
-    batch = (catalog.assumption("default_global_batch_tokens") if global_batch is None
-             else parse_count("global-batch", global_batch))
+    n_tokens *= n_epochs
     seq = spec.seq_len if seq_len is None else parse_int("seq-len", seq_len)
+    if global_batch is not None:
+        batch = parse_count("global-batch", global_batch)
+    elif finetune:
+        batch = catalog.assumption("default_finetune_batch_seqs") * seq
+    else:
+        batch = catalog.assumption("default_global_batch_tokens")
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
-    return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq), notes
+    return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
+                    lora_rank=rank, finetune=finetune), notes
 
 
 def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="selective",
-                 micro_batch=1, precision="bf16", acquisition="cloud", provider=None) -> TrainLayout:
+                 micro_batch=1, precision="bf16", acquisition="cloud", provider=None, ep=1,
+                 ep_overlap=False) -> TrainLayout:
     acc = catalog.accelerator(gpu)
     tp_, pp_ = parse_int("tp", tp), parse_int("pp", pp)
     zero_ = parse_int("zero", zero, minimum=0)
@@ -81,7 +102,8 @@ def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="s
         dp_ = n // (tp_ * pp_)
     else:
         dp_ = 1
-    return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, dp=dp_, zero=zero_,
+    return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, dp=dp_, ep=parse_int("ep", ep), ep_overlap=ep_overlap,
+                       zero=zero_,
                        recompute=str(recompute).lower(), micro_batch=parse_int("micro-batch", micro_batch),
                        precision=str(precision).lower(), acquisition=acq, provider=provider)
 
@@ -90,11 +112,13 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
                     kv_heads=None, seq_len=None, tokens=None, global_batch=None, gpu: str, count=None,
                     tp=1, pp=1, dp=None, zero=1, recompute="selective", micro_batch=1,
                     precision="bf16", acquisition="cloud", provider=None, headroom=None,
-                    amortize=False, own=0) -> Evaluation:
+                    amortize=False, own=0, ep=1, ep_overlap=False, method="full", lora_rank=None,
+                    epochs=None) -> Evaluation:
     """`gpuplan evaluate`: one fixed configuration in, the full breakdown out."""
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
-    job, notes = build_job(spec, tokens, global_batch, seq_len)
-    layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider)
+    job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs)
+    layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider,
+                          ep, ep_overlap)
     if headroom is not None:
         headroom = parse_count("headroom", headroom, allow_zero=True)
         if headroom >= 1:
@@ -195,8 +219,9 @@ def _allowed(gpus, vendors, acquisition):
 def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
           seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
           max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
-          acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s"):
-    """`gpuplan train`: the exact optimum over the catalog, ranked alternatives and why."""
+          acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
+          method="full", lora_rank=None, epochs=None, finetune=False):
+    """`gpuplan train` (and `finetune`): the exact optimum over the catalog, ranked alternatives and why."""
     from recommender.planner import plan
     from recommender.solver import Limits
     from recommender.units import parse_days, parse_duration_s, parse_usd
@@ -222,12 +247,20 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
                                 top=parse_int("top", top), diverse=diverse,
                                 time_limit_s=parse_duration_s("time-limit", time_limit))
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
-    job, notes = build_job(spec, tokens, global_batch, seq_len)
+    job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune)
     # max-gpus is a limit (relaxable), not the space's edge
     space = _space(limits, precisions, owned, acqs, gpu_ids, amortize)
     top_k = parse_int("top", top)
     return plan(job, limits, space, objective=objective, top=top_k, diverse=diverse,
                 time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes)
+
+
+def finetune(*, model=None, hf_config=None, method="lora", lora_rank=None, epochs=None, **kwargs):
+    """`gpuplan finetune`: `train` from a checkpoint, full or with LoRA/QLoRA adapters."""
+    if model is None and hf_config is None:
+        raise GpuplanError("model", None, "fine-tuning starts from a model: give --model NAME or --hf-config PATH")
+    return train(model=model, hf_config=hf_config, method=method, lora_rank=lora_rank, epochs=epochs,
+                 finetune=True, **kwargs)
 
 
 def _space(limits, precisions, owned, acqs, gpu_ids, amortize):

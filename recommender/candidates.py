@@ -1,14 +1,17 @@
 """The discrete search space of training plans, evaluated in bulk by the shared formulas.
 
-A candidate is one tuple (accelerator, precision, acquisition, count, TP, PP, VP, ZeRO,
-recompute, micro-batch); DP = count / (TP * PP). Every tuple goes through
+A candidate is one tuple (accelerator, precision, acquisition, count, TP, PP, VP, EP, ZeRO,
+recompute, micro-batch); DP = count / (TP * PP); EP (mixture-of-experts models only) divides DP
+and the number of experts. PP need not divide the layers (the fullest stage sets the pace), but
+interleaving (VP > 1) needs PP * VP to. Every tuple goes through
 `evaluate.training_terms` and `evaluate.job_cost` (arrays, not a second copy of any formula);
 tuples that do not fit in memory are dropped, then dominated tuples are dropped exactly:
 
   within one (accelerator, precision, acquisition, count, TP, PP) group every constraint the
   planner knows (budget, deadline, GPUs, power, allowed sets) depends on a row only through its
   cost and days, and cost grows with days there; so the fastest row of the group (ties broken
-  by lower ZeRO stage, less recomputation, VP 1, smaller micro-batch) is as good as any other.
+  by lower ZeRO stage, less recomputation, VP 1, smaller EP, smaller micro-batch) is as good as
+  any other.
 
 The groups kept are still distinct in the things a person compares (accelerator, count,
 acquisition, parallel shape), so ranked alternatives come from this table too.
@@ -23,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recommender import catalog
-from recommender.evaluate import job_cost, pricing, training_terms
+from recommender.evaluate import job_cost, matmul_efficiency, pricing, training_terms
 from recommender.spec import TrainJob
 
 RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
@@ -45,6 +48,7 @@ class SearchSpace:
     tp: tuple[int, ...] = (1, 2, 4, 8)
     pp: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     vp: tuple[int, ...] = (1, 2, 4)
+    ep: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     zero: tuple[int, ...] = (0, 1, 2, 3)
     recompute: tuple[str, ...] = ("none", "selective", "full")
     micro_batch: tuple[int, ...] = (1, 2, 4)
@@ -72,7 +76,7 @@ class SearchSpace:
 
 
 def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.DataFrame:
-    """Every valid (count, tp, pp, vp, zero, recompute, micro_batch) for one accelerator."""
+    """Every valid (count, tp, pp, vp, ep, zero, recompute, micro_batch) for one accelerator."""
     m = job.model
     rows = []
     counts = space.gpu_counts(acc.gpus_per_node or 1, owned)
@@ -80,22 +84,24 @@ def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.Da
         counts = [c for c in counts if c <= (acc.gpus_per_node or 1)]
     for count, tp, pp, vp in itertools.product(counts,
                                                space.tp, space.pp, space.vp):
-        if (m.heads % tp or count % (tp * pp) or m.layers % (pp * vp) or (vp > 1 and pp == 1)
+        if (m.heads % tp or count % (tp * pp) or pp > m.layers or (vp > 1 and (pp == 1 or m.layers % (pp * vp)))
                 or tp > (acc.gpus_per_node or 1)):
             continue
         dp = count // (tp * pp)
-        for zero, rc, mb in itertools.product(space.zero, space.recompute, space.micro_batch):
+        eps = [e for e in space.ep if dp % e == 0 and m.is_moe and m.experts % e == 0] if m.is_moe else [1]
+        for ep, zero, rc, mb in itertools.product(eps or [1], space.zero, space.recompute, space.micro_batch):
             if dp * mb > job.global_batch_seqs:
                 continue
-            rows.append((count, tp, pp, vp, dp, zero, rc, mb))
-    return pd.DataFrame(rows, columns=["count", "tp", "pp", "vp", "dp", "zero", "recompute", "micro_batch"])
+            rows.append((count, tp, pp, vp, dp, ep, zero, rc, mb))
+    return pd.DataFrame(rows, columns=["count", "tp", "pp", "vp", "dp", "ep", "zero", "recompute", "micro_batch"])
 
 
 def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headroom: float) -> pd.DataFrame:
     """The formulas over a whole grid at once; adds memory, fit and days columns."""
-    eff = catalog.efficiency(acc.id).matmul_efficiency
+    eff = matmul_efficiency(catalog.efficiency(acc.id).matmul_efficiency, precision)
     t = training_terms(job, acc, precision, grid.tp.values, grid.pp.values, grid.vp.values, grid.dp.values,
-                       grid.zero.values, grid.recompute.values, grid.micro_batch.values, eff, headroom)
+                       grid.zero.values, grid.recompute.values, grid.micro_batch.values, eff, headroom,
+                       grid.ep.values)
     out = grid.copy()
     out["memory_gib"] = np.asarray(t.memory.total) / 2**30
     out["fits"] = np.asarray(t.fits, dtype=bool) & (np.asarray(t.effective_batch)
@@ -105,8 +111,9 @@ def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headro
     return out
 
 
-def usable(acc, precision: str) -> bool:
+def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
     return (acc.peak_tflops(precision) is not None and acc.memory_gib is not None
+            and (job is None or job.method != "qlora" or precision in ("bf16", "fp16"))
             and (acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s) is not None
             and catalog.efficiency(acc.id) is not None)
 
@@ -122,7 +129,7 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
         owned = space.owned.get(acc.id, 0)
         grid = None
         for precision in space.precisions:
-            if not usable(acc, precision):
+            if not usable(acc, precision, job):
                 continue
             if grid is None:
                 grid = layout_grid(job, acc, space, owned)
@@ -153,10 +160,10 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
     df = pd.concat(frames, ignore_index=True)
     df["total_days"] = df.days + df.lead_days
     # identical owned-only rows appear once per acquisition mode: keep one
-    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp", "vp",
+    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp", "vp", "ep",
                                     "zero", "recompute", "micro_batch"])
     df["_rc"] = df.recompute.map(RECOMPUTE_ORDER)
-    df = df.sort_values(["days", "zero", "_rc", "vp", "micro_batch"], kind="mergesort")
+    df = df.sort_values(["days", "zero", "_rc", "vp", "ep", "micro_batch"], kind="mergesort")
     df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp"], keep="first")
     df = df.drop(columns=["_rc", "fits"]).reset_index(drop=True)
     stats["candidates"] = len(df)

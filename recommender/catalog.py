@@ -193,6 +193,8 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
                     shared_experts=get("n_shared_experts", default=0),
                     moe_ffn=get("moe_intermediate_size", default=ffn),
                     dense_layers=get("first_k_dense_replace", default=0))
+        if cfg.get("topk_group") and cfg.get("n_group", 1) > 1:
+            spec["expert_node_limit"] = cfg["topk_group"]
     if cfg.get("kv_lora_rank"):
         spec.update(attention="mla", q_lora_rank=cfg.get("q_lora_rank"), kv_lora_rank=cfg["kv_lora_rank"],
                     qk_rope_head_dim=cfg["qk_rope_head_dim"], qk_nope_head_dim=cfg["qk_nope_head_dim"],

@@ -34,6 +34,7 @@ class StepTimeS(BaseModel):
     tp_comm: float
     pp_comm: float
     dp_comm_exposed: float
+    ep_comm: float
 
 
 class CostUSD(BaseModel):
@@ -51,12 +52,17 @@ class Evaluation(BaseModel):
     model: str
     params: float
     active_params: float
+    method: str
+    lora_rank: int | None
+    trainable_params: float
     accelerator: str
     count: int
     tp: int
     pp: int
     vp: int
     dp: int
+    ep: int
+    ep_overlap: bool
     zero: int
     recompute: str
     micro_batch: int
@@ -103,12 +109,22 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
     m = job.model
     if m.heads % layout.tp:
         raise GpuplanError("tp", layout.tp, f"must divide the {m.heads} attention heads of {m.id}")
-    if m.layers % layout.pp:
-        raise GpuplanError("pp", layout.pp, f"must divide the {m.layers} layers of {m.id}")
-    if m.layers % (layout.pp * layout.vp):
+    if layout.pp > m.layers:
+        raise GpuplanError("pp", layout.pp, f"exceeds the {m.layers} layers of {m.id}")
+    if layout.vp > 1 and m.layers % (layout.pp * layout.vp):
         raise GpuplanError("vp", layout.vp, f"pp*vp = {layout.pp * layout.vp} must divide the {m.layers} layers of {m.id}")
     if layout.vp > 1 and layout.pp == 1:
         raise GpuplanError("vp", layout.vp, "virtual pipeline stages need pp > 1")
+    if layout.ep > 1:
+        if not m.is_moe:
+            raise GpuplanError("ep", layout.ep, f"expert parallelism needs a mixture-of-experts model; {m.id} is dense")
+        if m.experts % layout.ep:
+            raise GpuplanError("ep", layout.ep, f"must divide the {m.experts} experts of {m.id}")
+        if layout.dp % layout.ep:
+            raise GpuplanError("ep", layout.ep, f"must divide dp ({layout.dp}): expert-parallel ranks are data-parallel ranks")
+    if job.method == "qlora" and layout.precision not in ("bf16", "fp16"):
+        raise GpuplanError("precision", layout.precision, "QLoRA computes in 16 bits (bf16 or fp16) "
+                           "on a 4-bit base")
     if acc.peak_tflops(layout.precision) is None:
         have = [p for p in ("bf16", "fp16", "fp8", "fp32") if acc.peak_tflops(p)]
         raise GpuplanError("precision", layout.precision, f"{acc.id} has no published "
@@ -138,31 +154,96 @@ def link_rates(acc: Accelerator) -> tuple[float | None, float | None]:
     return intra, acc.inter_node_bw_gb_s or intra
 
 
+def matmul_efficiency(base: float, precision) -> object:
+    """The accelerator's calibrated (BF16) matmul efficiency, scaled for FP8 training by the
+    measured FP8/BF16 ratio (catalog/assumptions.yaml: fp8_training_efficiency_ratio)."""
+    ratio = catalog.assumption("fp8_training_efficiency_ratio")
+    return _scalar(base * np.where(np.asarray(precision) == "fp8", ratio, 1.0))
+
+
+NF4_BITS = 4.0 + 0.127  # NF4 + double-quantized constants (Dettmers et al. 2023, QLoRA Sec. 3)
+
+
+def base_weight_bytes(job: TrainJob, precision: str) -> float:
+    """Bytes per frozen base parameter: 16-bit under LoRA (32 under fp32); under QLoRA the blocks'
+    linear weights in NF4 and the rest (embeddings, head, norms, routers) in 16 bits, averaged."""
+    m, full = job.model, 4.0 if precision == "fp32" else 2.0
+    if job.method != "qlora":
+        return full
+    linear = m.block_linear_params
+    return (linear * NF4_BITS / 8 + (m.total_params - linear) * full) / m.total_params
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameters one GPU holds, split the ways memory and communication need: trained vs frozen,
+    and routed experts (sharded over ep; synchronised over dp/ep) vs the rest (over dp)."""
+
+    trained: object
+    trained_experts: object
+    frozen: object
+    frozen_experts: object
+
+    @property
+    def total(self):
+        return self.trained + self.trained_experts + self.frozen + self.frozen_experts
+
+
+def gpu_params(job: TrainJob, tp, pp, ep) -> Params:
+    m = job.model
+    experts = memory.stage_routed_params(m, tp, pp, ep)
+    rest = memory.stage_params(m, tp, pp, ep) - experts
+    if job.method == "full":
+        return Params(rest, experts, 0.0, 0.0)
+    adapters_experts = m.lora_routed_params(job.lora_rank) / (np.asarray(tp) * np.asarray(pp) * np.asarray(ep))
+    adapters = (job.adapter_params - m.lora_routed_params(job.lora_rank)) / (np.asarray(tp) * np.asarray(pp))
+    return Params(_scalar(adapters), _scalar(adapters_experts), rest, experts)
+
+
 def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, dp, zero, recompute,
-                   micro_batch, efficiency: float, headroom: float) -> Terms:
+                   micro_batch, efficiency: float, headroom: float, ep=1, ep_overlap=False) -> Terms:
     """The formulas applied to a layout: scalars for `evaluate`, equal-shape arrays for the solver."""
     a = catalog.assumption
     m = job.model
-    tp, pp, vp, dp, mb = (np.asarray(x) for x in (tp, pp, vp, dp, micro_batch))
-    fpt = compute.flops_per_token(m.matmul_params, m.layers, m.attention_width, job.seq_len, recompute)
+    tp, pp, vp, dp, mb, ep = (np.asarray(x) for x in (tp, pp, vp, dp, micro_batch, ep))
+    adapters = job.adapter_params_active
+    fpt = compute.flops_per_token(m.matmul_params + adapters, m.layers, m.attention_width, job.seq_len, recompute,
+                                  weight_grad_params=None if job.method == "full" else adapters)
     micro_batches = performance.micro_batches_per_step(job.global_batch_seqs, dp, mb)
     effective_batch = micro_batches * dp * mb
-    params_gpu = memory.stage_params(m, tp, pp)
-    states = memory.model_states(params_gpu, precision, zero, dp)
+    p = gpu_params(job, tp, pp, ep)
+    fb = base_weight_bytes(job, precision)
+    sb = memory.QLORA_ADAPTER_BYTES if job.method == "qlora" else None
+    states = memory.model_states(p.trained, precision, zero, dp, frozen=p.frozen, frozen_bytes=fb, state_bytes=sb)
+    expert_states = memory.model_states(p.trained_experts, precision, zero, dp / ep, frozen=p.frozen_experts,
+                                        frozen_bytes=fb, state_bytes=sb)
     acts = (memory.activation_bytes(m, job.seq_len, mb, tp, pp, recompute, micro_batches, precision, vp)
-            + memory.zero3_prefetch_bytes(m, tp, zero, precision))
-    overhead = memory.overhead_bytes(states.total + acts, a("framework_overhead_gib"), a("allocator_fragmentation"))
-    mem = memory.MemoryBreakdown(states.weights, states.gradients, states.optimizer, acts, overhead)
+            + memory.zero3_prefetch_bytes(m, tp, zero, precision, ep,
+                                          bytes_per_param=None if job.method == "full" else fb))
+    weights = states.weights + expert_states.weights
+    grads = states.gradients + expert_states.gradients
+    optim = states.optimizer + expert_states.optimizer
+    overhead = memory.overhead_bytes(weights + grads + optim + acts, a("framework_overhead_gib"),
+                                     a("allocator_fragmentation"))
+    mem = memory.MemoryBreakdown(weights, grads, optim, acts, overhead)
     intra, inter = link_rates(acc)
+    gb = (sb or memory.STATE_BYTES[precision])[1]
+    # QLoRA dequantizes each NF4 weight to 16 bits before its matmul: read 4.127 bits, write and
+    # read back 2 bytes, once per forward or backward pass (Dettmers et al. 2023, Sec. 3)
+    stream = 0.0 if job.method != "qlora" else (p.frozen + p.frozen_experts) * (NF4_BITS / 8 + 4.0)
     st = performance.step_time(
         hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
-        hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, zero=zero, vp=vp, params_per_gpu=params_gpu,
+        hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp,
+        dp_sync_bytes=performance.sync_bytes(p.trained, zero, gb, p.frozen, fb),
+        expert_sync_bytes=performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb),
         peak_tflops=acc.peak_tflops(precision), efficiency=efficiency, gpus_per_node=acc.gpus_per_node or 1,
         intra_gb_s=intra, inter_gb_s=inter, comm_efficiency=a("comm_efficiency"),
-        act_bytes=4.0 if precision == "fp32" else 2.0, grad_bytes=memory.STATE_BYTES[precision][1],
-        recompute=recompute, memory_bw_gb_s=acc.memory_bw_gb_s,
+        act_bytes=4.0 if precision == "fp32" else 2.0,
+        recompute=recompute, memory_bw_gb_s=acc.memory_bw_gb_s, weight_stream_bytes=stream,
         activation_bytes_per_layer=memory.activation_bytes_per_layer(
-            job.seq_len, mb, m.hidden, m.heads, memory.mlp_width(m), m.kv_heads, m.mlp == "gated", tp, "selective"))
+            job.seq_len, mb, m.hidden, m.heads, memory.mlp_width(m), m.kv_heads, m.mlp == "gated", tp, "selective"),
+        ep=ep, moe_layers=m.moe_layers, experts_per_token=m.experts_per_token, ep_overlap=ep_overlap,
+        dispatch_bytes=1.0 if precision == "fp8" else None, node_limit=m.expert_node_limit)
     count = tp * pp * dp
     tokens_s_gpu = effective_batch * job.seq_len / st.total / count
     days = job.tokens / (tokens_s_gpu * count) / a("goodput") / compute.SECONDS_PER_DAY
@@ -244,8 +325,9 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         raise GpuplanError("gpu", acc.id, "no published interconnect bandwidth; cannot time communication")
     m, L = job.model, layout
     warnings: list[str] = []
+    eff = float(matmul_efficiency(eff_row.matmul_efficiency, L.precision))
     t = training_terms(job, acc, L.precision, L.tp, L.pp, L.vp, L.dp, L.zero, L.recompute, L.micro_batch,
-                       eff_row.matmul_efficiency, headroom)
+                       eff, headroom, L.ep, L.ep_overlap)
     fpt, mem, st = t.flops, t.memory, t.step
     micro_batches, effective_batch = int(t.micro_batches), int(t.effective_batch)
     fits, days, tokens_s_gpu = bool(t.fits), float(t.days), float(t.tokens_s_gpu)
@@ -275,6 +357,13 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         what = "TDP (for energy)" if acc.tdp_w is None and (owned or L.acquisition == "buy") else (
             f"{L.acquisition} price" + (f" from {L.provider}" if L.provider else ""))
         warnings.append(f"{acc.id}: no published {what}; cost not computed")
+    if m.layers % L.pp:
+        warnings.append(f"pp {L.pp} does not divide the {m.layers} layers: the fullest stage holds "
+                        f"{-(-m.layers // L.pp)}, and sets the pace and the memory")
+    if m.is_moe and L.ep == 1 and L.dp > 1:
+        warnings.append(f"ep 1: every GPU holds all {m.experts} experts of each MoE layer; --ep shards them")
+    if L.ep_overlap and L.ep == 1:
+        warnings.append("--ep-overlap has no effect without expert parallelism (ep 1)")
     if not eff_row.calibrated:
         warnings.append(f"{acc.id}: efficiency {eff_row.matmul_efficiency:.2f} is an assumption "
                         f"({eff_row.basis}), not calibrated on a published run")
@@ -285,8 +374,11 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
 
     gib = lambda x: float(x) / GIB  # noqa: E731
     return Evaluation(
-        model=m.id, params=m.total_params, active_params=m.active_params,
-        accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, zero=L.zero,
+        model=m.id, params=m.total_params, active_params=m.active_params, method=job.method,
+        lora_rank=None if job.method == "full" else job.lora_rank,
+        trainable_params=m.total_params if job.method == "full" else job.adapter_params,
+        accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, ep=L.ep, ep_overlap=L.ep_overlap,
+        zero=L.zero,
         recompute=L.recompute, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
         fits=fits, memory_gib_per_gpu=gib(mem.total), memory_capacity_gib=acc.memory_gib,
@@ -299,11 +391,12 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         hardware_flops=fpt.hardware * job.tokens, flops_6nd=compute.kaplan_6nd(m.active_params, job.tokens),
         pf_days=compute.pf_days(total_flops), step_time_s=float(st.total),
         step_time_breakdown_s=StepTimeS(compute=st.compute, memory=st.memory, bubble=st.bubble, tp_comm=st.tp_comm,
-                                        pp_comm=st.pp_comm, dp_comm_exposed=st.dp_comm_exposed),
+                                        pp_comm=st.pp_comm, dp_comm_exposed=st.dp_comm_exposed,
+                                        ep_comm=st.ep_comm),
         bubble_fraction=(L.pp - 1) / (L.vp * micro_batches), days=days, lead_time_days=lead,
         gpu_hours=gpu_hours, mfu=model_tflops / peak, hfu=fpt.hardware * tokens_s_gpu / 1e12 / peak,
         tflops_per_gpu=model_tflops, tokens_per_s_per_gpu=tokens_s_gpu,
-        efficiency=eff_row.matmul_efficiency, efficiency_calibrated=eff_row.calibrated, goodput=goodput,
+        efficiency=eff, efficiency_calibrated=eff_row.calibrated, goodput=goodput,
         cost_usd=None if job_cost_ is None else float(job_cost_.total),
         cost_breakdown_usd=None if job_cost_ is None else CostUSD(
             rental=job_cost_.rental, capex=job_cost_.capex, energy=job_cost_.energy,

@@ -79,7 +79,7 @@ QUANTITY = {"budget": "cost", "deadline": "total_days", "max_gpus": "count", "po
 def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluation:
     """Re-evaluate a chosen row with the one-configuration evaluator and assert every limit."""
     layout = TrainLayout(accelerator=row.accelerator, tp=int(row.tp), pp=int(row.pp), vp=int(row.vp),
-                         dp=int(row.dp), zero=int(row.zero), recompute=row.recompute,
+                         dp=int(row.dp), ep=int(row.ep), zero=int(row.zero), recompute=row.recompute,
                          micro_batch=int(row.micro_batch), precision=row.precision,
                          acquisition="on_demand" if row.acquisition == "owned" else row.acquisition,
                          provider=None if row.acquisition in ("buy", "owned") else row.provider)

@@ -38,14 +38,21 @@ def render_evaluation(ev) -> None:
     fits = "[green]fits[/green]" if ev.fits else "[red bold]DOES NOT FIT[/red bold]"
     c.print(f"[bold]{ev.model}[/bold] ({fmt_count(ev.params)} params"
             + (f", {fmt_count(ev.active_params)} active" if ev.active_params != ev.params else "")
-            + f") on {ev.count} x {ev.accelerator}: TP {ev.tp} x PP {ev.pp} x DP {ev.dp}, ZeRO-{ev.zero}, "
-            f"recompute {ev.recompute}, micro-batch {ev.micro_batch}, {ev.precision}, {ev.acquisition}")
+            + f") on {ev.count} x {ev.accelerator}: TP {ev.tp} x PP {ev.pp} x DP {ev.dp}"
+            + (f" (EP {ev.ep}{', overlapped' if ev.ep_overlap else ''})" if ev.ep > 1 else "")
+            + f", ZeRO-{ev.zero}, recompute {ev.recompute}, micro-batch {ev.micro_batch}, {ev.precision}, "
+            f"{ev.acquisition}")
+    if ev.method != "full":
+        c.print(f"{method_label(ev)}: {fmt_count(ev.trainable_params)} adapter parameters trained "
+                f"({ev.trainable_params / ev.params:.2%}), base frozen"
+                + (" in 4-bit NF4" if ev.method == "qlora" else ""))
     mb = ev.memory_breakdown_gib
     c.print(_kv_table(f"\nMemory per GPU: {ev.memory_gib_per_gpu:.1f} GiB of {ev.memory_limit_gib:.1f} "
                       f"usable -> {fits}", [
-        ("weights", f"{mb.weights:.2f} GiB", "ZeRO Sec. 3.1"),
-        ("gradients", f"{mb.gradients:.2f} GiB", ""),
-        ("optimizer", f"{mb.optimizer:.2f} GiB", "fp32 master + Adam m, v"),
+        ("weights", f"{mb.weights:.2f} GiB", "ZeRO Sec. 3.1" if ev.method == "full" else
+         "frozen base" + (" (NF4 + double quantization, QLoRA Sec. 3)" if ev.method == "qlora" else "") + " + adapters"),
+        ("gradients", f"{mb.gradients:.2f} GiB", "" if ev.method == "full" else "adapters only"),
+        ("optimizer", f"{mb.optimizer:.2f} GiB", "fp32 master + Adam m, v" + ("" if ev.method == "full" else ", adapters only")),
         ("activations", f"{mb.activations:.2f} GiB", "Korthikanti 2022, 1F1B in flight"),
         ("overhead", f"{mb.overhead:.2f} GiB", "context, buffers, fragmentation"),
     ]))
@@ -54,9 +61,11 @@ def render_evaluation(ev) -> None:
         ("tokens", fmt_count(ev.tokens), f"seq {ev.seq_len}, batch {ev.global_batch_seqs} seqs, "
                                          f"{ev.micro_batches} micro-batches"),
         ("model FLOPs", f"{ev.total_flops:.3g}", f"6ND = {ev.flops_6nd:.3g}; {ev.pf_days:,.0f} PF-days"),
-        ("hardware FLOPs", f"{ev.hardware_flops:.3g}", "with recomputation"),
+        ("hardware FLOPs", f"{ev.hardware_flops:.3g}", "with recomputation"
+         + ("" if ev.method == "full" else "; no weight gradients for the frozen base (4N + 6A per token)")),
         ("step time", f"{ev.step_time_s:.2f} s", f"compute {st.compute:.2f} + memory {st.memory:.2f} + bubble {st.bubble:.2f} + "
-                                                  f"TP {st.tp_comm:.2f} + PP {st.pp_comm:.2f} + DP {st.dp_comm_exposed:.2f}"),
+                                                  f"TP {st.tp_comm:.2f} + PP {st.pp_comm:.2f} + DP {st.dp_comm_exposed:.2f}"
+                                                  + (f" + EP all-to-all {st.ep_comm:.2f}" if ev.ep > 1 else "")),
         ("throughput", f"{ev.tokens_per_s_per_gpu:,.0f} tok/s/GPU", f"{ev.tflops_per_gpu:.0f} model TFLOP/s per GPU"),
         ("MFU", f"{ev.mfu:.1%}", f"HFU {ev.hfu:.1%}; kernel efficiency {ev.efficiency:.2f}"
                                  + ("" if ev.efficiency_calibrated else " (assumed)")),
@@ -83,6 +92,10 @@ def render_evaluation(ev) -> None:
         c.print(f"[yellow]note:[/yellow] {w}")
 
 
+def method_label(ev) -> str:
+    return {"full": "full", "lora": f"LoRA r={ev.lora_rank}", "qlora": f"QLoRA r={ev.lora_rank}"}[ev.method]
+
+
 def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None) -> None:
     if csv_path:
         df.to_csv(csv_path if csv_path != "-" else sys.stdout, index=False)
@@ -102,7 +115,8 @@ def train_frame(result) -> pd.DataFrame:
     for p in result.plans:
         rows.append({
             "#": p.rank, "accelerator": p.accelerator, "GPUs": p.count,
-            "TPxPPxDP": f"{p.tp}x{p.pp}x{p.dp}" + (f" v{p.vp}" if p.vp > 1 else ""), "ZeRO": p.zero,
+            "TPxPPxDP": f"{p.tp}x{p.pp}x{p.dp}" + (f" v{p.vp}" if p.vp > 1 else "") + (f" ep{p.ep}" if p.ep > 1 else ""),
+            "ZeRO": p.zero,
             "recompute": p.recompute, "mb": p.micro_batch, "prec": p.precision,
             "acquisition": (p.acquisition.replace("_", "-") + ("" if p.acquisition in ("buy", "owned")
                                                                else f" {p.provider}")) if not p.owned_gpus

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
+Method = Literal["full", "lora", "qlora"]
 Recompute = Literal["none", "selective", "full"]
 Acquisition = Literal["on_demand", "spot", "reserved", "buy"]
 Tier = Literal["on_demand", "spot", "reserved"]
@@ -49,6 +50,7 @@ class ModelSpec(Strict):
     shared_experts: int = 0
     moe_ffn: int | None = None
     dense_layers: int = 0
+    expert_node_limit: int | None = None  # node/group-limited routing: a token's experts on <= M nodes
     # multi-head latent attention (DeepSeek-V2/V3)
     attention: Literal["standard", "mla"] = "standard"
     q_lora_rank: int | None = None
@@ -191,6 +193,52 @@ class ModelSpec(Strict):
             return self.kv_lora_rank + self.qk_rope_head_dim
         return 2 * self.kv_heads * self.dim_head
 
+    @property
+    def routed_expert_params(self) -> int:
+        """All routed experts' weights: the part expert parallelism shards (shared experts are not)."""
+        return self.moe_layers * self.experts * self.expert_params
+
+    def _attention_maps(self) -> list[tuple[int, int]]:
+        """(in, out) of every linear map in one layer's attention."""
+        h, a = self.hidden, self.heads
+        if self.attention == "mla":
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            q = [(h, self.q_lora_rank), (self.q_lora_rank, a * qk)] if self.q_lora_rank else [(h, a * qk)]
+            return q + [(h, self.kv_lora_rank + self.qk_rope_head_dim),
+                        (self.kv_lora_rank, a * (self.qk_nope_head_dim + self.v_head_dim)),
+                        (a * self.v_head_dim, h)]
+        d, kv = self.dim_head, self.kv_heads
+        return [(h, a * d), (h, kv * d), (h, kv * d), (a * d, h)]
+
+    def _mlp_maps(self, inner: int) -> list[tuple[int, int]]:
+        """(in, out) of an MLP's linear maps: gate and up (gated) or up, then down."""
+        return [(self.hidden, inner)] * (2 if self.mlp == "gated" else 1) + [(inner, self.hidden)]
+
+    def lora_params(self, rank: int, active: bool = False) -> int:
+        """LoRA adapters on every linear map of every layer (attention and MLP/experts, as the QLoRA
+        paper does, Dettmers et al. 2023 Sec. 4): r * (d_in + d_out) per map (Hu et al. 2021, Sec. 4.1).
+        `active`: only the experts a token is routed to (MoE)."""
+        width = lambda maps: sum(i + o for i, o in maps)  # noqa: E731
+        attn = width(self._attention_maps())
+        dense = self.layers - self.moe_layers
+        total = dense * (attn + width(self._mlp_maps(self.ffn)))
+        if self.is_moe:
+            experts = (self.experts_per_token if active else self.experts) + self.shared_experts
+            total += self.moe_layers * (attn + experts * width(self._mlp_maps(self.moe_ffn)))
+        return rank * total
+
+    def lora_routed_params(self, rank: int) -> int:
+        """The adapters on routed experts: the part of `lora_params` expert parallelism shards."""
+        return rank * self.moe_layers * self.experts * sum(i + o for i, o in self._mlp_maps(self.moe_ffn or 1))
+
+    @property
+    def block_linear_params(self) -> int:
+        """Weights of the transformer blocks' linear maps: what 4-bit quantization (QLoRA) stores in
+        NF4. Embeddings, output head, norms and routers stay 16-bit."""
+        other = (self.embedding_params + self.hidden + self.layers * self.norm_params_per_layer
+                 + self.moe_layers * self.hidden * self.experts)
+        return self.total_params - other
+
     def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
         """KV cache per token: 2 * layers * kv_heads * head_dim * bytes (vLLM, Kwon et al. 2023)."""
         return self.layers * self.kv_dim_per_layer * bytes_per_element
@@ -277,6 +325,8 @@ class TrainLayout(Strict):
     pp: int = Field(1, ge=1)
     vp: int = Field(1, ge=1)  # virtual pipeline stages per GPU (interleaved 1F1B)
     dp: int = Field(1, ge=1)
+    ep: int = Field(1, ge=1)  # expert parallelism (MoE): experts split over ep of the dp ranks
+    ep_overlap: bool = False  # all-to-all hidden behind the other micro-batch's compute (DualPipe)
     zero: int = Field(1, ge=0, le=3)
     recompute: Recompute = "selective"
     micro_batch: int = Field(1, ge=1)
@@ -290,12 +340,25 @@ class TrainLayout(Strict):
 
 
 class TrainJob(Strict):
-    """What is trained: the model, tokens, global batch (tokens)."""
+    """What is trained: the model, tokens, global batch (tokens), and how: every weight (pre-training
+    or full fine-tuning, which is training from a checkpoint) or low-rank adapters on a frozen
+    base held in 16 bits (LoRA) or in 4-bit NF4 (QLoRA)."""
 
     model: ModelSpec
     tokens: float = Field(gt=0)
     global_batch_tokens: float = Field(gt=0)
     seq_len: int = Field(gt=0)
+    method: Method = "full"
+    lora_rank: int = Field(16, ge=1)
+    finetune: bool = False  # from a checkpoint (labels the plan; the arithmetic is the method's)
+
+    @property
+    def adapter_params(self) -> int:
+        return 0 if self.method == "full" else self.model.lora_params(self.lora_rank)
+
+    @property
+    def adapter_params_active(self) -> int:
+        return 0 if self.method == "full" else self.model.lora_params(self.lora_rank, active=True)
 
     @property
     def global_batch_seqs(self) -> int:

@@ -34,7 +34,10 @@ def test_evaluate_table():
     (["--tokens", "-5T"], "tokens=-5T: must be greater than zero"),
     (["--tokens", "5 trillions"], "tokens=5 trillions: cannot parse"),
     (["--tp", "3"], "tp=3: must divide the 64 attention heads"),
-    (["--pp", "3", "--count", "24"], "pp=3: must divide the 80 layers"),
+    (["--pp", "96", "--count", "96"], "pp=96: exceeds the 80 layers"),
+    (["--ep", "8", "--count", "64"], "ep=8: expert parallelism needs a mixture-of-experts model"),
+    (["--method", "dora"], "method=dora: must be one of full, lora, qlora"),
+    (["--lora-rank", "8"], "lora-rank=8: applies to --method lora or qlora"),
     (["--tp", "8", "--dp", "4", "--count", "64"], "count=64: must equal tp*pp*dp"),
     (["--model", "llama-2-70"], "model=llama-2-70: unknown model; did you mean 'llama-2-70b'"),
 ])

@@ -14,23 +14,34 @@ from recommender.errors import GpuplanError
 from recommender.evaluate import evaluate
 from recommender.planner import plan
 from recommender.solver import Limits
-from recommender.spec import TrainJob, TrainLayout
+from recommender.spec import ModelSpec, TrainJob, TrainLayout
 
 POOL = ["a100-80g", "a100-40g", "h100-sxm", "h200", "b200", "gaudi3", "tpu-v5p", "l40s", "v100-32g"]
 N_INSTANCES = 200
 
 
+def small_moe(rng) -> ModelSpec:
+    """A mixture-of-experts shape small enough for the brute force, with odd layer counts."""
+    return ModelSpec(id="toy-moe", name="toy MoE", layers=rng.choice([6, 7, 12]), hidden=2048, ffn=5632, heads=16,
+                     kv_heads=rng.choice([4, 16]), vocab=32000, seq_len=rng.choice([1024, 2048]), experts=8,
+                     experts_per_token=2, shared_experts=rng.choice([0, 1]), moe_ffn=1408, dense_layers=1)
+
+
 def make_instance(seed: int):
     rng = random.Random(seed)
-    model = catalog.dense_shape(rng.choice([0.5e9, 1e9, 3e9, 7e9, 13e9]), seq_len=rng.choice([1024, 2048]))
+    if rng.random() < 0.3:
+        model = small_moe(rng)
+    else:
+        model = catalog.dense_shape(rng.choice([0.5e9, 1e9, 3e9, 7e9, 13e9]), seq_len=rng.choice([1024, 2048]))
+    method = rng.choice(["full", "full", "lora", "qlora"])
     job = TrainJob(model=model, tokens=rng.choice([2e10, 1e11, 5e11]), global_batch_tokens=rng.choice([64, 256]) * model.seq_len,
-                   seq_len=model.seq_len)
+                   seq_len=model.seq_len, method=method, lora_rank=rng.choice([8, 64]))
     accs = tuple(rng.sample(POOL, rng.choice([1, 2, 2, 3])))
     owned = {accs[0]: rng.choice([4, 8])} if rng.random() < 0.2 else {}
     space = SearchSpace(
         accelerators=accs, precisions=rng.choice([("bf16",), ("bf16",), ("fp16", "fp8")]),
         acquisitions=tuple(rng.sample(["on_demand", "spot", "reserved", "buy"], rng.choice([1, 2]))),
-        tp=(1, 2, 4), pp=(1, 2), vp=(1, 2), zero=tuple(sorted(rng.sample(range(4), 2))),
+        tp=(1, 2, 4), pp=(1, 2), vp=(1, 2), ep=(1, 2, 4), zero=tuple(sorted(rng.sample(range(4), 2))),
         recompute=tuple(rng.sample(["none", "selective", "full"], 2)), micro_batch=(1, 2),
         counts=tuple(sorted(rng.sample([1, 2, 4, 8, 16, 32], 3))), owned=owned, amortize=rng.random() < 0.5)
     objective = rng.choice(["cost", "time"])
@@ -41,21 +52,23 @@ def brute_force(job: TrainJob, space: SearchSpace):
     """Every tuple of the space through `evaluate`, with the space's validity rules written out."""
     rows = []
     m = job.model
-    for acc_id, prec, acq, count, tp, pp, vp, zero, rc, mb in itertools.product(
+    for acc_id, prec, acq, count, tp, pp, vp, ep, zero, rc, mb in itertools.product(
             space.accelerators, space.precisions, space.acquisitions, space.counts, space.tp, space.pp, space.vp,
-            space.zero, space.recompute, space.micro_batch):
+            space.ep, space.zero, space.recompute, space.micro_batch):
         acc = catalog.accelerator(acc_id)
         node = acc.gpus_per_node or 1
-        if count % (tp * pp) or tp > node or (vp > 1 and pp == 1) or m.layers % (pp * vp):
+        if count % (tp * pp) or tp > node or pp > m.layers or (vp > 1 and (pp == 1 or m.layers % (pp * vp))):
             continue
         if acc.inter_node_bw_gb_s is None and count > node:
             continue
         dp = count // (tp * pp)
+        if ep > 1 and (not m.is_moe or dp % ep or m.experts % ep):
+            continue
         if dp * mb > job.global_batch_seqs:
             continue
         owned = min(count, space.owned.get(acc_id, 0))
         try:
-            ev = evaluate(job, TrainLayout(accelerator=acc_id, tp=tp, pp=pp, vp=vp, dp=dp, zero=zero, recompute=rc,
+            ev = evaluate(job, TrainLayout(accelerator=acc_id, tp=tp, pp=pp, vp=vp, dp=dp, ep=ep, zero=zero, recompute=rc,
                                            micro_batch=mb, precision=prec, acquisition=acq),
                           amortize=space.amortize, owned=owned)
         except GpuplanError:

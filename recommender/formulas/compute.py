@@ -35,14 +35,20 @@ class FlopsPerToken:
 
 
 def flops_per_token(matmul_params: float, layers: int, attention_width: int, seq_len: int,
-                    recompute="selective") -> FlopsPerToken:
+                    recompute="selective", weight_grad_params: float | None = None) -> FlopsPerToken:
     """PaLM App. B: 6N + 12 L H Q T per token; recomputation adds forward work (hardware only).
+
+    6N is 2N forward + 2N for the activations' gradients + 2N for the weights' gradients. Only the
+    `weight_grad_params` (default: all N) get weight gradients: a frozen base under LoRA still
+    propagates activation gradients to the adapters below it, so LoRA costs 4N + 2A with N
+    including the adapters A (Hu et al. 2021; the QLoRA paper, Dettmers et al. 2023, Sec. 3).
 
     Selective recomputation re-runs the attention core forward (4 L H Q T, one third of the
     attention term); full recomputation re-runs the whole forward (2N + 4 L H Q T).
     `recompute` may be an array of 'none' / 'selective' / 'full'.
     """
-    dense = 6.0 * matmul_params
+    grads = matmul_params if weight_grad_params is None else weight_grad_params
+    dense = 4.0 * matmul_params + 2.0 * grads
     attn_fwd = 4.0 * layers * attention_width * seq_len
     rc = np.asarray(recompute)
     extra = np.where(rc == "full", 2.0 * matmul_params + attn_fwd,

@@ -30,6 +30,9 @@ STATE_BYTES = {
     "fp8": (2, 2, 12),   # fp8 GEMMs keep bf16/fp32 states as bf16 mixed precision does
     "fp32": (4, 4, 8),   # fp32 weights and grads, fp32 Adam m + v (no separate master copy)
 }
+# QLoRA's adapters: BF16 weights and gradients, 32-bit paged AdamW m and v, no FP32 master copy
+# (Dettmers et al. 2023, Sec. 3-4 and Fig. 6, where the optimizer bar is 4x the adapters' bar)
+QLORA_ADAPTER_BYTES = (2, 2, 8)
 # activation bytes relative to Korthikanti's 16-bit count
 ACTIVATION_SCALE = {"bf16": 1.0, "fp16": 1.0, "fp8": 1.0, "fp32": 2.0}
 
@@ -60,30 +63,51 @@ class MemoryBreakdown:
         return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
 
 
-def model_states(params, precision: str = "bf16", zero=0, dp=1) -> ModelStates:
+def model_states(params, precision: str = "bf16", zero=0, dp=1, frozen=0.0, frozen_bytes=2.0,
+                 state_bytes: tuple[float, float, float] | None = None) -> ModelStates:
     """ZeRO Sec. 3.1: (2 + 2 + 12) * params bytes for mixed-precision Adam, sharded over dp.
 
     Stage >= 1 divides optimizer states by dp, >= 2 also gradients, 3 also weights.
     ZeRO paper Fig. 1 check: 7.5B params, dp = 64 -> 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
+    `frozen` parameters (a LoRA/QLoRA base) keep weights only, `frozen_bytes` each (2: 16-bit;
+    QLoRA's NF4 with double quantization: 4.127 bits, Dettmers et al. 2023 Sec. 3), sharded
+    under stage 3 like the trained weights (FSDP with LoRA). `state_bytes` overrides the
+    (weights, gradients, optimizer) bytes of the trained parameters (QLORA_ADAPTER_BYTES).
     """
-    w, g, o = STATE_BYTES[precision]
+    w, g, o = state_bytes or STATE_BYTES[precision]
     zero, dp = np.asarray(zero), np.asarray(dp)
     return ModelStates(
-        weights=_scalar(params * w / np.where(zero >= 3, dp, 1)),
+        weights=_scalar((params * w + np.asarray(frozen) * frozen_bytes) / np.where(zero >= 3, dp, 1)),
         gradients=_scalar(params * g / np.where(zero >= 2, dp, 1)),
         optimizer=_scalar(params * o / np.where(zero >= 1, dp, 1)),
     )
 
 
-def stage_params(model, tp=1, pp=1):
+def stage_layers(layers, pp):
+    """Layers on the busiest pipeline stage: layers/pp, or its ceiling where pp does not divide
+    them (DeepSeek-V3: 61 layers on 16 stages, 4 on the fullest)."""
+    return _scalar(np.ceil(layers / np.asarray(pp)))
+
+
+def stage_params(model, tp=1, pp=1, ep=1):
     """Parameters held by one GPU of the busiest pipeline stage: layers/pp of the transformer
-    plus one vocabulary matrix (first stage: input embedding; last: output head; pp = 1: all),
-    all split over tp (Megatron's vocabulary-parallel embedding)."""
+    plus one vocabulary matrix (first stage: input embedding; last: output head; pp = 1: all)
+    and the final norm,
+    all split over tp (Megatron's vocabulary-parallel embedding); a MoE model's routed experts
+    are split over ep as well (expert parallelism, Lepikhin et al. 2020, GShard Sec. 2.2)."""
     tp, pp = np.asarray(tp), np.asarray(pp)
-    per_layer = (model.total_params - model.embedding_params - model.hidden) / model.layers
+    routed = model.routed_expert_params
+    per_layer = (model.total_params - model.embedding_params - model.hidden - routed) / model.layers
     single_vocab = model.embedding_params - (0 if model.tied_embeddings else model.vocab * model.hidden)
-    embed = np.where(pp == 1, model.embedding_params, single_vocab)
-    return _scalar((model.layers / pp * per_layer + embed) / tp)
+    embed = np.where(pp == 1, model.embedding_params, single_vocab) + model.hidden  # + the final norm
+    return _scalar((stage_layers(model.layers, pp) * per_layer + embed) / tp + stage_routed_params(model, tp, pp, ep))
+
+
+def stage_routed_params(model, tp=1, pp=1, ep=1):
+    """The routed experts' share of `stage_params`: their gradients are reduced, and their ZeRO
+    shards spread, over the dp/ep ranks holding the same experts, not over all of dp."""
+    per_layer = model.experts * model.expert_params
+    return _scalar(stage_layers(model.moe_layers, pp) * per_layer / (np.asarray(tp) * np.asarray(ep)))
 
 
 def activation_bytes_per_layer(seq, micro_batch, hidden, heads, ffn, kv_heads=None, gated=False,
@@ -136,17 +160,20 @@ def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, 
     per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw)
     vp = np.asarray(vp)
     in_flight = np.minimum(pp, np.asarray(micro_batches)) * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
-    stored = model.layers / pp * per_layer * in_flight
+    stored = stage_layers(model.layers, pp) * per_layer * in_flight
     logits = 4.0 * seq * mb * model.vocab / tp
     working = np.where(np.asarray(recompute) == "full",
                        activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw), 0.0)
     return _scalar((stored + logits + working) * ACTIVATION_SCALE[precision])
 
 
-def zero3_prefetch_bytes(model, tp, zero, precision="bf16"):
-    """ZeRO-3 gathers the current and the prefetched layer's full weights: 2 layers, 16-bit."""
-    per_layer = (model.total_params - model.embedding_params) / model.layers
-    return _scalar(np.where(np.asarray(zero) == 3, 2 * per_layer / np.asarray(tp) * STATE_BYTES[precision][0], 0.0))
+def zero3_prefetch_bytes(model, tp, zero, precision="bf16", ep=1, bytes_per_param=None):
+    """ZeRO-3 gathers the current and the prefetched layer's full weights: 2 layers, 16-bit
+    (or `bytes_per_param`, e.g. a QLoRA base), routed experts split over ep."""
+    routed = model.routed_expert_params
+    per_layer = (model.total_params - model.embedding_params - routed + routed / np.asarray(ep)) / model.layers
+    b = STATE_BYTES[precision][0] if bytes_per_param is None else bytes_per_param
+    return _scalar(np.where(np.asarray(zero) == 3, 2 * per_layer / np.asarray(tp) * b, 0.0))
 
 
 def overhead_bytes(dynamic_bytes, fixed_gib: float, fragmentation: float):
