@@ -211,6 +211,39 @@ def finetune(
 
 @app.command()
 @user_errors
+def solve(
+    file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
+                                                      "e.g. constraints.deadline=30d (repeatable).")] = None,
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """Solve a scenario file: the same plan as the equivalent train / finetune / serve flags."""
+    from recommender import report, scenario
+
+    kind, result = scenario.load(file, set_ or []).run()
+    if kind == "serve":
+        if json_out:
+            print(report.to_json(result))
+        else:
+            report.render_serve(result, csv_path=csv)
+    else:
+        _print_train(result, json_out, csv)
+
+
+@app.command()
+@user_errors
+def schema():
+    """The scenario files' JSON schema, for editors and validators."""
+    import json
+
+    from recommender import scenario
+
+    print(json.dumps(scenario.json_schema(), indent=2))
+
+
+@app.command()
+@user_errors
 def serve(
     model: ModelOpt = None,
     params: ParamsOpt = None,

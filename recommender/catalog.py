@@ -6,6 +6,7 @@ an unknown name raises GpuplanError with a "did you mean" and the list of valid 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -45,24 +46,75 @@ def _build(kind, rows: list[dict], filename: str, listy: tuple[str, ...] = ()):
 
 
 @functools.cache
-def accelerators() -> dict[str, Accelerator]:
+def _accelerators() -> dict[str, Accelerator]:
     items = _build(Accelerator, _rows("accelerators.csv"), "accelerators.csv", listy=("aliases",))
     return {a.id: a for a in items}
 
 
 @functools.cache
-def cloud_prices() -> list[CloudPrice]:
+def _cloud_prices() -> list[CloudPrice]:
     return _build(CloudPrice, _rows("cloud_prices.csv"), "cloud_prices.csv")
 
 
 @functools.cache
-def purchase_prices() -> list[PurchasePrice]:
+def _purchase_prices() -> list[PurchasePrice]:
     return _build(PurchasePrice, _rows("purchase_prices.csv"), "purchase_prices.csv")
 
 
 @functools.cache
-def efficiencies() -> dict[str, Efficiency]:
+def _efficiencies() -> dict[str, Efficiency]:
     return {e.accelerator: e for e in _build(Efficiency, _rows("efficiency.csv"), "efficiency.csv")}
+
+
+# Scenario files layer their own rows over the catalog (a custom accelerator, a negotiated price,
+# a provider excluded) for the duration of one solve: see `overrides`.
+_LAYERS: list[dict] = []
+
+
+@contextlib.contextmanager
+def overrides(accelerators=(), cloud_prices=(), purchase_prices=(), efficiencies=(), exclude_providers=()):
+    """Within the block, the catalog has these rows added (a cloud price replaces the catalog's for
+    the same accelerator, provider, tier, term and region) and these providers removed."""
+    _LAYERS.append(dict(accelerators=list(accelerators), cloud_prices=list(cloud_prices),
+                        purchase_prices=list(purchase_prices), efficiencies=list(efficiencies),
+                        exclude={p.lower() for p in exclude_providers}))
+    try:
+        yield
+    finally:
+        _LAYERS.pop()
+
+
+def _excluded() -> set[str]:
+    return set().union(*(layer["exclude"] for layer in _LAYERS)) if _LAYERS else set()
+
+
+def accelerators() -> dict[str, Accelerator]:
+    out = dict(_accelerators())
+    for layer in _LAYERS:
+        out.update({a.id: a for a in layer["accelerators"]})
+    return out
+
+
+def cloud_prices() -> list[CloudPrice]:
+    key = lambda p: (p.accelerator, p.provider.lower(), p.tier, p.term_months, p.region)  # noqa: E731
+    extra = [p for layer in _LAYERS for p in layer["cloud_prices"]]
+    replaced = {key(p) for p in extra}
+    excluded = _excluded()
+    return [p for p in [*(p for p in _cloud_prices() if key(p) not in replaced), *extra]
+            if p.provider.lower() not in excluded]
+
+
+def purchase_prices() -> list[PurchasePrice]:
+    extra = [p for layer in _LAYERS for p in layer["purchase_prices"]]
+    mine = {p.accelerator for p in extra}
+    return [p for p in _purchase_prices() if p.accelerator not in mine] + extra
+
+
+def efficiencies() -> dict[str, Efficiency]:
+    out = dict(_efficiencies())
+    for layer in _LAYERS:
+        out.update({e.accelerator: e for e in layer["efficiencies"]})
+    return out
 
 
 @functools.cache

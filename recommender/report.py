@@ -119,7 +119,8 @@ def train_frame(result) -> pd.DataFrame:
             "ZeRO": p.zero,
             "recompute": p.recompute, "mb": p.micro_batch, "prec": p.precision,
             "acquisition": (p.acquisition.replace("_", "-") + ("" if p.acquisition in ("buy", "owned")
-                                                               else f" {p.provider}")) if not p.owned_gpus
+                                                               else f" {p.provider or '(no price)'}"))
+            if not p.owned_gpus
             else p.provider,
             "days": round(p.total_days, 1), "cost": None if p.cost_usd is None else fmt_usd(p.cost_usd),
             "MFU": f"{p.mfu:.0%}", "GiB/GPU": round(p.memory_gib_per_gpu, 1),

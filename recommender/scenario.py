@@ -1,0 +1,357 @@
+"""Scenario files: a YAML document that says everything the CLI takes, validated by pydantic.
+
+    name: cheapest 100B in 60 days
+    model: {params: 100B}
+    workload: {kind: pretrain, tokens: 2T}
+    constraints: {deadline: 60d}
+    objective: cost
+
+A file error names the field path and the line and suggests the fix; `--set a.b=v` edits the
+document before it is validated. A scenario runs through the same API calls as the CLI flags
+(`Scenario.call`), inside `catalog.overrides` for its catalog section.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recommender import catalog, units
+from recommender.errors import GpuplanError, did_you_mean
+from recommender.spec import Accelerator, CloudPrice, Efficiency, PurchasePrice
+
+Quantity = str | int | float
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check(parse, field: str):
+    """A field validator that runs one of the CLI's unit parsers and keeps the text as given."""
+    def check(v):
+        if v is not None:
+            try:
+                parse(field, v)
+            except GpuplanError as exc:
+                raise ValueError(exc.message) from None
+        return v
+    return check
+
+
+class ModelSection(Section):
+    """Exactly one of preset, params or hf_config, with optional shape overrides."""
+
+    preset: str | None = None
+    params: Quantity | None = None
+    hf_config: str | None = None
+    layers: int | None = Field(None, gt=0)
+    hidden: int | None = Field(None, gt=0)
+    heads: int | None = Field(None, gt=0)
+    kv_heads: int | None = Field(None, gt=0)
+    seq_len: int | None = Field(None, gt=0)
+
+    _params = field_validator("params")(_check(units.parse_count, "params"))
+
+
+TRAIN_FIELDS = ("tokens", "global_batch", "seq_len")
+FINETUNE_FIELDS = TRAIN_FIELDS + ("epochs", "method", "lora_rank")
+SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision")
+
+
+class Workload(Section):
+    """pretrain (tokens, batch), finetune (+ epochs, method, LoRA rank) or serve (demand, lengths,
+    latency targets, horizon)."""
+
+    kind: Literal["pretrain", "finetune", "serve"]
+    tokens: Quantity | None = None
+    global_batch: Quantity | None = None
+    seq_len: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    method: Literal["full", "lora", "qlora"] | None = None
+    lora_rank: int | None = Field(None, gt=0)
+    rate: Quantity | None = None
+    users: int | None = Field(None, gt=0)
+    think_time: Quantity | None = None
+    prompt: Quantity | None = None
+    output: Quantity | None = None
+    ttft: Quantity | None = None
+    tpot: Quantity | None = None
+    e2e: Quantity | None = None
+    horizon: Quantity | None = None
+    kv_precision: str | None = None
+
+    _tokens = field_validator("tokens", "global_batch")(_check(units.parse_count, "tokens"))
+    _times = field_validator("think_time", "ttft", "tpot", "e2e")(_check(units.parse_duration_s, "time"))
+    _horizon = field_validator("horizon")(_check(units.parse_days, "horizon"))
+    _rate = field_validator("rate")(_check(units.parse_rate_per_s, "rate"))
+
+
+class Constraints(Section):
+    budget: Quantity | None = None
+    deadline: Quantity | None = None
+    max_gpus: int | None = Field(None, gt=0)
+    power_kw: float | None = Field(None, gt=0)
+    gpus: list[str] | None = None
+    vendors: list[str] | None = None
+    providers: list[str] | None = None
+    precision: list[str] | None = None
+    acquisition: list[str] | None = None
+    own: dict[str, int] | None = None
+    amortize: bool = False
+
+    _budget = field_validator("budget")(_check(units.parse_usd, "budget"))
+    _deadline = field_validator("deadline")(_check(units.parse_days, "deadline"))
+
+
+class CustomAccelerator(Section):
+    """An accelerator not in the catalog, with its own figures, price and efficiency."""
+
+    id: str
+    name: str | None = None
+    vendor: str = "custom"
+    memory_gib: float = Field(gt=0)
+    memory_bw_gb_s: float | None = Field(None, gt=0)
+    bf16_tflops: float | None = Field(None, gt=0)
+    fp8_tflops: float | None = Field(None, gt=0)
+    int8_tops: float | None = Field(None, gt=0)
+    gpus_per_node: int = Field(8, gt=0)
+    intra_node_bw_gb_s: float | None = Field(None, gt=0)
+    inter_node_bw_gb_s: float | None = Field(None, gt=0)
+    tdp_w: float | None = Field(None, gt=0)
+    matmul_efficiency: float = Field(0.555, gt=0, le=1)
+    usd_per_gpu_hour: float | None = Field(None, gt=0)
+    purchase_usd_per_gpu: float | None = Field(None, gt=0)
+    source: str = "scenario file"
+
+
+class Price(Section):
+    """A negotiated cloud price: replaces the catalog's for the same GPU, provider and tier."""
+
+    gpu: str
+    provider: str
+    tier: Literal["on_demand", "spot", "reserved"] = "on_demand"
+    usd_per_gpu_hour: float = Field(gt=0)
+
+
+class CatalogSection(Section):
+    accelerators: list[CustomAccelerator] = []
+    prices: list[Price] = []
+    exclude_providers: list[str] = []
+
+
+class Scenario(Section):
+    name: str = ""
+    description: str = ""
+    model: ModelSection
+    workload: Workload
+    catalog: CatalogSection = CatalogSection()
+    constraints: Constraints = Constraints()
+    objective: Literal["cost", "time", "latency", "compute"] = "cost"
+    top: int = Field(5, gt=0)
+
+    # -- running -----------------------------------------------------------------------------
+    def overrides(self):
+        today = date.today()
+        accs, prices, buys, effs = [], [], [], []
+        for c in self.catalog.accelerators:
+            accs.append(Accelerator(id=c.id, name=c.name or c.id, vendor=c.vendor, memory_gib=c.memory_gib,
+                                    memory_bw_gb_s=c.memory_bw_gb_s, bf16_tflops=c.bf16_tflops,
+                                    fp8_tflops=c.fp8_tflops, int8_tops=c.int8_tops, gpus_per_node=c.gpus_per_node,
+                                    intra_node_bw_gb_s=c.intra_node_bw_gb_s, inter_node_bw_gb_s=c.inter_node_bw_gb_s,
+                                    tdp_w=c.tdp_w, source=c.source, as_of=today))
+            effs.append(Efficiency(accelerator=c.id, matmul_efficiency=c.matmul_efficiency, calibrated=False,
+                                   basis="given in the scenario file", source=c.source, as_of=today))
+            if c.usd_per_gpu_hour:
+                prices.append(CloudPrice(accelerator=c.id, provider="scenario", tier="on_demand",
+                                         price_usd_per_gpu_hour=c.usd_per_gpu_hour, source=c.source, as_of=today))
+            if c.purchase_usd_per_gpu:
+                buys.append(PurchasePrice(accelerator=c.id, price_usd_per_gpu=c.purchase_usd_per_gpu,
+                                          basis="gpu_only", source=c.source, as_of=today))
+        with catalog.overrides(accelerators=accs, efficiencies=effs):
+            for p in self.catalog.prices:
+                prices.append(CloudPrice(accelerator=catalog.accelerator(p.gpu).id, provider=p.provider,
+                                         tier=p.tier, price_usd_per_gpu_hour=p.usd_per_gpu_hour,
+                                         source="negotiated price (scenario file)", as_of=today))
+        return catalog.overrides(accelerators=accs, cloud_prices=prices, purchase_prices=buys, efficiencies=effs,
+                                 exclude_providers=self.catalog.exclude_providers)
+
+    def call(self) -> tuple[str, dict]:
+        """The API function and the keyword arguments the equivalent CLI flags give it."""
+        m, w, c = self.model, self.workload, self.constraints
+        joined = lambda xs: None if xs is None else ",".join(xs)  # noqa: E731
+        kw = dict(model=m.preset, hf_config=m.hf_config, layers=m.layers, hidden=m.hidden, heads=m.heads,
+                  kv_heads=m.kv_heads, budget=c.budget, max_gpus=c.max_gpus, power_kw=c.power_kw,
+                  gpus=joined(c.gpus), vendors=joined(c.vendors), providers=joined(c.providers),
+                  precision=joined(c.precision), acquisition=joined(c.acquisition),
+                  own=None if not c.own else [f"{g}:{n}" for g, n in c.own.items()], top=self.top,
+                  amortize=c.amortize, objective=self.objective)
+        given = {f for f in Workload.model_fields if f != "kind" and getattr(w, f) is not None}
+        allowed = {"pretrain": TRAIN_FIELDS, "finetune": FINETUNE_FIELDS, "serve": SERVE_FIELDS}[w.kind]
+        for f in sorted(given - set(allowed)):
+            raise ScenarioError(f"workload.{f}", getattr(w, f), f"does not apply to kind {w.kind}; "
+                                f"{w.kind} takes: {', '.join(allowed)}")
+        fields = {f: getattr(w, f) for f in allowed if getattr(w, f) is not None}
+        if w.kind == "serve":
+            if c.deadline is not None:
+                raise ScenarioError("constraints.deadline", c.deadline, "does not apply to serving; "
+                                    "set workload.horizon for the serving period")
+            return "serve", kw | {"params": m.params, "seq_len": None} | fields
+        kw |= {"params": m.params, "deadline": c.deadline, "seq_len": m.seq_len}
+        if w.kind == "finetune":
+            kw.pop("params")
+            return "finetune", kw | fields
+        return "train", kw | fields
+
+    def run(self):
+        from recommender import api
+
+        fn, kw = self.call()
+        if fn == "serve":
+            kw = {k: v for k, v in kw.items() if k != "seq_len"}
+        kw = {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("top",) else v)
+              for k, v in kw.items() if v is not None}
+        with self.overrides():
+            return fn, getattr(api, fn)(**kw)
+
+
+class ScenarioError(GpuplanError):
+    """A problem at a path in the scenario document."""
+
+    def __init__(self, path: str, value, reason: str):
+        super().__init__(path, value, reason)
+        self.path = path
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _set(doc: dict, assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise GpuplanError("set", assignment, "write it as path=value, e.g. constraints.deadline=30d")
+    parts = key.strip().split(".")
+    node = doc
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise GpuplanError("set", assignment, f"{p} is not a section")
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def _line(root, path: list) -> int | None:
+    """The 1-based line of `path` (keys and list indexes) in the composed YAML node tree."""
+    node, line = root, None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(key):
+                    node, line = v, k.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _fields_at(path: list) -> list[str]:
+    model = Scenario
+    for key in path[:-1]:
+        if isinstance(key, int):
+            continue
+        ann = model.model_fields.get(key)
+        if ann is None:
+            return []
+        t = ann.annotation
+        t = getattr(t, "__args__", (t,))[0] if hasattr(t, "__args__") else t
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            model = t
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _explain(err: dict) -> tuple[list, str]:
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        known = _fields_at(loc)
+        hint = did_you_mean(str(loc[-1]), known)
+        return loc, f"unknown key; {hint + ' ' if hint else ''}allowed here: {', '.join(known)}"
+    if kind == "missing":
+        return loc, "is required"
+    if kind == "value_error":
+        return loc, msg.removeprefix("Value error, ")
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
+        return loc, f"{msg.lower()}: write a number (units only where the field takes them)"
+    if kind in ("literal_error",):
+        return loc, msg.replace("Input should be", "must be")
+    return loc, msg
+
+
+def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read, edit (--set) and validate a scenario; errors say FILE:LINE: path=value: reason."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise GpuplanError("file", str(path), "not found") from None
+    try:
+        root = yaml.compose(text)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise GpuplanError("file", where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(doc, dict):
+        raise GpuplanError("file", str(path), "must be a YAML mapping with model, workload, ... (see gpuplan schema)")
+    for s in sets:
+        _set(doc, s)
+    try:
+        scenario = Scenario(**doc)
+    except ValidationError as exc:
+        loc, reason = _explain(exc.errors()[0])
+        value = exc.errors()[0].get("input")
+        field = ".".join(f"[{k}]" if isinstance(k, int) else str(k) for k in loc).replace(".[", "[")
+        line = _line(root, loc)
+        shown = value if not isinstance(value, dict) else "{...}"
+        raise GpuplanError(f"{p}:{line}: {field}" if line else f"{p}: {field}", shown, reason) from None
+    try:
+        _check_names(scenario)
+        scenario.call()
+    except ScenarioError as exc:
+        loc = [int(k) if k.isdigit() else k for k in exc.path.replace("[", ".").replace("]", "").split(".")]
+        line = _line(root, loc)
+        raise GpuplanError(f"{p}:{line}: {exc.path}" if line else f"{p}: {exc.path}", exc.value, exc.message) from None
+    return scenario
+
+
+def _check_names(s: Scenario) -> None:
+    """Accelerator and model names resolve (custom accelerators of the file included)."""
+    with s.overrides():
+        for section, names in (("constraints.gpus", s.constraints.gpus or []),
+                               ("constraints.own", list((s.constraints.own or {}))),
+                               ("catalog.prices", [p.gpu for p in s.catalog.prices])):
+            for i, name in enumerate(names):
+                try:
+                    catalog.accelerator(name)
+                except GpuplanError as exc:
+                    path = f"{section}[{i}]" if section != "constraints.own" else f"{section}.{name}"
+                    if section == "catalog.prices":
+                        path = f"catalog.prices[{i}].gpu"
+                    raise ScenarioError(path, name, exc.message) from None
+    if s.model.preset is not None:
+        try:
+            catalog.model(s.model.preset)
+        except GpuplanError as exc:
+            raise ScenarioError("model.preset", s.model.preset, exc.message) from None
+
+
+def json_schema() -> dict:
+    return Scenario.model_json_schema()
