@@ -219,16 +219,10 @@ def solve(
     csv: CSV = None,
 ):
     """Solve a scenario file: the same plan as the equivalent train / finetune / serve flags."""
-    from recommender import report, scenario
+    from recommender import scenario
 
     kind, result = scenario.load(file, set_ or []).run()
-    if kind == "serve":
-        if json_out:
-            print(report.to_json(result))
-        else:
-            report.render_serve(result, csv_path=csv)
-    else:
-        _print_train(result, json_out, csv)
+    (_print_serve if kind == "serve" else _print_train)(result, json_out, csv)
 
 
 @app.command()
@@ -286,7 +280,7 @@ def serve(
 ):
     """The cheapest fleet that serves a model within latency targets (exact, mixed fleets allowed),
     or one fixed configuration's performance with --gpu."""
-    from recommender import api, report
+    from recommender import api
 
     result = api.serve(model=model, params=params, hf_config=hf_config, layers=layers, hidden=hidden, heads=heads,
                        kv_heads=kv_heads, prompt=prompt, output=output, rate=rate, users=users,
@@ -295,6 +289,12 @@ def serve(
                        providers=providers, precision=precision, kv_precision=kv_precision,
                        acquisition=acquisition, own=own, top=top, amortize=amortize, time_limit=time_limit,
                        gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom)
+    _print_serve(result, json_out, csv)
+
+
+def _print_serve(result, json_out: bool, csv: str | None) -> None:
+    from recommender import report
+
     if json_out:
         print(report.to_json(result))
         if csv:

@@ -73,7 +73,7 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
     return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
-                    lora_rank=rank, finetune=finetune), notes
+                    lora_rank=rank), notes
 
 
 def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="selective",

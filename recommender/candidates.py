@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recommender import catalog
-from recommender.evaluate import job_cost, matmul_efficiency, pricing, training_terms
+from recommender.evaluate import job_cost, matmul_efficiency, method_allows, pricing, training_terms
 from recommender.spec import TrainJob
 
 RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
@@ -88,8 +88,8 @@ def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.Da
                 or tp > (acc.gpus_per_node or 1)):
             continue
         dp = count // (tp * pp)
-        eps = [e for e in space.ep if dp % e == 0 and m.is_moe and m.experts % e == 0] if m.is_moe else [1]
-        for ep, zero, rc, mb in itertools.product(eps or [1], space.zero, space.recompute, space.micro_batch):
+        eps = [e for e in space.ep if dp % e == 0 and m.experts % e == 0] if m.is_moe else [1]
+        for ep, zero, rc, mb in itertools.product(eps, space.zero, space.recompute, space.micro_batch):
             if dp * mb > job.global_batch_seqs:
                 continue
             rows.append((count, tp, pp, vp, dp, ep, zero, rc, mb))
@@ -113,7 +113,7 @@ def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headro
 
 def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
     return (acc.peak_tflops(precision) is not None and acc.memory_gib is not None
-            and (job is None or job.method != "qlora" or precision in ("bf16", "fp16"))
+            and (job is None or method_allows(job, precision))
             and (acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s) is not None
             and catalog.efficiency(acc.id) is not None)
 

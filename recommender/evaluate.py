@@ -122,7 +122,7 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
             raise GpuplanError("ep", layout.ep, f"must divide the {m.experts} experts of {m.id}")
         if layout.dp % layout.ep:
             raise GpuplanError("ep", layout.ep, f"must divide dp ({layout.dp}): expert-parallel ranks are data-parallel ranks")
-    if job.method == "qlora" and layout.precision not in ("bf16", "fp16"):
+    if not method_allows(job, layout.precision):
         raise GpuplanError("precision", layout.precision, "QLoRA computes in 16 bits (bf16 or fp16) "
                            "on a 4-bit base")
     if acc.peak_tflops(layout.precision) is None:
@@ -152,6 +152,13 @@ def link_rates(acc: Accelerator) -> tuple[float | None, float | None]:
     callers keep groups with no published inter-node figure inside one node."""
     intra = acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s
     return intra, acc.inter_node_bw_gb_s or intra
+
+
+QLORA_PRECISIONS = ("bf16", "fp16")  # QLoRA dequantizes to 16 bits and computes there
+
+
+def method_allows(job: TrainJob, precision: str) -> bool:
+    return job.method != "qlora" or precision in QLORA_PRECISIONS
 
 
 def matmul_efficiency(base: float, precision) -> object:
@@ -184,10 +191,6 @@ class Params:
     frozen: object
     frozen_experts: object
 
-    @property
-    def total(self):
-        return self.trained + self.trained_experts + self.frozen + self.frozen_experts
-
 
 def gpu_params(job: TrainJob, tp, pp, ep) -> Params:
     m = job.model
@@ -195,8 +198,12 @@ def gpu_params(job: TrainJob, tp, pp, ep) -> Params:
     rest = memory.stage_params(m, tp, pp, ep) - experts
     if job.method == "full":
         return Params(rest, experts, 0.0, 0.0)
-    adapters_experts = m.lora_routed_params(job.lora_rank) / (np.asarray(tp) * np.asarray(pp) * np.asarray(ep))
-    adapters = (job.adapter_params - m.lora_routed_params(job.lora_rank)) / (np.asarray(tp) * np.asarray(pp))
+    # adapters sit on the busiest stage's layers like the weights they adapt
+    routed = m.lora_routed_params(job.lora_rank)
+    tp, ep = np.asarray(tp), np.asarray(ep)
+    adapters_experts = (routed / m.moe_layers * memory.stage_layers(m.moe_layers, pp) / (tp * ep)
+                        if m.moe_layers else 0.0)
+    adapters = (job.adapter_params - routed) / m.layers * memory.stage_layers(m.layers, pp) / tp
     return Params(_scalar(adapters), _scalar(adapters_experts), rest, experts)
 
 

@@ -200,7 +200,7 @@ class Scenario(Section):
             if c.deadline is not None:
                 raise ScenarioError("constraints.deadline", c.deadline, "does not apply to serving; "
                                     "set workload.horizon for the serving period")
-            return "serve", kw | {"params": m.params, "seq_len": None} | fields
+            return "serve", kw | {"params": m.params} | fields
         kw |= {"params": m.params, "deadline": c.deadline, "seq_len": m.seq_len}
         if w.kind == "finetune":
             kw.pop("params")
@@ -211,20 +211,15 @@ class Scenario(Section):
         from recommender import api
 
         fn, kw = self.call()
-        if fn == "serve":
-            kw = {k: v for k, v in kw.items() if k != "seq_len"}
-        kw = {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("top",) else v)
+        # the API takes what a person types: quantities as text
+        kw = {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
               for k, v in kw.items() if v is not None}
         with self.overrides():
             return fn, getattr(api, fn)(**kw)
 
 
 class ScenarioError(GpuplanError):
-    """A problem at a path in the scenario document."""
-
-    def __init__(self, path: str, value, reason: str):
-        super().__init__(path, value, reason)
-        self.path = path
+    """A problem at a path (its `field`) in the scenario document, found after validation."""
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -326,9 +321,9 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
         _check_names(scenario)
         scenario.call()
     except ScenarioError as exc:
-        loc = [int(k) if k.isdigit() else k for k in exc.path.replace("[", ".").replace("]", "").split(".")]
+        loc = [int(k) if k.isdigit() else k for k in exc.field.replace("[", ".").replace("]", "").split(".")]
         line = _line(root, loc)
-        raise GpuplanError(f"{p}:{line}: {exc.path}" if line else f"{p}: {exc.path}", exc.value, exc.message) from None
+        raise GpuplanError(f"{p}:{line}: {exc.field}" if line else f"{p}: {exc.field}", exc.value, exc.message) from None
     return scenario
 
 

@@ -350,7 +350,6 @@ class TrainJob(Strict):
     seq_len: int = Field(gt=0)
     method: Method = "full"
     lora_rank: int = Field(16, ge=1)
-    finetune: bool = False  # from a checkpoint (labels the plan; the arithmetic is the method's)
 
     @property
     def adapter_params(self) -> int:
