@@ -7,14 +7,17 @@ interleaving (VP > 1) needs PP * VP to. Every tuple goes through
 `evaluate.training_terms` and `evaluate.job_cost` (arrays, not a second copy of any formula);
 tuples that do not fit in memory are dropped, then dominated tuples are dropped exactly:
 
-  within one (accelerator, precision, acquisition, count, TP, PP) group every constraint the
+  within one (accelerator, precision, acquisition, count, TP) group every constraint the
   planner knows (budget, deadline, GPUs, power, allowed sets) depends on a row only through its
   cost and days, and cost grows with days there; so the fastest row of the group (ties broken
-  by lower ZeRO stage, less recomputation, VP 1, smaller EP, smaller micro-batch) is as good as
-  any other.
+  by lower ZeRO stage, less recomputation, VP 1, smaller EP, smaller micro-batch; PP is among
+  the knobs) is as good as any other.
 
 The groups kept are still distinct in the things a person compares (accelerator, count,
-acquisition, parallel shape), so ranked alternatives come from this table too.
+acquisition, tensor-parallel width), so ranked alternatives come from this table too; two plans
+that differ only in how the pipeline is cut are not offered as alternatives. (Grouping by PP as
+well multiplied the table by five once PP no longer had to divide the layers, and the top-10
+solve by fifteen.)
 """
 
 from __future__ import annotations
@@ -163,8 +166,8 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
     df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp", "vp", "ep",
                                     "zero", "recompute", "micro_batch"])
     df["_rc"] = df.recompute.map(RECOMPUTE_ORDER)
-    df = df.sort_values(["days", "zero", "_rc", "vp", "ep", "micro_batch"], kind="mergesort")
-    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp"], keep="first")
+    df = df.sort_values(["days", "zero", "_rc", "pp", "vp", "ep", "micro_batch"], kind="mergesort")
+    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp"], keep="first")
     df = df.drop(columns=["_rc", "fits"]).reset_index(drop=True)
     stats["candidates"] = len(df)
     return df, stats
