@@ -3,6 +3,8 @@ objects and pandas DataFrames. The CLI is a thin layer over these functions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from recommender import catalog
@@ -216,13 +218,28 @@ def _allowed(gpus, vendors, acquisition):
     return gpu_ids, vendor_list, acqs
 
 
-def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
-          seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
-          max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
-          acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
-          method="full", lora_rank=None, epochs=None, finetune=False):
-    """`gpuplan train` (and `finetune`): the exact optimum over the catalog, ranked alternatives and why."""
-    from recommender.planner import plan
+@dataclass
+class TrainQuery:
+    """What `train` solves: the job, the limits and the search space, built from what a person typed."""
+
+    job: TrainJob | None
+    limits: object
+    space: object
+    objective: str
+    top: int
+    diverse: bool
+    time_limit_s: float
+    notes: list[str]
+    space_kwargs: dict
+
+
+def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
+                seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
+                max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
+                acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
+                method="full", lora_rank=None, epochs=None, finetune=False) -> TrainQuery:
+    """Parse and check `train`'s arguments. job is None when no model is given and the objective is
+    compute (the compute-optimal model is sized by `train`)."""
     from recommender.solver import Limits
     from recommender.units import parse_days, parse_duration_s, parse_usd
 
@@ -241,26 +258,46 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
         gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
         providers=None if providers is None else tuple(_split("providers", providers)),
         precisions=None, acquisitions=acqs)
-    if objective == "compute" and model is None and params is None and hf_config is None:
-        return _compute_optimal(limits, space_kwargs=dict(precisions=precisions, owned=owned, acqs=acqs,
-                                                          gpu_ids=gpu_ids, amortize=amortize),
-                                top=parse_int("top", top), diverse=diverse,
-                                time_limit_s=parse_duration_s("time-limit", time_limit))
-    spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
-    job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune)
+    space_kwargs = dict(precisions=precisions, owned=owned, acqs=acqs, gpu_ids=gpu_ids, amortize=amortize)
     # max-gpus is a limit (relaxable), not the space's edge
-    space = _space(limits, precisions, owned, acqs, gpu_ids, amortize)
-    top_k = parse_int("top", top)
-    return plan(job, limits, space, objective=objective, top=top_k, diverse=diverse,
-                time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes)
+    space = _space(limits, **space_kwargs)
+    job, notes = None, []
+    if not (objective == "compute" and model is None and params is None and hf_config is None):
+        spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
+        job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune)
+    return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top),
+                      diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
+                      space_kwargs=space_kwargs)
+
+
+def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
+          seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
+          max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
+          acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
+          method="full", lora_rank=None, epochs=None, finetune=False):
+    """`gpuplan train` (and `finetune`): the exact optimum over the catalog, ranked alternatives and why."""
+    q = train_query(**locals())
+    from recommender.planner import plan
+
+    if q.job is None:
+        return _compute_optimal(q.limits, space_kwargs=q.space_kwargs, top=q.top, diverse=q.diverse,
+                                time_limit_s=q.time_limit_s)
+    return plan(q.job, q.limits, q.space, objective=q.objective, top=q.top, diverse=q.diverse,
+                time_limit_s=q.time_limit_s, notes=q.notes)
+
+
+def finetune_kwargs(*, model=None, hf_config=None, method="lora", lora_rank=None, epochs=None, **kwargs) -> dict:
+    """`finetune`'s arguments as `train`'s: a checkpoint is required; LoRA by default."""
+    if model is None and hf_config is None:
+        raise GpuplanError("model", None, "fine-tuning starts from a model: give --model NAME or --hf-config PATH")
+    return dict(model=model, hf_config=hf_config, method=method, lora_rank=lora_rank, epochs=epochs,
+                finetune=True, **kwargs)
 
 
 def finetune(*, model=None, hf_config=None, method="lora", lora_rank=None, epochs=None, **kwargs):
     """`gpuplan finetune`: `train` from a checkpoint, full or with LoRA/QLoRA adapters."""
-    if model is None and hf_config is None:
-        raise GpuplanError("model", None, "fine-tuning starts from a model: give --model NAME or --hf-config PATH")
-    return train(model=model, hf_config=hf_config, method=method, lora_rank=lora_rank, epochs=epochs,
-                 finetune=True, **kwargs)
+    return train(**finetune_kwargs(model=model, hf_config=hf_config, method=method, lora_rank=lora_rank,
+                                   epochs=epochs, **kwargs))
 
 
 def _space(limits, precisions, owned, acqs, gpu_ids, amortize):
@@ -328,13 +365,26 @@ def parse_tokens(field: str, value) -> int:
     return parse_int(field, re.sub(r"\s*(tokens?|tok)$", "", text))
 
 
-def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
-          prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
-          horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
-          providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
-          time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None):
-    """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
-    fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
+@dataclass
+class ServeQuery:
+    """What `serve` solves (no fixed --gpu): the workload, the limits and the search space."""
+
+    workload: object
+    limits: object
+    space: object
+    objective: str
+    top: int
+    time_limit_s: float
+
+
+def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
+                prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
+                horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
+                providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5,
+                amortize=False, time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None,
+                headroom=None):
+    """Parse and check `serve`'s arguments: a ServeQuery, or with --gpu the fixed configuration's
+    evaluated result (a ServeResult)."""
     from recommender import serve_planner as sp
     from recommender.formulas.serving import SERVE_PRECISIONS
     from recommender.serving import ServeWorkload
@@ -379,8 +429,24 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
                           tuple(catalog.accelerators()), precisions=precisions, kv_precision=kv,
                           owned=owned,
                           amortize=amortize, headroom=hr)
-    return sp.plan_serving(w, limits, space, objective=str(objective).lower(), top=parse_int("top", top),
-                           time_limit_s=parse_duration_s("time-limit", time_limit))
+    return ServeQuery(workload=w, limits=limits, space=space, objective=str(objective).lower(),
+                      top=parse_int("top", top), time_limit_s=parse_duration_s("time-limit", time_limit))
+
+
+def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
+          prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
+          horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
+          providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
+          time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None):
+    """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
+    fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
+    q = serve_query(**locals())
+    from recommender import serve_planner as sp
+
+    if not isinstance(q, ServeQuery):
+        return q
+    return sp.plan_serving(q.workload, q.limits, q.space, objective=q.objective, top=q.top,
+                           time_limit_s=q.time_limit_s)
 
 
 def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, providers, headroom, amortize, owned):

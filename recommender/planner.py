@@ -98,6 +98,13 @@ def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluati
     return ev
 
 
+def as_plan(job: TrainJob, row, limits: Limits, space: SearchSpace, rank: int, best) -> Plan:
+    """A chosen table row, re-checked by the one-configuration evaluator, as a ranked plan."""
+    ev = _recheck(job, row, limits, space)
+    return Plan(**(ev.model_dump() | {"acquisition": row.acquisition}), rank=rank, total_days=float(row.total_days),
+                owned_gpus=int(row.owned), vs_best=_versus(row, best))
+
+
 def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.DataFrame:
     """Objective 'compute': train as long as budget and deadline allow; tokens scale with days."""
     if limits.budget_usd is None and limits.deadline_days is None:
@@ -156,11 +163,9 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
             i = outcome.rows[0]
             row = df.iloc[i]
             row_job = job if objective != "compute" else job.model_copy(update={"tokens": float(row.max_tokens)})
-            ev = _recheck(row_job, row, limits, space)
             if best is None:
                 best = row
-            plans.append(Plan(**(ev.model_dump() | {"acquisition": row.acquisition}), rank=len(plans) + 1, total_days=float(row.total_days),
-                              owned_gpus=int(row.owned), vs_best=_versus(row, best)))
+            plans.append(as_plan(row_job, row, limits, space, len(plans) + 1, best))
             same = np.ones(len(df), dtype=bool)
             for k in key:
                 same &= (df[k] == row[k]).values

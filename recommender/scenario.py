@@ -207,15 +207,32 @@ class Scenario(Section):
             return "finetune", kw | fields
         return "train", kw | fields
 
+    def typed(self) -> tuple[str, dict]:
+        """`call()` with quantities as text, as a person types them on the command line."""
+        fn, kw = self.call()
+        return fn, {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                    for k, v in kw.items() if v is not None}
+
     def run(self):
         from recommender import api
 
-        fn, kw = self.call()
-        # the API takes what a person types: quantities as text
-        kw = {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-              for k, v in kw.items() if v is not None}
+        fn, kw = self.typed()
         with self.overrides():
             return fn, getattr(api, fn)(**kw)
+
+    def pareto(self, metric: str = "e2e"):
+        """The exact cost-vs-time (training) or cost-vs-latency (serving) frontier of this scenario."""
+        from recommender import api, pareto
+
+        fn, kw = self.typed()
+        with self.overrides():
+            if fn == "serve":
+                q = api.serve_query(**kw)
+                return pareto.serve_frontier(q.workload, q.limits, q.space, metric, q.time_limit_s)
+            q = api.train_query(**(api.finetune_kwargs(**kw) if fn == "finetune" else kw))
+            if q.job is None:
+                raise GpuplanError("model", None, "the frontier needs a model: give model.preset, params or hf_config")
+            return pareto.train_frontier(q.job, q.limits, q.space, q.time_limit_s, q.notes)
 
 
 class ScenarioError(GpuplanError):

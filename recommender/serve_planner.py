@@ -123,6 +123,12 @@ def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: floa
     })
 
 
+def serve_efficiency(acc_id: str) -> float:
+    """The matmul efficiency serving uses: the catalog's (0.5 where none is listed)."""
+    eff = catalog.efficiency(acc_id)
+    return eff.matmul_efficiency if eff else 0.5
+
+
 def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     """Every fitting replica type x acquisition, priced per replica-hour over the horizon."""
     a = catalog.assumption
@@ -133,7 +139,7 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
         if acc.memory_gib is None or acc.memory_bw_gb_s is None:
             continue
         eff = catalog.efficiency(acc.id)
-        e = eff.matmul_efficiency if eff else 0.5
+        e = serve_efficiency(acc.id)
         for prec in precisions_for(acc, space.precisions):
             df = _replica_rows(w, acc, prec, kv_for(prec, space.kv_precision), headroom, e, space.max_pp)
             if df.empty:

@@ -148,6 +148,17 @@ class ServeModel:
                 break  # a time limit: keep the best found, not proven optimal
         return self._outcome(status_word, values)
 
+    def min_cost(self, enforce: set[str]) -> tuple[str, int | None]:
+        """The least fleet cost (in 1e-4 $/hour) meeting `enforce`: (status, cost or None)."""
+        m, r, lits = self._model()
+        m.minimize(sum(int(self.cost[i]) * r[i] for i in range(self.n)))
+        self._assume(m, lits, enforce)
+        s = self._solver()
+        st = s.solve(m)
+        if st == cp_model.OPTIMAL:
+            return "optimal", int(round(s.objective_value))
+        return STATUS.get(st, "unknown"), None
+
     def feasible(self, enforce: set[str], zero: np.ndarray) -> bool:
         m, r, lits = self._model(zero)
         self._assume(m, lits, enforce)
