@@ -225,6 +225,41 @@ def solve(
     (_print_serve if kind == "serve" else _print_train)(result, json_out, csv)
 
 
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
+                                                     "e.g. constraints.deadline=30d (repeatable).")]
+
+
+@app.command()
+@user_errors
+def pareto(
+    file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
+    set_: SetOpt = None,
+    latency: Annotated[str, typer.Option(help="Serving: the latency traded against cost, e2e | ttft | tpot.")] = "e2e",
+    png: Annotated[Opt, typer.Option(help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
+    plot: Annotated[bool, typer.Option(help="Write the PNG chart.")] = True,
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """The exact cost-vs-time (training) or cost-vs-latency (serving) frontier of a scenario file:
+    one CP-SAT solve per point, as a table and a PNG chart."""
+    from pathlib import Path
+
+    from recommender import report, scenario
+
+    sc = scenario.load(file, set_ or [])
+    fr = sc.pareto(latency.lower())
+    if json_out:
+        print(report.to_json(fr))
+        if csv:
+            report.frontier_frame(fr).to_csv(csv, index=False)
+    else:
+        report.render_frontier(fr, csv_path=csv)
+    if plot and fr.points:
+        path = Path(png or f"{Path(file).stem}-pareto.png")
+        path.write_bytes(report.frontier_chart(fr, sc.name or Path(file).stem))
+        print(f"chart: {path}", file=sys.stderr if json_out or csv == "-" else sys.stdout)
+
+
 @app.command()
 @user_errors
 def schema():

@@ -87,6 +87,9 @@ def train_frontier(job, limits: Limits, space: SearchSpace, time_limit_s: float 
     if df.empty:
         raise GpuplanError("model", job.model.id, "no accelerator in the search space can hold this model")
     masks = Limits.violations(limits, df, needs_price=True)
+    if masks["priced"].all():
+        raise GpuplanError("catalog.prices", ",".join(sorted(set(df.accelerator))),
+                           "a cost frontier needs prices and none of these has one; add one under catalog.prices")
     enforce = set(masks)
     pm = PlanModel(df, ordering(df, "cost"), masks, time_limit_s)
     excluded = np.zeros(len(df), dtype=bool)

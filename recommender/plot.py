@@ -156,18 +156,32 @@ def ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     return out
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2 and 5 x 10^k from the one at or below lo to the one at or above hi."""
+    vals = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+            for m in (1, 2, 5)]
+    below = max(v for v in vals if v <= lo * (1 + 1e-12))
+    above = min(v for v in vals if v >= hi * (1 - 1e-12))
+    return [v for v in vals if below <= v <= above]
+
+
 class Axes:
-    """Maps data to pixels inside the plot area."""
+    """Maps data to pixels inside the plot area; y on a log scale when it spans more than 20x."""
 
     def __init__(self, xs, ys, box: tuple[int, int, int, int]):
         self.x0, self.y0, self.x1, self.y1 = box
         self.xt = ticks(min(xs), max(xs))
-        self.yt = ticks(min(ys), max(ys))
+        self.logy = min(ys) > 0 and max(ys) / min(ys) > 20
+        self.yt = log_ticks(min(ys), max(ys)) if self.logy else ticks(min(ys), max(ys))
+
+    def _fy(self, y: float) -> float:
+        if self.logy:
+            return (math.log10(y) - math.log10(self.yt[0])) / (math.log10(self.yt[-1]) - math.log10(self.yt[0]))
+        return (y - self.yt[0]) / (self.yt[-1] - self.yt[0])
 
     def px(self, x: float, y: float) -> tuple[int, int]:
         fx = (x - self.xt[0]) / (self.xt[-1] - self.xt[0])
-        fy = (y - self.yt[0]) / (self.yt[-1] - self.yt[0])
-        return (round(self.x0 + fx * (self.x1 - self.x0)), round(self.y1 - fy * (self.y1 - self.y0)))
+        return (round(self.x0 + fx * (self.x1 - self.x0)), round(self.y1 - self._fy(y) * (self.y1 - self.y0)))
 
 
 def frontier_png(xs: list[float], ys: list[float], xlabel: str, ylabel: str, title: str,
@@ -188,7 +202,7 @@ def frontier_png(xs: list[float], ys: list[float], xlabel: str, ylabel: str, tit
     c.line(x0, y1, x1, y1, BLACK, 2)
     c.line(x0, y0, x0, y1, BLACK, 2)
     c.text((x0 + x1) // 2, height - 36, xlabel, anchor="center")
-    c.text(x0, 30, ylabel)
+    c.text(x0, 30, ylabel + (" (log scale)" if ax.logy else ""))
     c.text(width // 2, 8, title, anchor="center")
     # the staircase: least cost at a bound x stays at a point's cost until the next slower point
     pts = sorted(zip(xs, ys))

@@ -220,3 +220,56 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
                 f"KV cache per GPU (max batch {pt.max_batch}); "
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))
+
+
+def frontier_frame(fr) -> pd.DataFrame:
+    rows = []
+    base = fr.points[0].cost_usd if fr.points else None
+    for pt in fr.points:
+        p = pt.plan
+        vs = "cheapest" if pt.point == 1 else f"{pt.cost_usd / base - 1:+.0%} cost"
+        if fr.kind == "train":
+            rows.append({"#": pt.point, "days": round(pt.days, 1), "cost": fmt_usd(pt.cost_usd), "vs #1": vs,
+                         "accelerator": p.accelerator, "GPUs": p.count, "TPxPPxDP": f"{p.tp}x{p.pp}x{p.dp}",
+                         "acquisition": p.acquisition.replace("_", "-") + (f" {p.provider}" if p.provider and
+                                                                           p.acquisition not in ("buy", "owned")
+                                                                           else ""),
+                         "prec": p.precision})
+        else:
+            rows.append({"#": pt.point, f"{fr.metric} ms": round(pt.latency_ms, 1),
+                         "$/h": fmt_usd(pt.cost_per_hour_usd), "horizon": fmt_usd(pt.cost_usd), "vs #1": vs,
+                         "GPUs": p.count, "fleet": pt.summary})
+    return pd.DataFrame(rows)
+
+
+METRIC_LABEL = {"days": "days to finish", "e2e": "end-to-end latency (ms)", "ttft": "time to first token (ms)",
+                "tpot": "time per output token (ms)"}
+
+
+def frontier_chart(fr, title: str) -> bytes:
+    """The frontier as a PNG (recommender.plot): cost against days or latency."""
+    from recommender import plot
+
+    if fr.kind == "train":
+        xs, ys = [p.days for p in fr.points], [p.cost_usd for p in fr.points]
+        ylabel, fx = "cost of the run", (lambda v: f"{v:g}")
+    else:
+        xs, ys = [p.latency_ms for p in fr.points], [p.cost_per_hour_usd for p in fr.points]
+        ylabel, fx = "cost per hour", (lambda v: f"{v:,.0f}")
+    png, _ = plot.frontier_png(xs, ys, METRIC_LABEL[fr.metric], ylabel, title, fx, fmt_usd)
+    return png
+
+
+def render_frontier(fr, csv_path: str | None = None) -> None:
+    c = console()
+    what = "cost vs days" if fr.kind == "train" else f"cost vs {fr.metric} latency"
+    c.print(f"[bold]status: {fr.status}[/bold]; exact {what} frontier: {len(fr.points)} points, "
+            f"{fr.solves} CP-SAT solves over {fr.candidates:,} candidates; {fr.solve_seconds:.2f} s")
+    if fr.points:
+        render_frame(frontier_frame(fr), csv_path=csv_path)
+        c.print("Each point is the least cost at its bound on "
+                + ("days" if fr.kind == "train" else f"{fr.metric}") + "; no point is cheaper and faster than another.")
+    else:
+        c.print("No plan meets the scenario's limits: `gpuplan solve FILE` names the conflict and the fixes.")
+    for n in fr.notes:
+        c.print(f"[yellow]note:[/yellow] {n}")
