@@ -231,6 +231,36 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the fil
 
 @app.command()
 @user_errors
+def whatif(
+    file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
+    vary: Annotated[list[str], typer.Option(help="name=v1,v2,...: a setting and its values (repeatable; the grid "
+                                            "is every combination). Names: deadline, budget, tokens, gpus "
+                                            "('+' joins list items), ..., a path, or price.GPU.TIER.")],
+    set_: SetOpt = None,
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """A scenario file over a grid of edits: one row per scenario, its best plan and what changed."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recommender import report, whatif as wf
+
+    with Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("grid", total=None)
+        result = wf.run(file, vary, set_ or [], progress=lambda done, total: bar.update(task, completed=done,
+                                                                                         total=total))
+    if json_out:
+        print(report.to_json(result))
+        if csv:
+            report.whatif_frame(result).to_csv(csv, index=False)
+    else:
+        report.render_whatif(result, csv_path=csv)
+
+
+@app.command()
+@user_errors
 def pareto(
     file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
     set_: SetOpt = None,

@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recommender.units import fmt_count, fmt_usd
@@ -106,8 +107,10 @@ def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None)
         t.add_column(str(col), no_wrap=True)
     for row in df.itertuples(index=False):
         t.add_row(*["" if (v is None or (isinstance(v, float) and pd.isna(v))) else
-                    (f"{v:g}" if isinstance(v, float) else str(v)) for v in row])
-    console().print(t)
+                    (f"{v:g}" if isinstance(v, float) else escape(str(v))) for v in row])
+    c = console()
+    need = Console(width=4000).measure(t).maximum
+    (c if need <= c.width else Console(soft_wrap=False, width=need)).print(t)
 
 
 def train_frame(result) -> pd.DataFrame:
@@ -273,3 +276,29 @@ def render_frontier(fr, csv_path: str | None = None) -> None:
         c.print("No plan meets the scenario's limits: `gpuplan solve FILE` names the conflict and the fixes.")
     for n in fr.notes:
         c.print(f"[yellow]note:[/yellow] {n}")
+
+
+def whatif_frame(wi) -> pd.DataFrame:
+    rows = []
+    for r in wi.rows:
+        row = {"#": r.scenario}
+        for path in wi.varied:
+            row[path.split(".")[-1] if not path.startswith("price.") else path] = r.values.get(path, "")
+        row["status"] = r.status
+        row["best plan"] = r.summary
+        if wi.kind == "train":
+            row["days"] = None if r.days is None else round(r.days, 1)
+            row["cost"] = None if r.cost_usd is None else fmt_usd(r.cost_usd)
+        else:
+            row["e2e ms"] = None if r.e2e_ms is None else round(r.e2e_ms)
+            row["$/h"] = None if r.cost_per_hour_usd is None else fmt_usd(r.cost_per_hour_usd)
+        row["vs base"] = r.vs_base
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render_whatif(wi, csv_path: str | None = None) -> None:
+    c = console()
+    c.print(f"[bold]{len(wi.rows) - 1} scenarios[/bold] + the base ({wi.file} as written); varied: "
+            f"{', '.join(wi.varied)}; {wi.seconds:.1f} s; cost and time changes are against the base")
+    render_frame(whatif_frame(wi), csv_path=csv_path)

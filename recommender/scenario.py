@@ -130,10 +130,11 @@ class CustomAccelerator(Section):
 
 
 class Price(Section):
-    """A negotiated cloud price: replaces the catalog's for the same GPU, provider and tier."""
+    """A negotiated cloud price: replaces the catalog's for the same GPU, provider and tier; with no
+    provider, every listed provider's price for that GPU and tier ("what if H100 spot is $1.80")."""
 
     gpu: str
-    provider: str
+    provider: str | None = None
     tier: Literal["on_demand", "spot", "reserved"] = "on_demand"
     usd_per_gpu_hour: float = Field(gt=0)
 
@@ -173,10 +174,16 @@ class Scenario(Section):
                 buys.append(PurchasePrice(accelerator=c.id, price_usd_per_gpu=c.purchase_usd_per_gpu,
                                           basis="gpu_only", source=c.source, as_of=today))
         with catalog.overrides(accelerators=accs, efficiencies=effs):
-            for p in self.catalog.prices:
-                prices.append(CloudPrice(accelerator=catalog.accelerator(p.gpu).id, provider=p.provider,
-                                         tier=p.tier, price_usd_per_gpu_hour=p.usd_per_gpu_hour,
-                                         source="negotiated price (scenario file)", as_of=today))
+            for i, p in enumerate(self.catalog.prices):
+                acc_id = catalog.accelerator(p.gpu).id
+                listed = [r for r in catalog.prices_for(acc_id) if r.tier == p.tier]
+                if p.provider is None and not listed:
+                    raise ScenarioError(f"catalog.prices[{i}].provider", None, f"no provider lists {acc_id} "
+                                        f"{p.tier}; name the provider the price is from")
+                same = [dict(provider=r.provider, region=r.region, term_months=r.term_months) for r in listed]
+                for where in (same if p.provider is None else [dict(provider=p.provider)]):
+                    prices.append(CloudPrice(accelerator=acc_id, tier=p.tier, price_usd_per_gpu_hour=p.usd_per_gpu_hour,
+                                             source="negotiated price (scenario file)", as_of=today, **where))
         return catalog.overrides(accelerators=accs, cloud_prices=prices, purchase_prices=buys, efficiencies=effs,
                                  exclude_providers=self.catalog.exclude_providers)
 
@@ -240,10 +247,30 @@ class ScenarioError(GpuplanError):
 
 
 # -- loading -------------------------------------------------------------------------------------
+TIERS = ("on_demand", "spot", "reserved")
+
+
+def _set_price(doc: dict, key: str, text: str) -> None:
+    """price.GPU[.TIER][.PROVIDER]=USD: a catalog.prices entry (tier on_demand unless given)."""
+    parts = key.split(".")[1:]
+    if not 1 <= len(parts) <= 3 or (len(parts) > 1 and parts[1] not in TIERS):
+        raise GpuplanError("set", f"{key}={text}", "write a price as price.GPU[.TIER][.PROVIDER]=USD per GPU-hour, "
+                           f"TIER one of {', '.join(TIERS)}, e.g. price.h100-sxm.spot=1.80")
+    gpu, tier, provider = parts[0], parts[1] if len(parts) > 1 else "on_demand", parts[2] if len(parts) > 2 else None
+    prices = doc.setdefault("catalog", {}).setdefault("prices", [])
+    entry = {"gpu": gpu, "tier": tier, "usd_per_gpu_hour": yaml.safe_load(text.strip().lstrip("$"))}
+    if provider is not None:
+        entry["provider"] = provider
+    same = lambda e: (e.get("gpu"), e.get("tier", "on_demand"), e.get("provider")) == (gpu, tier, provider)  # noqa: E731
+    prices[:] = [e for e in prices if not (isinstance(e, dict) and same(e))] + [entry]
+
+
 def _set(doc: dict, assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise GpuplanError("set", assignment, "write it as path=value, e.g. constraints.deadline=30d")
+    if key.strip().startswith("price."):
+        return _set_price(doc, key.strip(), text)
     parts = key.strip().split(".")
     node = doc
     for p in parts[:-1]:
