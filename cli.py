@@ -215,14 +215,27 @@ def solve(
     file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
                                                       "e.g. constraints.deadline=30d (repeatable).")] = None,
+    robust: Annotated[bool, typer.Option(help="Also: how far efficiency, price and tokens (serving: demand) "
+                                         "can move before #1 changes, and to what.")] = False,
     json_out: JSON = False,
     csv: CSV = None,
 ):
     """Solve a scenario file: the same plan as the equivalent train / finetune / serve flags."""
-    from recommender import scenario
+    from recommender import report, scenario
 
-    kind, result = scenario.load(file, set_ or []).run()
-    (_print_serve if kind == "serve" else _print_train)(result, json_out, csv)
+    sc = scenario.load(file, set_ or [])
+    kind, result = sc.run()
+    if not robust:
+        (_print_serve if kind == "serve" else _print_train)(result, json_out, csv)
+        return
+    from recommender import robust as rob
+
+    rb = rob.analyse(sc, kind, result)
+    if json_out:
+        print(report.to_json({"result": result.model_dump(mode="json"), "robustness": rb.model_dump(mode="json")}))
+        return
+    (_print_serve if kind == "serve" else _print_train)(result, False, csv)
+    report.render_robust(rb)
 
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "

@@ -302,3 +302,21 @@ def render_whatif(wi, csv_path: str | None = None) -> None:
     c.print(f"[bold]{len(wi.rows) - 1} scenarios[/bold] + the base ({wi.file} as written); varied: "
             f"{', '.join(wi.varied)}; {wi.seconds:.1f} s; cost and time changes are against the base")
     render_frame(whatif_frame(wi), csv_path=csv_path)
+
+
+def robust_frame(rb) -> pd.DataFrame:
+    rows = []
+    for r in rb.rows:
+        rows.append({"input": r.what, "as written": r.base, "move": r.direction,
+                     "#1 holds to": f"x{r.holds_to:.2f} ({r.holds_to_value})",
+                     "changes at": "" if r.breaks_at is None else f"x{r.breaks_at:.2f} ({r.breaks_at_value})",
+                     "then #1 is": "(no change in range)" if r.becomes is None else r.becomes,
+                     "at": r.becomes_cost or ""})
+    return pd.DataFrame(rows)
+
+
+def render_robust(rb) -> None:
+    c = console()
+    c.print(f"[bold]Robustness of #1[/bold] ({rb.best}): each input moved alone, x0.5 to x2; "
+            f"{rb.solves} solves, {rb.seconds:.1f} s")
+    render_frame(robust_frame(rb))

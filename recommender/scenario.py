@@ -220,11 +220,12 @@ class Scenario(Section):
         return fn, {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                     for k, v in kw.items() if v is not None}
 
-    def run(self):
+    def run(self, extra: dict | None = None):
+        """Solve; `extra` is a further catalog.overrides layer on top of the file's (what-ifs)."""
         from recommender import api
 
         fn, kw = self.typed()
-        with self.overrides():
+        with self.overrides(), catalog.overrides(**(extra or {})):
             return fn, getattr(api, fn)(**kw)
 
     def pareto(self, metric: str = "e2e"):
