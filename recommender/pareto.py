@@ -77,7 +77,8 @@ def _check(status: str) -> None:
 
 
 def _train_summary(p: Plan) -> str:
-    return (f"{p.count} x {p.accelerator} {p.acquisition} (TP {p.tp} x PP {p.pp} x DP {p.dp}, {p.precision})")
+    where = f" {p.provider}" if p.provider and p.acquisition not in ("buy", "owned") else ""
+    return f"{p.count} x {p.accelerator} {p.acquisition}{where} (TP {p.tp} x PP {p.pp} x DP {p.dp}, {p.precision})"
 
 
 def train_frontier(job, limits: Limits, space: SearchSpace, time_limit_s: float = 10.0,

@@ -130,8 +130,8 @@ def _edit(sc: Scenario, **fields) -> Scenario:
     return sc.model_copy(update={"workload": sc.workload.model_copy(update=fields)})
 
 
-def analyse(sc: Scenario, kind: str, result, progress=None) -> Robustness:
-    """Each input's edges around #1 of `result` (the scenario's solve)."""
+def analyse(sc: Scenario, kind: str, result, progress=None, only: tuple[str, ...] | None = None) -> Robustness:
+    """Each input's edges around #1 of `result` (the scenario's solve); `only` some inputs."""
     if not result.plans:
         raise GpuplanError("robust", None, "the scenario has no plan to test; relax it first")
     t0 = time.perf_counter()
@@ -139,7 +139,7 @@ def analyse(sc: Scenario, kind: str, result, progress=None) -> Robustness:
     base_id = _identity(kind, result)
     one = sc.model_copy(update={"top": 1})
     solves = 0
-    inputs = _inputs(one, kind, result)
+    inputs = [i for i in _inputs(one, kind, result) if only is None or i.name in only]
     rows: list[Sensitivity] = []
 
     def solve(inp: _Input, s: float):
