@@ -418,7 +418,7 @@ def catalog_cmd(
 @user_errors
 def models(
     search: Annotated[Opt, typer.Argument(help="Only presets whose id, name or alias contains this.")] = None,
-    family: Annotated[Opt, typer.Option(help="Only this family (llama, qwen, deepseek, ...).")] = None,
+    family: Annotated[Opt, typer.Option(help="Only this family (llama, qwen2, mistral, deepseek-v3, ...).")] = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):

@@ -30,7 +30,27 @@ EXAMPLES = {
     "seed-mlu-int8": ("docs/SERVING.md", SEED + ["--ttft", "3s", "--tpot", "50ms", "--gpu", "mlu370-x8",
                                                  "--precision", "int8"]),
     "seed-mlu-strict": ("docs/SERVING.md", SEED + ["--e2e", "3s", "--gpu", "mlu370-x8", "--precision", "int4"]),
+    "guide-train": ("docs/GUIDE.md", ["train", "--model", "llama-3-8b", "--tokens", "1T", "--deadline", "14d",
+                                      "--top", "3"]),
+    "guide-finetune": ("docs/GUIDE.md", ["finetune", "--model", "llama-3-8b", "--tokens", "100M", "--method",
+                                         "qlora", "--top", "3"]),
+    "guide-evaluate": ("docs/GUIDE.md", ["evaluate", "--model", "llama-3-8b", "--tokens", "1T", "--gpu", "h100",
+                                         "--count", "64", "--tp", "2"]),
+    "guide-serve": ("docs/GUIDE.md", ["serve", "--model", "llama-3-8b", "--rate", "20rps", "--prompt", "1024",
+                                      "--output", "256", "--ttft", "500ms", "--tpot", "40ms", "--top", "3"]),
+    "guide-solve": ("docs/GUIDE.md", ["solve", "constraints/fastest-under-budget.yaml"]),
+    "guide-robust": ("docs/GUIDE.md", ["solve", "constraints/lora-finetune.yaml", "--robust"]),
+    "guide-whatif": ("docs/GUIDE.md", ["whatif", "constraints/cheapest-100b-60d.yaml", "--vary",
+                                       "deadline=30d,60d,90d", "--vary", "budget=2M,4M"]),
+    "guide-pareto-train": ("docs/GUIDE.md", ["pareto", "constraints/cheapest-100b-60d.yaml", "--png",
+                                             "docs/img/cheapest-100b-60d-pareto.png"]),
+    "guide-pareto-serve": ("docs/GUIDE.md", ["pareto", "constraints/buy-vs-cloud-3y.yaml", "--png",
+                                             "docs/img/buy-vs-cloud-3y-pareto.png"]),
+    "guide-catalog": ("docs/GUIDE.md", ["catalog", "--vendor", "amd"]),
+    "guide-models": ("docs/GUIDE.md", ["models", "--family", "qwen2"]),
+    "guide-schema": ("docs/GUIDE.md", ["schema"], 25),
 }
+ONLY = sys.argv[1:]  # names to regenerate (default: all)
 
 
 def run(args):
@@ -39,16 +59,27 @@ def run(args):
                          cwd=ROOT, check=True).stdout
     lines = [line.rstrip() for line in out.splitlines()]
     out = "\n".join(line for line in lines if line.strip())
-    return re.sub(r"; \d+\.\d\d s$", "; (solve time varies)", out, flags=re.M)
+    out = re.sub(r"; \d+\.\d\d s$", "; (solve time varies)", out, flags=re.M)
+    out = re.sub(r"; \d+\.\d s(;|$)", r"; (time varies)\1", out, flags=re.M)
+    return re.sub(r"solves, \d+\.\d s", "solves, (time varies)", out)
+
+
+def shown(out: str, head: list[int]) -> str:
+    if not head:
+        return out
+    lines = out.splitlines()
+    return "\n".join(lines[:head[0]] + ([f"... ({len(lines) - head[0]} more lines)"] if len(lines) > head[0] else []))
 
 
 def main():
-    for name, (path, args) in EXAMPLES.items():
+    for name, (path, args, *limit) in EXAMPLES.items():
+        if ONLY and name not in ONLY:
+            continue
         doc = (ROOT / path).read_text()
         start, end = f"<!-- example:{name}:start -->", f"<!-- example:{name}:end -->"
         head, rest = doc.split(start, 1)
         _, tail = rest.split(end, 1)
-        doc = head + start + "\n```\n$ gpuplan " + " ".join(args) + "\n" + run(args) + "\n```\n" + end + tail
+        doc = head + start + "\n```\n$ gpuplan " + " ".join(args) + "\n" + shown(run(args), limit) + "\n```\n" + end + tail
         (ROOT / path).write_text(doc)
 
 

@@ -175,6 +175,11 @@ def models_frame(family: str | None = None, search: str | None = None) -> pd.Dat
             "seq_len": m.seq_len, "experts": f"{m.experts_per_token}/{m.experts}" if m.is_moe else "",
             "source": m.source, "as_of": m.as_of.isoformat() if m.as_of else "",
         })
+    if not rows:
+        families = sorted({m.family.lower() for m in catalog.models().values()})
+        if family and family.lower() not in families:
+            raise GpuplanError("family", family, f"unknown family; known: {', '.join(families)}")
+        raise GpuplanError("search", search, "no preset matches")
     return pd.DataFrame(rows)
 
 

@@ -299,8 +299,8 @@ def whatif_frame(wi) -> pd.DataFrame:
 
 def render_whatif(wi, csv_path: str | None = None) -> None:
     c = console()
-    c.print(f"[bold]{len(wi.rows) - 1} scenarios[/bold] + the base ({wi.file} as written); varied: "
-            f"{', '.join(wi.varied)}; {wi.seconds:.1f} s; cost and time changes are against the base")
+    c.print(f"[bold]{len(wi.rows) - 1} scenarios[/bold] and the base (the file as written; 'vs base' compares "
+            f"with it); varied: {', '.join(wi.varied)}; {wi.seconds:.1f} s")
     render_frame(whatif_frame(wi), csv_path=csv_path)
 
 

@@ -135,3 +135,14 @@ def test_serve_bad_input_one_line_exit_2(args, needle):
 def test_serve_needs_demand():
     r = gpuplan("serve", "--model", "llama-2-7b")
     assert r.returncode == 2 and "give the demand" in r.stderr
+
+
+def test_models_unknown_family_is_one_line_not_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "models", "--family",
+                        "qwen"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        r.stderr.strip()] and "family=qwen: unknown family; known:" in r.stderr and "qwen2" in r.stderr
