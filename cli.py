@@ -158,15 +158,22 @@ def train(
     _print_train(result, json_out, csv)
 
 
-def _print_train(result, json_out: bool, csv: str | None) -> None:
+def _emit(result, frame, render, json_out: bool, csv: str | None) -> None:
+    """--json: the whole result on stdout (and the table as CSV with --csv); else the rendering."""
     from recommender import report
 
     if json_out:
         print(report.to_json(result))
         if csv:
-            report.train_frame(result).to_csv(csv, index=False)
+            frame(result).to_csv(csv, index=False)
     else:
-        report.render_train(result, csv_path=csv)
+        render(result, csv_path=csv)
+
+
+def _print_train(result, json_out: bool, csv: str | None) -> None:
+    from recommender import report
+
+    _emit(result, report.train_frame, report.render_train, json_out, csv)
 
 
 @app.command()
@@ -264,12 +271,7 @@ def whatif(
         task = bar.add_task("grid", total=None)
         result = wf.run(file, vary, set_ or [], progress=lambda done, total: bar.update(task, completed=done,
                                                                                          total=total))
-    if json_out:
-        print(report.to_json(result))
-        if csv:
-            report.whatif_frame(result).to_csv(csv, index=False)
-    else:
-        report.render_whatif(result, csv_path=csv)
+    _emit(result, report.whatif_frame, report.render_whatif, json_out, csv)
 
 
 @app.command()
@@ -291,12 +293,7 @@ def pareto(
 
     sc = scenario.load(file, set_ or [])
     fr = sc.pareto(latency.lower())
-    if json_out:
-        print(report.to_json(fr))
-        if csv:
-            report.frontier_frame(fr).to_csv(csv, index=False)
-    else:
-        report.render_frontier(fr, csv_path=csv)
+    _emit(fr, report.frontier_frame, report.render_frontier, json_out, csv)
     if plot and fr.points:
         path = Path(png or f"{Path(file).stem}-pareto.png")
         path.write_bytes(report.frontier_chart(fr, sc.name or Path(file).stem))
@@ -373,12 +370,7 @@ def serve(
 def _print_serve(result, json_out: bool, csv: str | None) -> None:
     from recommender import report
 
-    if json_out:
-        print(report.to_json(result))
-        if csv:
-            report.serve_frame(result).to_csv(csv, index=False)
-    else:
-        report.render_serve(result, csv_path=csv)
+    _emit(result, report.serve_frame, report.render_serve, json_out, csv)
 
 
 @app.command("catalog")
