@@ -41,6 +41,10 @@ TopOpt = Annotated[str, typer.Option(help="How many ranked plans.")]
 DiverseOpt = Annotated[bool, typer.Option(help="The best plan per accelerator type.")]
 AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life.")]
 TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
+# scenario-file commands
+FileArg = Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
+                                                     "e.g. constraints.deadline=30d (repeatable).")]
 
 
 def user_errors(fn):
@@ -219,9 +223,8 @@ def finetune(
 @app.command()
 @user_errors
 def solve(
-    file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
-                                                      "e.g. constraints.deadline=30d (repeatable).")] = None,
+    file: FileArg,
+    set_: SetOpt = None,
     robust: Annotated[bool, typer.Option(help="Also: how far efficiency, price and tokens (serving: demand) "
                                          "can move before #1 changes, and to what.")] = False,
     json_out: JSON = False,
@@ -245,14 +248,10 @@ def solve(
     report.render_robust(rb)
 
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
-                                                     "e.g. constraints.deadline=30d (repeatable).")]
-
-
 @app.command()
 @user_errors
 def whatif(
-    file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
+    file: FileArg,
     vary: Annotated[list[str], typer.Option(help="name=v1,v2,...: a setting and its values (repeatable; the grid "
                                             "is every combination). Names: deadline, budget, tokens, gpus "
                                             "('+' joins list items), ..., a path, or price.GPU.TIER.")],
@@ -277,7 +276,7 @@ def whatif(
 @app.command()
 @user_errors
 def pareto(
-    file: Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")],
+    file: FileArg,
     set_: SetOpt = None,
     latency: Annotated[str, typer.Option(help="Serving: the latency traded against cost, e2e | ttft | tpot.")] = "e2e",
     png: Annotated[Opt, typer.Option(help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
