@@ -38,12 +38,11 @@ from pydantic import BaseModel
 from recommender import catalog
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError
-from recommender.planner import Plan, as_plan
+from recommender.planner import Plan, as_plan, plan_summary
 from recommender.serve_planner import (ServeLimits, ServePlan, ServeSpace, _fleet_plan, _Query, _recheck,
-                                       replica_table, serve_efficiency)
+                                       fleet_summary, replica_table, serve_efficiency)
 from recommender.serving import HOURS_PER_DAY, ServeWorkload, meets, serving_terms
 from recommender.solver import Limits, PlanModel, ordering
-from recommender.units import fmt_usd
 
 METRICS = ("e2e", "ttft", "tpot")
 
@@ -76,11 +75,6 @@ def _check(status: str) -> None:
                            "raise --time-limit")
 
 
-def _train_summary(p: Plan) -> str:
-    where = f" {p.provider}" if p.provider and p.acquisition not in ("buy", "owned") else ""
-    return f"{p.count} x {p.accelerator} {p.acquisition}{where} (TP {p.tp} x PP {p.pp} x DP {p.dp}, {p.precision})"
-
-
 def train_frontier(job, limits: Limits, space: SearchSpace, time_limit_s: float = 10.0,
                    notes: list[str] | None = None) -> Frontier:
     t0 = time.perf_counter()
@@ -108,7 +102,7 @@ def train_frontier(job, limits: Limits, space: SearchSpace, time_limit_s: float 
         first = row if first is None else first
         plan = as_plan(job, row, limits, space, len(points) + 1, first)
         points.append(FrontierPoint(point=len(points) + 1, cost_usd=float(row.cost), days=float(row.total_days),
-                                    summary=_train_summary(plan), plan=plan))
+                                    summary=plan_summary(plan), plan=plan))
         # epsilon: strictly fewer days than this point
         excluded |= df.total_days.values >= row.total_days
     return Frontier(kind="train", metric="days", status=status, points=points, solves=solves,
@@ -241,7 +235,7 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
         points.append(FrontierPoint(point=len(points) + 1, cost_usd=plan.horizon_cost_usd,
                                     cost_per_hour_usd=plan.cost_per_hour_usd,
                                     latency_ms=float(curves.values[lo]) * 1e3,
-                                    summary=_serve_summary(plan), plan=plan))
+                                    summary=fleet_summary(plan), plan=plan))
         if lo == 0:
             break
         hi = lo - 1
@@ -259,15 +253,3 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
                      "latency falls (response-time law): each point is priced at its own demand")
     return Frontier(kind="serve", metric=metric, status="optimal" if points else "infeasible", points=points,
                     solves=solves, solve_seconds=time.perf_counter() - t0, candidates=len(priced), notes=notes)
-
-
-def _serve_summary(p: ServePlan) -> str:
-    return " + ".join(f"{pt.replicas} x {pt.accelerator} {pt.acquisition} (TP {pt.tp}"
-                      + (f" x PP {pt.pp}" if pt.pp > 1 else "") + f", {pt.precision}, batch {pt.batch})"
-                      for pt in p.parts)
-
-
-def describe(point: FrontierPoint, kind: str) -> str:
-    if kind == "train":
-        return f"{fmt_usd(point.cost_usd)}, {point.days:,.1f} days"
-    return f"{fmt_usd(point.cost_per_hour_usd)}/h, {point.latency_ms:,.0f} ms"

@@ -105,6 +105,12 @@ def as_plan(job: TrainJob, row, limits: Limits, space: SearchSpace, rank: int, b
                 owned_gpus=int(row.owned), vs_best=_versus(row, best))
 
 
+def plan_summary(p: Plan) -> str:
+    """A ranked plan in one line: GPUs, accelerator, how they are had, layout, precision."""
+    where = f" {p.provider}" if p.provider and p.acquisition not in ("buy", "owned") else ""
+    return f"{p.count} x {p.accelerator} {p.acquisition}{where} (TP {p.tp} x PP {p.pp} x DP {p.dp}, {p.precision})"
+
+
 def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.DataFrame:
     """Objective 'compute': train as long as budget and deadline allow; tokens scale with days."""
     if limits.budget_usd is None and limits.deadline_days is None:

@@ -28,7 +28,8 @@ from pydantic import BaseModel
 
 from recommender import catalog
 from recommender.errors import GpuplanError
-from recommender.pareto import _serve_summary, _train_summary
+from recommender.planner import plan_summary
+from recommender.serve_planner import fleet_summary
 from recommender.scenario import Scenario
 from recommender.units import fmt_count, fmt_usd, parse_count, parse_rate_per_s
 
@@ -70,8 +71,8 @@ def _summary(kind: str, result) -> tuple[str, str]:
         return "no plan (infeasible)", ""
     p = result.plans[0]
     if kind == "serve":
-        return _serve_summary(p), f"{fmt_usd(p.cost_per_hour_usd)}/h"
-    return _train_summary(p), f"{fmt_usd(p.cost_usd)}, {p.total_days:,.1f} days"
+        return fleet_summary(p), f"{fmt_usd(p.cost_per_hour_usd)}/h"
+    return plan_summary(p), f"{fmt_usd(p.cost_usd)}, {p.total_days:,.1f} days"
 
 
 class _Input:

@@ -574,6 +574,13 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
                        explanation=explanation, notes=notes, candidates=len(full), replica_types=len(df))
 
 
+def fleet_summary(p: ServePlan) -> str:
+    """A fleet in one line: replicas x accelerator, how they are had, TP/PP, precision, batch, per part."""
+    return " + ".join(f"{pt.replicas} x {pt.accelerator} {pt.acquisition} (TP {pt.tp}"
+                      + (f" x PP {pt.pp}" if pt.pp > 1 else "") + f", {pt.precision}, batch {pt.batch})"
+                      for pt in p.parts)
+
+
 def _versus(fig: dict, best: dict) -> str:
     if fig is best:
         return "best"

@@ -20,10 +20,9 @@ import yaml
 from pydantic import BaseModel
 
 from recommender.errors import GpuplanError, did_you_mean
-from recommender.pareto import _serve_summary, _train_summary
-from recommender.planner import Plan
+from recommender.planner import Plan, plan_summary
 from recommender.scenario import Constraints, ModelSection, Scenario, Workload, load
-from recommender.serve_planner import ServePlan
+from recommender.serve_planner import ServePlan, fleet_summary
 
 SECTIONS = (("constraints", Constraints), ("workload", Workload), ("model", ModelSection))
 ALIASES = {"power": "power_kw", "gpu": "gpus", "vendor": "vendors", "provider": "providers",
@@ -116,9 +115,9 @@ def _figures(kind: str, result):
         return None
     p = result.plans[0]
     if kind == "serve":
-        return dict(summary=_serve_summary(p), cost_usd=p.horizon_cost_usd, cost_per_hour_usd=p.cost_per_hour_usd,
+        return dict(summary=fleet_summary(p), cost_usd=p.horizon_cost_usd, cost_per_hour_usd=p.cost_per_hour_usd,
                     e2e_ms=p.e2e_ms, plan=p)
-    return dict(summary=_train_summary(p), cost_usd=p.cost_usd, days=p.total_days, plan=p)
+    return dict(summary=plan_summary(p), cost_usd=p.cost_usd, days=p.total_days, plan=p)
 
 
 def _change(x: float) -> str:
@@ -168,10 +167,9 @@ def run(file: str, vary: list[str], sets: list[str] = (), progress=None) -> What
         raise GpuplanError("vary", "workload.kind", "a grid mixes training and serving; vary one kind at a time")
     rows: list[WhatIfRow] = []
     base = None
-    kind = "train"
+    kind = "serve" if scenarios[0][2].workload.kind == "serve" else "train"
     for n, (name, values, sc) in enumerate(scenarios):
-        kind, result = sc.model_copy(update={"top": 1}).run()
-        kind = "serve" if kind == "serve" else "train"
+        _, result = sc.model_copy(update={"top": 1}).run()
         fig = _figures(kind, result)
         if name == "base":
             base = fig
