@@ -41,6 +41,8 @@ TopOpt = Annotated[str, typer.Option(help="How many ranked plans.")]
 DiverseOpt = Annotated[bool, typer.Option(help="The best plan per accelerator type.")]
 AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life.")]
 TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
+CurrencyOpt = Annotated[str, typer.Option(help="Show money in USD | CNY | EUR (dated rates, catalog/fx.yaml); "
+                                              "plain budgets are read in it too. JSON stays in USD.")]
 # scenario-file commands
 FileArg = Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
@@ -56,6 +58,11 @@ def user_errors(fn):
 
         from recommender.errors import GpuplanError
         try:
+            if "currency" in kwargs:
+                from recommender import money
+
+                with money.shown_in(kwargs["currency"]):
+                    return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except GpuplanError as exc:
             print(f"gpuplan: error: {exc}", file=sys.stderr)
@@ -101,6 +108,7 @@ def evaluate(
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
     epochs: EpochsOpt = None,
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
 ):
     """Memory, time and cost of ONE fixed training or fine-tuning configuration, fully explained."""
@@ -147,6 +155,7 @@ def train(
     diverse: DiverseOpt = False,
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -206,6 +215,7 @@ def finetune(
     diverse: DiverseOpt = False,
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -227,6 +237,7 @@ def solve(
     set_: SetOpt = None,
     robust: Annotated[bool, typer.Option(help="Also: how far efficiency, price and tokens (serving: demand) "
                                          "can move before #1 changes, and to what.")] = False,
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -256,6 +267,7 @@ def whatif(
                                             "is every combination). Names: deadline, budget, tokens, gpus "
                                             "('+' joins list items), ..., a path, or price.GPU.TIER.")],
     set_: SetOpt = None,
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -281,6 +293,7 @@ def pareto(
     latency: Annotated[str, typer.Option(help="Serving: the latency traded against cost, e2e | ttft | tpot.")] = "e2e",
     png: Annotated[Opt, typer.Option(help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
     plot: Annotated[bool, typer.Option(help="Write the PNG chart.")] = True,
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -349,6 +362,7 @@ def serve(
     replicas: Annotated[Opt, typer.Option(help="Fixed configuration: replicas (default: enough for the demand).")] = None,
     batch: Annotated[Opt, typer.Option(help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -378,6 +392,7 @@ def catalog_cmd(
     gpu: Annotated[Opt, typer.Argument(help="Show one accelerator in full, with every price.")] = None,
     vendor: Annotated[Opt, typer.Option(help="Only this vendor (nvidia, amd, google, intel, ...).")] = None,
     min_memory: Annotated[Opt, typer.Option(help="Only accelerators with at least this many GiB.")] = None,
+    currency: CurrencyOpt = "USD",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -403,6 +418,74 @@ def catalog_cmd(
     else:
         report.render_frame(df.drop(columns=["source"]), title="Accelerators (dense peaks; sources: --json or "
                                                                 "`gpuplan catalog ID`)", csv_path=csv)
+
+
+prices_app = typer.Typer(help="The cloud and purchase prices in use, with their age; import a fresh "
+                                "SkyPilot catalog.", no_args_is_help=False)
+app.add_typer(prices_app, name="prices")
+
+
+@prices_app.callback(invoke_without_command=True)
+@user_errors
+def prices_cmd(
+    ctx: typer.Context,
+    gpu: Annotated[Opt, typer.Option(help="Only this accelerator.")] = None,
+    provider: Annotated[Opt, typer.Option(help="Only this provider (or 'purchase').")] = None,
+    tier: Annotated[Opt, typer.Option(help="Only this tier: cloud, spot, reserved, serverless, buy.")] = None,
+    currency: CurrencyOpt = "USD",
+    json_out: JSON = False,
+    csv: CSV = None,
+):
+    """List the prices in use (newest per provider and tier), with their date and age."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import pandas as pd
+
+    from recommender import api, money, prices, report
+
+    rows = api.prices_in_use(gpu, provider, tier)
+    if json_out:
+        print(report.to_json(rows))
+        return
+    df = pd.DataFrame(rows)
+    sym = money.symbol()
+    df[f"{sym}/GPU-h"] = [None if pd.isna(x) else round(money.in_display(x), 4)
+                          for x in df["price_usd_per_gpu_hour"]]
+    if "price_usd_per_gpu" in df:
+        df[f"{sym}/GPU"] = [None if pd.isna(x) else round(money.in_display(x)) for x in df["price_usd_per_gpu"]]
+    df["stale"] = ["yes" if a > prices.STALE_DAYS else "" for a in df["age_days"]]
+    keep = [c for c in ["accelerator", "provider", "tier", "region", "term_months", f"{sym}/GPU-h", f"{sym}/GPU",
+                        "published", "as_of", "age_days", "stale", "origin"] if c in df]
+    report.render_frame(df[keep], title=f"Prices in use ({len(df)} rows; older than {prices.STALE_DAYS} days "
+                                        "marked stale; sources: --json)", csv_path=csv)
+    note = money.rate_note()
+    if note:
+        report.console().print(f"note: {note}")
+
+
+@prices_app.command("import")
+@user_errors
+def prices_import(
+    path: Annotated[str, typer.Argument(help="A SkyPilot vms.csv, or a folder of <cloud>/vms.csv.")],
+    as_of: Annotated[Opt, typer.Option(help="The prices' date, YYYY-MM-DD (default: the file's date).")] = None,
+    region: Annotated[Optional[list[str]], typer.Option(help="Only these regions (glob, repeatable); "
+                                                             "default the cheapest region.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be imported; write nothing.")] = False,
+    json_out: JSON = False,
+):
+    """Import SkyPilot-layout price CSVs into your price file ($GPUPLAN_HOME/prices.csv), which every
+    command then uses over the shipped snapshot."""
+    import pandas as pd
+
+    from recommender import api, report
+
+    rows, target = api.import_prices(path, as_of, region, dry_run)
+    if json_out:
+        print(report.to_json({"written": target, "rows": rows}))
+        return
+    report.render_frame(pd.DataFrame(rows).drop(columns=["source", "term_months"]),
+                        title=f"{len(rows)} prices read from {path}")
+    report.console().print(f"written to {target}" if target else "dry run: nothing written")
 
 
 @app.command()

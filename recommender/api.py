@@ -15,7 +15,9 @@ from recommender.units import parse_count, parse_int
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022 (arXiv 2203.15556), Table 3: ~20 tokens/param
 ACQUISITIONS = {"cloud": "on_demand", "on-demand": "on_demand", "on_demand": "on_demand",
-                "ondemand": "on_demand", "spot": "spot", "reserved": "reserved", "buy": "buy"}
+                "ondemand": "on_demand", "spot": "spot", "reserved": "reserved", "serverless": "serverless",
+                "buy": "buy"}
+ACQUISITION_HELP = "must be one of cloud, spot, reserved, serverless, buy"
 RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 
@@ -45,6 +47,24 @@ def build_model(model: str | None = None, params: str | float | None = None,
 METHODS = ("full", "lora", "qlora")
 
 
+def default_seq_len(spec: ModelSpec, finetune: bool) -> tuple[int, str]:
+    """The training sequence length when none is given: the preset's published pre-training length
+    (not its maximum context), or for fine-tuning 4,096 tokens (Llama 2's SFT length); never above
+    the model's context. Returns the length and the note that says where it came from."""
+    a = catalog.assumptions()
+    if finetune:
+        seq = min(spec.seq_len, int(a["default_finetune_seq_len"].value))
+        why = "fine-tuning default (Llama 2 SFT length)"
+    elif spec.pretrain_seq_len:
+        seq = min(spec.seq_len, spec.pretrain_seq_len)
+        why = "its published pre-training length"
+    else:
+        seq = min(spec.seq_len, int(a["default_train_seq_len"].value))
+        why = "no published pre-training length: gpuplan's default"
+    ctx = f"; the model takes up to {spec.seq_len:,}" if spec.seq_len > seq else ""
+    return seq, f"sequence length {seq:,} tokens ({why}{ctx}); set it with --seq-len"
+
+
 def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, method="full", lora_rank=None,
               epochs=None, finetune=False) -> tuple[TrainJob, list[str]]:
     """A training (or, with `finetune`, fine-tuning) job: tokens x epochs, batch, method."""
@@ -65,7 +85,11 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     else:
         n_tokens = parse_count("tokens", tokens)
     n_tokens *= n_epochs
-    seq = spec.seq_len if seq_len is None else parse_int("seq-len", seq_len)
+    if seq_len is None:
+        seq, note = default_seq_len(spec, finetune)
+        notes.append(note)
+    else:
+        seq = parse_int("seq-len", seq_len)
     if global_batch is not None:
         batch = parse_count("global-batch", global_batch)
     elif finetune:
@@ -92,7 +116,7 @@ def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="s
         raise GpuplanError("precision", precision, f"must be one of {', '.join(PRECISIONS)}")
     acq = ACQUISITIONS.get(str(acquisition).lower())
     if acq is None:
-        raise GpuplanError("acquisition", acquisition, "must be one of cloud, spot, reserved, buy")
+        raise GpuplanError("acquisition", acquisition, ACQUISITION_HELP)
     if dp is not None:
         dp_ = parse_int("dp", dp)
         if count is not None and parse_int("count", count) != tp_ * pp_ * dp_:
@@ -159,6 +183,67 @@ def prices_frame(gpu: str) -> pd.DataFrame:
     return pd.DataFrame(rows + buy)
 
 
+def prices_in_use(gpu: str | None = None, provider: str | None = None, tier: str | None = None) -> list[dict]:
+    """`gpuplan prices`: every price the planner would use now (cloud rows per provider and tier,
+    the purchase price per part), with its date, age, origin and source."""
+    from datetime import date
+
+    from recommender import prices as pr
+
+    ids = [catalog.accelerator(gpu).id] if gpu else list(catalog.accelerators())
+    tiers = None if tier is None else {ACQUISITIONS.get(str(tier).lower(), str(tier).lower())}
+    if tiers and not tiers <= {"on_demand", "spot", "reserved", "serverless", "buy"}:
+        raise GpuplanError("tier", tier, ACQUISITION_HELP)
+    user = {catalog._price_key(p) for p in catalog._build(
+        catalog.CloudPrice, pr.read_rows(pr.user_file()), str(pr.user_file()))}
+    snap = {r["source"] for r in pr.read_rows(pr.SNAPSHOT)}
+    rows = []
+    for acc_id in ids:
+        for p in catalog.prices_for(acc_id):
+            origin = ("your file" if catalog._price_key(p) in user else
+                      "snapshot" if p.source in snap else "catalog")
+            rows.append(dict(accelerator=acc_id, provider=p.provider, tier=p.tier, region=p.region,
+                             term_months=p.term_months, price_usd_per_gpu_hour=p.price_usd_per_gpu_hour,
+                             published=None if p.currency == "USD" else f"{p.price:g} {p.currency}",
+                             as_of=p.as_of.isoformat(), age_days=pr.age_days(p.as_of), origin=origin,
+                             source=p.source))
+        buy = catalog.purchase_for(acc_id)
+        if buy is not None:
+            rows.append(dict(accelerator=acc_id, provider="purchase", tier="buy", region="", term_months=None,
+                             price_usd_per_gpu=buy.price_usd_per_gpu, basis=buy.basis,
+                             published=None if buy.currency == "USD" else f"{buy.price:g} {buy.currency}",
+                             as_of=buy.as_of.isoformat(), age_days=(date.today() - buy.as_of).days,
+                             origin="catalog", source=buy.source))
+    rows = [r for r in rows if (provider is None or r["provider"].lower() == provider.lower())
+            and (tiers is None or r["tier"] in tiers)]
+    if not rows:
+        raise GpuplanError("gpu" if gpu else "provider" if provider else "tier", gpu or provider or tier,
+                           "no price matches")
+    return rows
+
+
+def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) -> tuple[list[dict], str | None]:
+    """`gpuplan prices import`: SkyPilot-layout CSVs into the user's price file (or only read, with
+    dry_run). Returns the rows and the file written."""
+    from datetime import date
+
+    from recommender import prices as pr
+
+    when = None
+    if as_of is not None:
+        try:
+            when = date.fromisoformat(str(as_of))
+        except ValueError:
+            raise GpuplanError("as-of", as_of, "write the date as YYYY-MM-DD") from None
+    rows = pr.import_catalog(path, when, tuple(regions or ()))
+    if not rows:
+        raise GpuplanError("path", path, "no row names an accelerator gpuplan knows "
+                           "(catalog/skypilot_names.csv maps SkyPilot's names)")
+    if dry_run:
+        return rows, None
+    return rows, str(pr.save_user_rows(rows))
+
+
 def models_frame(family: str | None = None, search: str | None = None) -> pd.DataFrame:
     """Presets with their architecture, derived and published parameter counts, and source."""
     rows = []
@@ -217,7 +302,7 @@ def _allowed(gpus, vendors, acquisition):
         acqs = []
         for a in _split("acquisition", acquisition):
             if a.lower() not in ACQUISITIONS:
-                raise GpuplanError("acquisition", a, "must be one of cloud, spot, reserved, buy")
+                raise GpuplanError("acquisition", a, ACQUISITION_HELP)
             acqs.append(ACQUISITIONS[a.lower()])
         acqs = tuple(dict.fromkeys(acqs))
     return gpu_ids, vendor_list, acqs
@@ -432,7 +517,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         providers=None if providers is None else tuple(_split("providers", providers)), acquisitions=acqs)
     space = sp.ServeSpace(accelerators=tuple(sorted(set(gpu_ids or ()) | set(owned))) if gpu_ids else
                           tuple(catalog.accelerators()), precisions=precisions, kv_precision=kv,
-                          owned=owned,
+                          owned=owned, acquisitions=acqs or sp.ServeSpace.acquisitions,
                           amortize=amortize, headroom=hr)
     return ServeQuery(workload=w, limits=limits, space=space, objective=str(objective).lower(),
                       top=parse_int("top", top), time_limit_s=parse_duration_s("time-limit", time_limit))
@@ -470,7 +555,7 @@ def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, p
         prec = "fp16"
     acq = ACQUISITIONS.get(str(acquisition or "cloud").lower())
     if acq is None:
-        raise GpuplanError("acquisition", acquisition, "must be one of cloud, spot, reserved, buy")
+        raise GpuplanError("acquisition", acquisition, ACQUISITION_HELP)
     provider = None if providers is None else _split("providers", providers)[0]
     layout = ServeLayout(accelerator=acc.id, tp=parse_int("tp", tp or 1), pp=parse_int("pp", pp),
                          precision=prec, kv_precision=sp.kv_for(prec, kv),

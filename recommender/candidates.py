@@ -41,8 +41,9 @@ ACQUISITIONS = ("on_demand", "spot", "reserved", "buy")
 class SearchSpace:
     """What the planner may choose from. Counts: 1, 2, 4 ... up to one node, then whole nodes on
     a 1-1.5-2 series (8, 12, 16, 24, 32, 48, ...) up to max_gpus, plus max_gpus and any owned count.
-    An accelerator with no published inter-node bandwidth is limited to one node (its multi-node
-    communication cannot be timed)."""
+    An accelerator with no published inter-node bandwidth is limited to its scale-up domain (one
+    node, or an NVLink / ICI domain where a source gives one): `Accelerator.span_problem`, the rule
+    `evaluate` applies too."""
 
     accelerators: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ("bf16",)
@@ -82,13 +83,11 @@ def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.Da
     """Every valid (count, tp, pp, vp, ep, zero, recompute, micro_batch) for one accelerator."""
     m = job.model
     rows = []
-    counts = space.gpu_counts(acc.gpus_per_node or 1, owned)
-    if acc.inter_node_bw_gb_s is None:
-        counts = [c for c in counts if c <= (acc.gpus_per_node or 1)]
+    counts = [c for c in space.gpu_counts(acc.node, owned) if acc.span_problem(c) is None]
     for count, tp, pp, vp in itertools.product(counts,
                                                space.tp, space.pp, space.vp):
         if (m.heads % tp or count % (tp * pp) or pp > m.layers or (vp > 1 and (pp == 1 or m.layers % (pp * vp)))
-                or tp > (acc.gpus_per_node or 1)):
+                or tp > acc.domain):
             continue
         dp = count // (tp * pp)
         eps = [e for e in space.ep if dp % e == 0 and m.experts % e == 0] if m.is_moe else [1]
@@ -117,7 +116,6 @@ def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headro
 def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
     return (acc.peak_tflops(precision) is not None and acc.memory_gib is not None
             and (job is None or method_allows(job, precision))
-            and (acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s) is not None
             and catalog.efficiency(acc.id) is not None)
 
 

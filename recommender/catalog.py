@@ -51,9 +51,27 @@ def _accelerators() -> dict[str, Accelerator]:
     return {a.id: a for a in items}
 
 
+def _price_key(p: CloudPrice) -> tuple:
+    return (p.accelerator, p.provider.lower(), p.tier, p.term_months, p.region)
+
+
 @functools.cache
 def _cloud_prices() -> list[CloudPrice]:
-    return _build(CloudPrice, _rows("cloud_prices.csv"), "cloud_prices.csv")
+    """Hand-sourced rows, then the shipped SkyPilot snapshot, then the user's imported file: a
+    later layer's row replaces an earlier one for the same accelerator, provider, tier, term, region."""
+    from recommender import prices
+
+    layers = [_build(CloudPrice, _rows("cloud_prices.csv"), "cloud_prices.csv"),
+              _build(CloudPrice, _rows(prices.SNAPSHOT.name), prices.SNAPSHOT.name) if prices.SNAPSHOT.exists() else [],
+              _build(CloudPrice, prices.read_rows(prices.user_file()), str(prices.user_file()))]
+    out: dict[tuple, CloudPrice] = {}
+    for layer in layers:
+        mine: dict[tuple, CloudPrice] = {}
+        for p in layer:  # within a layer, dated snapshots of one key: the newest stands
+            if _price_key(p) not in mine or p.as_of >= mine[_price_key(p)].as_of:
+                mine[_price_key(p)] = p
+        out.update(mine)
+    return list(out.values())
 
 
 @functools.cache
@@ -96,7 +114,7 @@ def accelerators() -> dict[str, Accelerator]:
 
 
 def cloud_prices() -> list[CloudPrice]:
-    key = lambda p: (p.accelerator, p.provider.lower(), p.tier, p.term_months, p.region)  # noqa: E731
+    key = _price_key
     extra = [p for layer in _LAYERS for p in layer["cloud_prices"]]
     replaced = {key(p) for p in extra}
     excluded = _excluded()
@@ -174,15 +192,21 @@ def efficiency(accelerator_id: str) -> Efficiency | None:
 
 
 def prices_for(accelerator_id: str) -> list[CloudPrice]:
-    """Current cloud prices: the newest snapshot per (provider, tier, term, region)."""
-    newest: dict[tuple, CloudPrice] = {}
+    """Current cloud prices: per (provider, tier, term), the rows of the newest date (one per
+    region that date lists); an older row of the same provider and tier is superseded even where
+    its region differs."""
+    newest: dict[tuple, list[CloudPrice]] = {}
     for p in cloud_prices():
         if p.accelerator != accelerator_id:
             continue
-        key = (p.provider.lower(), p.tier, p.term_months, p.region)
-        if key not in newest or p.as_of > newest[key].as_of:
-            newest[key] = p
-    return sorted(newest.values(), key=lambda p: (p.tier, p.price_usd_per_gpu_hour, p.provider))
+        key = (p.provider.lower(), p.tier, p.term_months)
+        have = newest.get(key)
+        if have is None or p.as_of > have[0].as_of:
+            newest[key] = [p]
+        elif p.as_of == have[0].as_of:
+            have.append(p)
+    rows = [p for group in newest.values() for p in group]
+    return sorted(rows, key=lambda p: (p.tier, p.price_usd_per_gpu_hour, p.provider, p.region))
 
 
 def purchase_for(accelerator_id: str) -> PurchasePrice | None:
@@ -199,15 +223,65 @@ def lead_time_days(accelerator_id: str) -> float | None:
     return max(rows, key=lambda p: p.as_of).lead_time_days if rows else None
 
 
-def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
-    """A ModelSpec from a local Hugging Face config.json (read from disk; nothing is downloaded)."""
-    p = Path(path)
+@functools.cache
+def hf_defaults() -> dict[str, dict]:
+    """catalog/hf_defaults.yaml: what transformers assumes, per model_type, for keys a config omits."""
+    raw = yaml.safe_load((DATA_DIR / "hf_defaults.yaml").read_text())
+    return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+def _read_config(p: Path, field: str) -> dict:
+    if not p.exists():
+        raise GpuplanError(field, str(p), "file not found")
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise GpuplanError(field, str(p), "is a folder with no config.json in it")
+        p = p / "config.json"
     try:
         cfg = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise GpuplanError(field, path, "file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GpuplanError(field, path, f"not valid JSON ({exc})") from None
+        raise GpuplanError(field, str(p), f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise GpuplanError(field, str(p), f"cannot read ({exc.__class__.__name__})") from None
+    if not isinstance(cfg, dict):
+        raise GpuplanError(field, str(p), "not a Hugging Face config (a JSON object)")
+    return cfg
+
+
+def _text_part(cfg: dict) -> tuple[dict, dict]:
+    """A multimodal config's text model (its nested text_config, with the parent's tie setting if
+    the nested one has none) and the transformers defaults for its model_type."""
+    kind = str(cfg.get("model_type", ""))
+    defaults = hf_defaults().get(kind, {})
+    if isinstance(cfg.get("text_config"), dict) and (defaults.get("text_config") or "num_hidden_layers" not in cfg):
+        text = dict(cfg["text_config"])
+        text.setdefault("model_type", f"{kind}_text")
+        if "tie_word_embeddings" in cfg:
+            text.setdefault("tie_word_embeddings", cfg["tie_word_embeddings"])
+        return text, hf_defaults().get(str(text["model_type"]), {})
+    return cfg, defaults
+
+
+def _moe_layers(cfg: dict, layers: int) -> int:
+    """How many layers are mixture-of-experts: every `interleave_moe_layer_step`-th (Llama 4) or
+    `decoder_sparse_step`-th (Qwen MoE) one, less `mlp_only_layers`; after `first_k_dense_replace`
+    dense ones (DeepSeek)."""
+    step = cfg.get("interleave_moe_layer_step") or cfg.get("decoder_sparse_step") or 1
+    first = cfg.get("first_k_dense_replace") or 0
+    dense_only = set(cfg.get("mlp_only_layers") or [])
+    moe = {i for i in range(first, layers) if (i + 1) % step == 0}
+    return len(moe - dense_only)
+
+
+def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
+    """A ModelSpec from a local Hugging Face config.json (a file, or the folder holding one; read
+    from disk, nothing is downloaded). Keys the file leaves out take transformers' defaults for its
+    model_type (catalog/hf_defaults.yaml); multimodal configs are read from their text_config."""
+    p = Path(path)
+    if not str(path).strip():
+        raise GpuplanError(field, path, "give the path of a config.json")
+    top = _read_config(p, field)
+    cfg, defaults = _text_part(top)
 
     def get(*keys, default=None):
         for k in keys:
@@ -220,31 +294,38 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
     layers = get("num_hidden_layers", "n_layer", "num_layers")
     if not (hidden and heads and layers):
         raise GpuplanError(field, path, "needs hidden_size, num_attention_heads and num_hidden_layers")
-    ffn = get("intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden)
-    act = str(get("hidden_act", "activation_function", default="silu")).lower()
-    gated = act in ("silu", "swiglu", "geglu", "gelu_pytorch_tanh") or "glu" in act or (
-        cfg.get("model_type") in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "deepseek_v3",
-                                  "chatglm", "gemma", "gemma2"))
+    ffn = get("intermediate_size_mlp", "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden)
+    act = str(get("hidden_act", "hidden_activation", "activation_function", default="silu")).lower()
+    gated = bool(defaults.get("gated")) or act in ("silu", "swiglu", "geglu", "gelu_pytorch_tanh") or "glu" in act
     experts = get("n_routed_experts", "num_local_experts", "num_experts", default=0)
+    folder = p if p.is_dir() else p.parent
     spec = dict(
-        id=normalize(p.parent.name or "hf-model") or "hf-model", name=str(cfg.get("_name_or_path") or p.parent.name or p.name),
+        id=normalize(folder.name or "hf-model") or "hf-model",
+        name=str(top.get("_name_or_path") or folder.name or p.name),
         layers=layers, hidden=hidden, ffn=ffn, heads=heads,
         kv_heads=get("num_key_value_heads", "multi_query_group_num", default=heads),
-        head_dim=cfg.get("head_dim"),
+        head_dim=get("head_dim", default=defaults.get("head_dim")),
         vocab=get("vocab_size", "padded_vocab_size"),
         seq_len=get("max_position_embeddings", "seq_length", "n_positions", default=4096),
         mlp="gated" if gated else "plain",
-        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        qkv_bias=bool(get("attention_bias", "add_qkv_bias", default=cfg.get("model_type") == "qwen2")),
-        source=f"local config.json: {p}",
+        tied_embeddings=bool(get("tie_word_embeddings", default=defaults.get("tie_word_embeddings", False))),
+        qkv_bias=bool(get("attention_bias", "add_qkv_bias", default=defaults.get("qkv_bias", False))),
+        source=f"local config.json: {p}" + (f" (transformers defaults for {cfg.get('model_type')})"
+                                            if defaults else ""),
     )
+    if spec["head_dim"] is not None and spec["head_dim"] * heads == hidden:
+        spec["head_dim"] = None
     if cfg.get("multi_query_attention") is False:
         spec["kv_heads"] = heads
     if experts:
-        spec.update(experts=experts, experts_per_token=get("num_experts_per_tok", "top_k"),
-                    shared_experts=get("n_shared_experts", default=0),
-                    moe_ffn=get("moe_intermediate_size", default=ffn),
-                    dense_layers=get("first_k_dense_replace", default=0))
+        moe_ffn = get("moe_intermediate_size", default=cfg.get("intermediate_size", ffn))
+        shared = get("n_shared_experts", default=0)
+        if not shared and cfg.get("shared_expert_intermediate_size"):  # Qwen2-MoE: one wide shared expert
+            shared = max(1, round(cfg["shared_expert_intermediate_size"] / moe_ffn))
+        if not shared and str(cfg.get("model_type", "")).startswith("llama4"):
+            shared = 1  # Llama 4: one shared expert beside the routed ones in every MoE layer
+        spec.update(experts=experts, experts_per_token=get("num_experts_per_tok", "experts_per_token", "top_k"),
+                    shared_experts=shared, moe_ffn=moe_ffn, dense_layers=layers - _moe_layers(cfg, layers))
         if cfg.get("topk_group") and cfg.get("n_group", 1) > 1:
             spec["expert_node_limit"] = cfg["topk_group"]
     if cfg.get("kv_lora_rank"):
@@ -253,7 +334,7 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
                     v_head_dim=cfg["v_head_dim"])
     try:
         return ModelSpec(**spec)
-    except ValidationError as exc:
+    except (ValidationError, TypeError) as exc:
         raise GpuplanError(field, path, str(exc).splitlines()[0]) from None
 
 

@@ -70,6 +70,8 @@ class Evaluation(BaseModel):
     acquisition: str
     provider: str | None
     price_usd_per_gpu_hour: float | None
+    price_as_of: str | None = None    # the date of the price row used (cloud rate or purchase price)
+    price_source: str | None = None
     fits: bool
     memory_gib_per_gpu: float
     memory_capacity_gib: float
@@ -243,7 +245,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
         hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp,
         dp_sync_bytes=performance.sync_bytes(p.trained, zero, gb, p.frozen, fb),
         expert_sync_bytes=performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb),
-        peak_tflops=acc.peak_tflops(precision), efficiency=efficiency, gpus_per_node=acc.gpus_per_node or 1,
+        peak_tflops=acc.peak_tflops(precision), efficiency=efficiency, gpus_per_node=acc.domain,
         intra_gb_s=intra, inter_gb_s=inter, comm_efficiency=a("comm_efficiency"),
         act_bytes=4.0 if precision == "fp32" else 2.0,
         recompute=recompute, memory_bw_gb_s=acc.memory_bw_gb_s, weight_stream_bytes=stream,
@@ -267,6 +269,13 @@ class Pricing:
     usd_per_gpu_hour: float | None = None   # cloud tiers
     system_usd_per_gpu: float | None = None  # buying: GPU + its share of the server
     lead_time_days: float = 0.0
+    row: object = None  # the catalog row the price comes from (its source and as_of)
+
+    @property
+    def label(self) -> str:
+        """'h100-sxm on_demand lambda', 'b200 buy': how notes name the price row."""
+        r = self.row
+        return f"{r.accelerator} {self.acquisition}" + ("" if self.acquisition == "buy" else f" {self.provider}")
 
 
 def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | None = None) -> Pricing | None:
@@ -280,14 +289,14 @@ def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | Non
             return None
         share = 0.0 if p.basis == "system_per_gpu" else catalog.assumption("server_share_of_gpu_price")
         return Pricing("buy", "purchase", system_usd_per_gpu=p.price_usd_per_gpu * (1 + share),
-                       lead_time_days=catalog.lead_time_days(acc.id) or 0.0)
+                       lead_time_days=catalog.lead_time_days(acc.id) or 0.0, row=p)
     allowed = None if providers is None else {p.lower() for p in providers}
     rows = [p for p in catalog.prices_for(acc.id) if p.tier == acquisition
             and (allowed is None or p.provider.lower() in allowed)]
     if not rows:
         return None
     best = min(rows, key=lambda p: (p.price_usd_per_gpu_hour, p.provider))
-    return Pricing(acquisition, best.provider, usd_per_gpu_hour=best.price_usd_per_gpu_hour)
+    return Pricing(acquisition, best.provider, usd_per_gpu_hour=best.price_usd_per_gpu_hour, row=best)
 
 
 def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = False, owned=0):
@@ -328,8 +337,9 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         raise GpuplanError("gpu", acc.id, "no efficiency figure in catalog/efficiency.csv")
     if efficiency is not None:  # calibration sweeps (benchmarks/validate.py) try other values
         eff_row = eff_row.model_copy(update={"matmul_efficiency": efficiency, "calibrated": True})
-    if acc.intra_node_bw_gb_s is None and acc.inter_node_bw_gb_s is None:
-        raise GpuplanError("gpu", acc.id, "no published interconnect bandwidth; cannot time communication")
+    problem = acc.span_problem(layout.count)
+    if problem:
+        raise GpuplanError("count", layout.count, problem)
     m, L = job.model, layout
     warnings: list[str] = []
     eff = float(matmul_efficiency(eff_row.matmul_efficiency, L.precision))
@@ -341,8 +351,6 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     if effective_batch != job.global_batch_seqs:
         warnings.append(f"global batch rounded up from {job.global_batch_seqs} to {effective_batch} "
                         f"sequences (= {micro_batches} micro-batches x dp {L.dp} x {L.micro_batch})")
-    if L.count > (acc.gpus_per_node or 1) and acc.inter_node_bw_gb_s is None:
-        warnings.append(f"{acc.id}: no published inter-node bandwidth; intra-node figure used")
     total_flops = fpt.model * job.tokens
     peak = acc.peak_tflops(L.precision)
     goodput = a("goodput")
@@ -388,6 +396,8 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         zero=L.zero,
         recompute=L.recompute, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
+        price_as_of=None if price is None or owned == L.count else price.row.as_of.isoformat(),
+        price_source=None if price is None or owned == L.count else price.row.source,
         fits=fits, memory_gib_per_gpu=gib(mem.total), memory_capacity_gib=acc.memory_gib,
         memory_limit_gib=acc.memory_gib * (1 - headroom),
         memory_breakdown_gib=MemoryGiB(weights=gib(mem.weights), gradients=gib(mem.gradients),
@@ -408,7 +418,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         cost_breakdown_usd=None if job_cost_ is None else CostUSD(
             rental=job_cost_.rental, capex=job_cost_.capex, energy=job_cost_.energy,
             operations=job_cost_.operations),
-        nodes=-(-L.count // (acc.gpus_per_node or 1)),
+        nodes=-(-L.count // acc.node),
         it_power_kw=None if acc.tdp_w is None else cost.it_power_kw(L.count, acc.tdp_w),
         facility_power_kw=None if acc.tdp_w is None else cost.facility_power_kw(L.count, acc.tdp_w, a("pue")),
         warnings=warnings,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from recommender import catalog
+from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError
 from recommender.evaluate import Evaluation, evaluate
@@ -139,8 +139,9 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     if objective == "compute" and not df.empty:
         df = _compute_scaling(df, job, limits)
     if df.empty:
-        raise GpuplanError("model", job.model.id, "no accelerator in the search space can hold this model "
-                           "(try more GPUs with --max-gpus, or other accelerators)")
+        raise GpuplanError("model", job.model.id, f"no accelerator in the search space can hold this model at "
+                           f"{job.seq_len:,} tokens per sequence (activations grow with the sequence: try a "
+                           f"shorter --seq-len; or more GPUs with --max-gpus, or other accelerators)")
     needs_price = objective in ("cost", "compute") or limits.budget_usd is not None
     unpriced = sorted(set(df.accelerator[df.cost.isna()]) - set(df.accelerator[df.cost.notna()]))
     if needs_price and unpriced:
@@ -191,12 +192,15 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     if assumed:
         notes.append("efficiency assumed, not calibrated on a published run, for: " + ", ".join(assumed)
                      + " (see docs/VALIDATION.md); restrict with --gpus to compare calibrated parts")
-    single = sorted(a for a in space.accelerators if catalog.accelerator(a).inter_node_bw_gb_s is None)
-    if single:
-        notes.append("no published inter-node bandwidth, so limited to one node: " + ", ".join(single))
+    limited = [catalog.accelerator(a) for a in space.accelerators]
+    limited = sorted(f"{a.id} ({a.max_span})" for a in limited if a.max_span is not None)
+    if limited:
+        notes.append("no published inter-node bandwidth, so limited to the GPUs one scale-up domain holds: "
+                     + ", ".join(limited))
     if "fp8" in space.precisions:
         notes.append("fp8 runs matmuls at the fp8 peak with the bf16-calibrated efficiency: not calibrated "
                      "on a published fp8 run, likely optimistic")
+    notes += prices.age_notes(plans)
     if objective == "compute" and plans:
         notes.append(f"compute objective: tokens trained = what budget and deadline allow "
                      f"({plans[0].tokens:.3g} tokens)")

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recommender import money
 from recommender.units import fmt_count, fmt_usd
 
 
@@ -77,8 +78,10 @@ def render_evaluation(ev) -> None:
     cost_rows = []
     if ev.cost_usd is not None:
         cb = ev.cost_breakdown_usd
-        where = (f"{ev.provider} at ${ev.price_usd_per_gpu_hour:.2f}/GPU-h"
+        where = (f"{ev.provider} at {fmt_usd(ev.price_usd_per_gpu_hour)}/GPU-h"
                  if ev.price_usd_per_gpu_hour is not None else ev.provider or "")
+        if ev.price_as_of:
+            where += f" (price as of {ev.price_as_of})"
         cost_rows.append(("cost", fmt_usd(ev.cost_usd), where))
         for name in ("rental", "capex", "energy", "operations"):
             if getattr(cb, name):
@@ -89,7 +92,7 @@ def render_evaluation(ev) -> None:
         cost_rows.append(("power", f"{ev.it_power_kw:,.1f} kW IT", f"{ev.facility_power_kw:,.1f} kW with PUE; "
                                                                   f"{ev.nodes} nodes"))
     c.print(_kv_table("\nCost and power", cost_rows))
-    for w in ev.warnings:
+    for w in ev.warnings + [n for n in [money.rate_note()] if n]:
         c.print(f"[yellow]note:[/yellow] {w}")
 
 
@@ -144,7 +147,7 @@ def render_reasons(c: Console, result) -> None:
         for r in result.relaxations:
             t.add_row(r.constraint, r.given, r.needed, r.plan)
         c.print(t)
-    for n in result.notes:
+    for n in list(result.notes) + [n for n in [money.rate_note()] if n]:
         c.print(f"[yellow]note:[/yellow] {n}")
 
 
@@ -170,6 +173,7 @@ def _pct(x) -> str | None:
 def serve_frame(result) -> pd.DataFrame:
     """One row per plan; a mixed fleet adds one indented row per part."""
     rows = []
+    sym = money.symbol()
 
     def line(rank, p, fleet_cost=True):
         acq = p.acquisition.replace("_", "-") + ("" if not p.provider or "buy" in p.acquisition
@@ -179,9 +183,9 @@ def serve_frame(result) -> pd.DataFrame:
             "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else ""), "prec": p.precision,
             "batch": p.batch, "TTFT ms": round(p.ttft_ms), "TPOT ms": round(p.tpot_ms, 1),
             "tok/s": f"{p.tokens_per_s:,.0f}",
-            "$/h": None if p.cost_per_hour_usd is None else f"{p.cost_per_hour_usd:,.2f}",
-            "$/Mtok": (None if not fleet_cost or p.cost_per_million_tokens_usd is None
-                       else f"{p.cost_per_million_tokens_usd:,.3f}"),
+            f"{sym}/h": None if p.cost_per_hour_usd is None else f"{money.in_display(p.cost_per_hour_usd):,.2f}",
+            f"{sym}/Mtok": (None if not fleet_cost or p.cost_per_million_tokens_usd is None
+                            else f"{money.in_display(p.cost_per_million_tokens_usd):,.3f}"),
             "acquisition": acq, "GiB": round(p.memory_gib_per_gpu, 1),
             "buy b/e": _pct(p.break_even_utilization),
         }
@@ -240,7 +244,7 @@ def frontier_frame(fr) -> pd.DataFrame:
                          "prec": p.precision})
         else:
             rows.append({"#": pt.point, f"{fr.metric} ms": round(pt.latency_ms, 1),
-                         "$/h": fmt_usd(pt.cost_per_hour_usd), "horizon": fmt_usd(pt.cost_usd), "vs #1": vs,
+                         f"{money.symbol()}/h": fmt_usd(pt.cost_per_hour_usd), "horizon": fmt_usd(pt.cost_usd), "vs #1": vs,
                          "GPUs": p.count, "fleet": pt.summary})
     return pd.DataFrame(rows)
 
@@ -291,7 +295,7 @@ def whatif_frame(wi) -> pd.DataFrame:
             row["cost"] = None if r.cost_usd is None else fmt_usd(r.cost_usd)
         else:
             row["e2e ms"] = None if r.e2e_ms is None else round(r.e2e_ms)
-            row["$/h"] = None if r.cost_per_hour_usd is None else fmt_usd(r.cost_per_hour_usd)
+            row[f"{money.symbol()}/h"] = None if r.cost_per_hour_usd is None else fmt_usd(r.cost_per_hour_usd)
         row["vs base"] = r.vs_base
         rows.append(row)
     return pd.DataFrame(rows)

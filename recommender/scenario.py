@@ -120,6 +120,7 @@ class CustomAccelerator(Section):
     fp8_tflops: float | None = Field(None, gt=0)
     int8_tops: float | None = Field(None, gt=0)
     gpus_per_node: int = Field(8, gt=0)
+    scale_up_domain: int | None = Field(None, gt=0)
     intra_node_bw_gb_s: float | None = Field(None, gt=0)
     inter_node_bw_gb_s: float | None = Field(None, gt=0)
     tdp_w: float | None = Field(None, gt=0)
@@ -135,7 +136,7 @@ class Price(Section):
 
     gpu: str
     provider: str | None = None
-    tier: Literal["on_demand", "spot", "reserved"] = "on_demand"
+    tier: Literal["on_demand", "spot", "reserved", "serverless"] = "on_demand"
     usd_per_gpu_hour: float = Field(gt=0)
 
 
@@ -163,7 +164,7 @@ class Scenario(Section):
             accs.append(Accelerator(id=c.id, name=c.name or c.id, vendor=c.vendor, memory_gib=c.memory_gib,
                                     memory_bw_gb_s=c.memory_bw_gb_s, bf16_tflops=c.bf16_tflops,
                                     fp8_tflops=c.fp8_tflops, int8_tops=c.int8_tops, gpus_per_node=c.gpus_per_node,
-                                    intra_node_bw_gb_s=c.intra_node_bw_gb_s, inter_node_bw_gb_s=c.inter_node_bw_gb_s,
+                                    scale_up_domain=c.scale_up_domain, intra_node_bw_gb_s=c.intra_node_bw_gb_s, inter_node_bw_gb_s=c.inter_node_bw_gb_s,
                                     tdp_w=c.tdp_w, source=c.source, as_of=today))
             effs.append(Efficiency(accelerator=c.id, matmul_efficiency=c.matmul_efficiency, calibrated=False,
                                    basis="given in the scenario file", source=c.source, as_of=today))
@@ -248,7 +249,7 @@ class ScenarioError(GpuplanError):
 
 
 # -- loading -------------------------------------------------------------------------------------
-TIERS = ("on_demand", "spot", "reserved")
+TIERS = ("on_demand", "spot", "reserved", "serverless")
 
 
 def _set_price(doc: dict, key: str, text: str) -> None:

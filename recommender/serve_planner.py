@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from recommender import catalog
+from recommender import catalog, prices
 from recommender.errors import GpuplanError
 from recommender.evaluate import link_rates, pricing
 from recommender.formulas import cost as costf
@@ -83,16 +83,15 @@ def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: floa
                   max_pp: int) -> pd.DataFrame:
     """Every (TP, PP, batch) of one accelerator and precision whose memory fits."""
     m = w.model
-    node = acc.gpus_per_node or 1
     links = link_rates(acc)[0]
-    tps = [t for t in (1, 2, 4, 8, 16) if t <= node and m.heads % t == 0 and (t == 1 or links)]
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= acc.domain and m.heads % t == 0 and (t == 1 or links)]
     mb = lambda t, p: int(largest_fitting_batch(w, acc, precision, kv, t, p, headroom))  # noqa: E731
     pps = [1]
     if not any(mb(t, 1) >= 1 for t in tps):
         pps = []
         p = 2
         while p <= min(max_pp, m.layers):
-            span_ok = lambda t: t * p <= node or acc.inter_node_bw_gb_s  # noqa: E731
+            span_ok = lambda t: acc.span_problem(t * p) is None  # noqa: E731
             if any(span_ok(t) and mb(t, p) >= 1 for t in tps):
                 pps = [p] + ([2 * p] if 2 * p <= min(max_pp, m.layers) else [])
                 break
@@ -100,7 +99,7 @@ def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: floa
     rows = []
     for p in pps:
         for t in tps:
-            if t * p > node and not acc.inter_node_bw_gb_s:
+            if acc.span_problem(t * p):
                 continue
             bmax = mb(t, p)
             if bmax < 1:
@@ -565,6 +564,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     if any(pt.precision in ("fp8", "int8", "int4") for p in plans for pt in p.parts):
         notes.append("8- and 4-bit plans assume the quantized model meets your quality bar; "
                      "restrict with --precision bf16 if it must not be quantized")
+    notes += prices.age_notes(pt for p in plans for pt in p.parts)
     if w.users is not None:
         notes.append(f"{w.users:,} users with {w.think_time_s:g} s think time and a "
                      f"{(w.response_target_s or 0) * 1e3:,.0f} ms promised response: "

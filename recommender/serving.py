@@ -121,7 +121,7 @@ class ServeTerms:
 def bw(acc: Accelerator, span):
     """GB/s a GPU reaches inside a group of `span` GPUs (training's link rule, shared)."""
     intra, inter = link_rates(acc)
-    return performance.link_bandwidth(span, acc.gpus_per_node or 1, intra or 0.0, inter or 0.0) / sv.GB
+    return performance.link_bandwidth(span, acc.domain, intra or 0.0, inter or 0.0) / sv.GB
 
 
 def serving_terms(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, batch,
@@ -208,6 +208,8 @@ class ServePart(ServeFigures):
     tokens_per_s_per_replica: float
     requests_per_s: float
     price_usd_per_gpu_hour: float | None
+    price_as_of: str | None = None
+    price_source: str | None = None
     memory_capacity_gib: float
     memory_limit_gib: float
     memory_breakdown_gib: ServeMemoryGiB
@@ -236,14 +238,12 @@ def check_serve_layout(w: ServeWorkload, layout: ServeLayout, acc: Accelerator) 
         raise GpuplanError("precision", layout.precision, f"{acc.id} has no published {sv.MATH[layout.precision]} "
                            f"peak; use one of: {', '.join(have) or 'none'}")
     span = layout.tp * layout.pp
-    if layout.tp > (acc.gpus_per_node or 1):
-        raise GpuplanError("tp", layout.tp, f"tensor parallelism stays inside one node ({acc.gpus_per_node or 1} "
-                           f"{acc.id} per node)")
-    if span > (acc.gpus_per_node or 1) and not acc.inter_node_bw_gb_s:
-        raise GpuplanError("pp", layout.pp, f"{acc.id} has no published inter-node bandwidth; a replica must fit "
-                           f"in one node ({acc.gpus_per_node or 1} GPUs)")
-    if span > 1 and not (acc.intra_node_bw_gb_s or acc.inter_node_bw_gb_s):
-        raise GpuplanError("tp", layout.tp, f"{acc.id} has no published interconnect bandwidth")
+    if layout.tp > acc.domain:
+        raise GpuplanError("tp", layout.tp, f"tensor parallelism stays inside the scale-up domain ({acc.domain} "
+                           f"{acc.id})")
+    problem = acc.span_problem(span)
+    if problem:
+        raise GpuplanError("pp" if layout.pp > 1 else "tp", layout.pp if layout.pp > 1 else layout.tp, problem)
 
 
 TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
@@ -346,6 +346,8 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
         acquisition="owned" if own == gpus and own else acq,
         provider=None if acq in ("buy", "owned") or price is None else price.provider,
         price_usd_per_gpu_hour=None if price is None else price.usd_per_gpu_hour,
+        price_as_of=None if price is None else price.row.as_of.isoformat(),
+        price_source=None if price is None else price.row.source,
         memory_gib_per_gpu=float(mem.total) / GIB, memory_capacity_gib=acc.memory_gib,
         memory_limit_gib=acc.memory_gib * (1 - headroom),
         memory_breakdown_gib=ServeMemoryGiB(weights=float(mem.weights) / GIB, kv_cache=float(mem.kv_cache) / GIB,

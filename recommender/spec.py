@@ -15,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 Method = Literal["full", "lora", "qlora"]
 Recompute = Literal["none", "selective", "full"]
-Acquisition = Literal["on_demand", "spot", "reserved", "buy"]
-Tier = Literal["on_demand", "spot", "reserved"]
+Acquisition = Literal["on_demand", "spot", "reserved", "serverless", "buy"]
+# serverless: per-second billing of a GPU that is not held between requests (Modal, Replicate,
+# RunPod Serverless); about twice a pod's hourly rate, so it is a tier of its own, chosen only
+# when asked for.
+Tier = Literal["on_demand", "spot", "reserved", "serverless"]
+Currency = Literal["USD", "CNY", "EUR"]
 
 
 class Strict(BaseModel):
@@ -38,7 +42,10 @@ class ModelSpec(Strict):
     kv_heads: int = Field(gt=0)
     head_dim: int | None = None
     vocab: int = Field(gt=0)
-    seq_len: int = Field(gt=0)
+    seq_len: int = Field(gt=0)  # the longest context the model takes (max_position_embeddings)
+    # the sequence length of the main pre-training stage as published: the training default
+    pretrain_seq_len: int | None = Field(None, gt=0)
+    pretrain_seq_len_source: str = ""
     mlp: Literal["gated", "plain"] = "gated"
     tied_embeddings: bool = False
     position: Literal["rope", "learned", "alibi", "relative"] = "rope"
@@ -260,6 +267,9 @@ class Accelerator(Strict):
     int8_tops: float | None = None
     int4_tops: float | None = None
     gpus_per_node: int | None = None
+    # accelerators joined by the scale-up fabric (NVLink/NVSwitch, Infinity Fabric, HCCS, TPU ICI):
+    # 8 on an HGX board, 72 in a GB200 NVL72 rack, a whole TPU pod slice; empty = one node
+    scale_up_domain: int | None = Field(None, ge=1)
     intra_node_bw_gb_s: float | None = None
     inter_node_bw_gb_s: float | None = None
     tdp_w: float | None = None
@@ -267,6 +277,32 @@ class Accelerator(Strict):
     source: str
     as_of: date
     notes: str = ""
+
+    @property
+    def node(self) -> int:
+        """Accelerators in one server (the unit machines are bought and rented in)."""
+        return self.gpus_per_node or 1
+
+    @property
+    def domain(self) -> int:
+        """Accelerators reached over the scale-up links (intra_node_bw_gb_s): a node, unless a
+        source gives a larger NVLink / ICI domain (GB200 NVL72: 72; a TPU v5p pod: 8,960)."""
+        return max(self.scale_up_domain or self.node, self.node)
+
+    @property
+    def max_span(self) -> int | None:
+        """The most accelerators one job can be timed on: any number where a scale-out figure is
+        published; else its scale-up domain. The one rule `evaluate`, `train` and `serve` share."""
+        return None if self.inter_node_bw_gb_s is not None else self.domain
+
+    def span_problem(self, count: int) -> str | None:
+        """Why `count` accelerators cannot be timed, in the words every command uses; None if they can."""
+        if self.intra_node_bw_gb_s is None and self.inter_node_bw_gb_s is None and count > 1:
+            return f"{self.id} has no published interconnect bandwidth: only 1 GPU can be timed"
+        if self.max_span is not None and count > self.max_span:
+            return (f"{self.id} has no published inter-node bandwidth: at most {self.max_span} GPUs "
+                    f"({'its scale-up domain' if self.domain > self.node else 'one node'}) can be timed")
+        return None
 
     def peak_tflops(self, precision: str) -> float | None:
         if precision == "bf16" and self.fp16_only:
@@ -276,6 +312,18 @@ class Accelerator(Strict):
                 "int4": self.int4_tops}.get(precision)
 
 
+def _in_usd(data, usd_field: str):
+    """A row published in another currency ('price' + 'currency') gets its USD figure from the
+    catalog's dated exchange rate (catalog/fx.yaml); the published figure is kept beside it."""
+    if not isinstance(data, dict) or data.get(usd_field) is not None or data.get("price") is None:
+        return data
+    from recommender import money
+
+    data = dict(data)
+    data[usd_field] = money.to_usd(float(data["price"]), data.get("currency", "USD"))
+    return data
+
+
 class CloudPrice(Strict):
     accelerator: str
     provider: str
@@ -283,19 +331,33 @@ class CloudPrice(Strict):
     region: str = ""
     term_months: int | None = None
     price_usd_per_gpu_hour: float = Field(gt=0)
+    price: float | None = Field(None, gt=0)  # as published, in `currency`
+    currency: Currency = "USD"
     source: str
     as_of: date
     notes: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _convert(cls, data):
+        return _in_usd(data, "price_usd_per_gpu_hour")
 
 
 class PurchasePrice(Strict):
     accelerator: str
     price_usd_per_gpu: float | None = Field(None, gt=0)
+    price: float | None = Field(None, gt=0)  # as published, in `currency`
+    currency: Currency = "USD"
     basis: Literal["gpu_only", "system_per_gpu"]
     lead_time_days: float | None = None
     source: str
     as_of: date
     notes: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _convert(cls, data):
+        return _in_usd(data, "price_usd_per_gpu")
 
 
 class Efficiency(Strict):

@@ -80,16 +80,20 @@ def parse_days(field: str, value: object) -> float:
 
 
 def parse_usd(field: str, value: object) -> float:
-    """'$2.5M' -> 2.5e6, '800k' -> 8e5, '$1,200' -> 1200."""
+    """'$2.5M' -> 2.5e6, '800k' -> 8e5, '$1,200' -> 1200; '¥10M' or '10M CNY' converted to USD at the
+    catalog's dated rate; a plain number is in the command's display currency (--currency)."""
+    from recommender import money
+
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _finite_positive(field, value, float(value), True)
-    text = _text(value).lower().removeprefix("usd").strip()
+        return money.to_usd(_finite_positive(field, value, float(value), True), money.display())
+    text, code = money.split_currency(field, _text(value))
+    text = text.lower()
     if text.startswith("-"):
         raise GpuplanError(field, value, "must be zero or more")
-    m = re.fullmatch(r"\$?\s*" + _NUMBER + r"\s*([kmbt]?)(?:\s*usd)?", text)
+    m = re.fullmatch(_NUMBER + r"\s*([kmbt]?)", text)
     if not m:
-        raise GpuplanError(field, value, "cannot parse as money; use e.g. $2.5M, 800k, 1200")
-    return _finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], True)
+        raise GpuplanError(field, value, "cannot parse as money; use e.g. $2.5M, 800k, 1200, ¥10M")
+    return money.to_usd(_finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], True), code)
 
 
 def parse_rate_per_s(field: str, value: object) -> float:
@@ -111,8 +115,7 @@ def fmt_count(x: float) -> str:
 
 
 def fmt_usd(x: float) -> str:
-    """2.5e6 -> '$2.50M'."""
-    for suffix, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"${x / scale:,.2f}{suffix}"
-    return f"${x:,.2f}"
+    """2.5e6 -> '$2.50M', in the command's display currency (recommender.money)."""
+    from recommender import money
+
+    return money.fmt(x)

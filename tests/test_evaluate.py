@@ -93,7 +93,7 @@ def test_more_gpus_finish_sooner():
     (dict(gpu="v100", precision="bf16", tp=8, pp=4, count=32), "precision", "use one of: fp16, fp32"),
     (dict(zero=4), "zero", "0, 1, 2 or 3"),
     (dict(recompute="some"), "recompute", "must be one of"),
-    (dict(acquisition="lease"), "acquisition", "cloud, spot, reserved, buy"),
+    (dict(acquisition="lease"), "acquisition", "cloud, spot, reserved, serverless, buy"),
 ])
 def test_bad_input_names_field(kw, field, match):
     with pytest.raises(GpuplanError, match=match) as info:

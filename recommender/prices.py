@@ -1,0 +1,201 @@
+"""Cloud prices you can refresh: import SkyPilot's catalog CSVs, keep the user's own rates, and
+say how old every price an answer rests on is.
+
+SkyPilot's public catalog (github.com/skypilot-org/skypilot-catalog, catalogs/v*/<cloud>/vms.csv)
+is read by header: InstanceType, AcceleratorName, AcceleratorCount, Price, SpotPrice, Region
+(other columns are ignored). Prices there are per instance, so they are divided by the
+accelerator count; SkyPilot's accelerator names are mapped to catalog ids by
+catalog/skypilot_names.csv (an instance-type pattern settles names that cover two parts, such as
+Lambda's "H100" for PCIe and SXM). One row is kept per (accelerator, cloud, tier): the cheapest
+region, or the cheapest of the regions asked for.
+
+Three layers, later ones winning for the same (accelerator, provider, tier, term, region):
+catalog/cloud_prices.csv (hand-sourced rows), catalog/prices_snapshot.csv (this importer run over
+the snapshot in catalog/skypilot/, dated by its commit), and the user's file
+($GPUPLAN_HOME/prices.csv, default ~/.config/gpuplan/prices.csv) written by `gpuplan prices import`.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import functools
+import io
+import os
+import re
+from datetime import date
+from pathlib import Path
+
+from catalog import DATA_DIR
+from recommender.errors import GpuplanError
+
+STALE_DAYS = 90  # an answer warns when a price it used is older than this
+FIELDS = ["accelerator", "provider", "tier", "region", "term_months", "price_usd_per_gpu_hour", "source",
+          "as_of", "notes"]
+SNAPSHOT = DATA_DIR / "prices_snapshot.csv"
+SNAPSHOT_DIR = DATA_DIR / "skypilot"
+NEEDED = ("AcceleratorName", "AcceleratorCount", "Price")
+
+
+def user_dir() -> Path:
+    """Where gpuplan keeps what a user tells it ($GPUPLAN_HOME, else the XDG config folder)."""
+    home = os.environ.get("GPUPLAN_HOME")
+    if home:
+        return Path(home)
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "gpuplan"
+
+
+def user_file() -> Path:
+    return user_dir() / "prices.csv"
+
+
+@functools.cache
+def name_map() -> list[dict]:
+    """catalog/skypilot_names.csv: (cloud glob, SkyPilot name, instance-type glob) -> catalog id."""
+    with open(DATA_DIR / "skypilot_names.csv", newline="") as f:
+        return [r for r in csv.DictReader(f) if not r["cloud"].startswith("#")]
+
+
+def gpu_memory_gib(gpu_info: str) -> float | None:
+    """Per-GPU memory from SkyPilot's GpuInfo column ("{'Gpus': [{... 'SizeInMiB': 81559}}], ...}")."""
+    m = re.search(r"'SizeInMiB':\s*([0-9.]+)", gpu_info or "")
+    return float(m.group(1)) / 1024 if m else None
+
+
+def map_name(cloud: str, name: str, instance: str, memory_gib: float | None = None) -> str | None:
+    """The catalog id of SkyPilot's accelerator name on this cloud (None: not in the catalog). A
+    mapping row with a memory figure matches only GPUs within 8% of it (GpuInfo's memory)."""
+    key = re.sub(r"[\s_]+", "-", name.strip().lower())
+    for r in name_map():
+        if not (fnmatch.fnmatch(cloud, r["cloud"]) and fnmatch.fnmatch(key, r["skypilot_name"].lower())
+                and fnmatch.fnmatch(instance.lower(), r["instance_type"].lower() or "*")):
+            continue
+        if r["memory_gib"] and (memory_gib is None or abs(memory_gib / float(r["memory_gib"]) - 1) > 0.08):
+            continue
+        return r["accelerator"] or None
+    return None
+
+
+def _number(text) -> float | None:
+    try:
+        x = float(str(text).strip())
+    except ValueError:
+        return None
+    return x if x > 0 else None
+
+
+def _chips(cloud: str, name: str, count: float) -> float:
+    """Accelerators per priced unit. SkyPilot prices a GCP TPU slice ("tpu-v5p-8") as one unit:
+    v2-v5p names count TensorCores (2 per chip), v5e/v6e ("litepod") names count chips."""
+    m = re.fullmatch(r"tpu-(v\d+[a-z]*?)(litepod)?-(\d+)", name.strip().lower())
+    if cloud == "gcp" and m:
+        cores = int(m.group(3))
+        return float(cores if m.group(2) or m.group(1) in ("v5e", "v6e") else cores / 2)
+    return count
+
+
+def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str, ...] = ()) -> list[dict]:
+    """SkyPilot vms.csv text -> one price row per (accelerator, tier): the cheapest region."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise GpuplanError("path", source, f"not a SkyPilot vms.csv: no column {', '.join(missing)}")
+    best: dict[tuple, dict] = {}
+    for row in reader:
+        name, instance, region = row.get("AcceleratorName") or "", row.get("InstanceType") or "", row.get("Region") or ""
+        count = _number(row.get("AcceleratorCount"))
+        if not name or not count or (regions and not any(fnmatch.fnmatch(region, g) for g in regions)):
+            continue
+        acc = map_name(cloud, name, instance, gpu_memory_gib(row.get("GpuInfo") or ""))
+        if acc is None:
+            continue
+        chips = _chips(cloud, name, count)
+        for tier, column in (("on_demand", "Price"), ("spot", "SpotPrice")):
+            price = _number(row.get(column))
+            if price is None:
+                continue
+            per_gpu = round(price / chips, 6)
+            key = (acc, tier)
+            if key not in best or (per_gpu, region) < (best[key]["price_usd_per_gpu_hour"], best[key]["region"]):
+                best[key] = dict(accelerator=acc, provider=cloud, tier=tier, region=region, term_months="",
+                                 price_usd_per_gpu_hour=per_gpu, source=source, as_of=as_of.isoformat(),
+                                 notes=f"{instance or name} x{count:g} at {price:g} $/h per instance; "
+                                       f"cheapest {'of ' + ','.join(regions) if regions else 'region'}")
+    return sorted(best.values(), key=lambda r: (r["accelerator"], r["tier"]))
+
+
+def _files(path: Path) -> list[tuple[str, Path]]:
+    """(cloud, vms.csv) pairs: one file (its folder names the cloud) or a folder of <cloud>/vms.csv."""
+    if not path.exists():
+        raise GpuplanError("path", str(path), "no such file or folder")
+    if path.is_file():
+        return [(path.parent.name.lower() or "custom", path)]
+    found = sorted(path.glob("*/vms.csv")) or sorted(path.glob("vms.csv"))
+    if not found:
+        raise GpuplanError("path", str(path), "no vms.csv in it (expected <cloud>/vms.csv, SkyPilot's layout)")
+    return [(f.parent.name.lower(), f) for f in found]
+
+
+def import_catalog(path: str | Path, as_of: date | None = None, regions: tuple[str, ...] = (),
+                   source: str | None = None) -> list[dict]:
+    """Price rows from a SkyPilot vms.csv or a folder of them (dated `as_of`, else the file's date)."""
+    rows = []
+    for cloud, f in _files(Path(path)):
+        try:
+            text = f.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GpuplanError("path", str(f), f"cannot read ({exc.__class__.__name__})") from None
+        when = as_of or date.fromtimestamp(f.stat().st_mtime)
+        rows += read_vms(text, cloud, when, source or f"SkyPilot catalog layout: {f}", regions)
+    return rows
+
+
+def write_rows(rows: list[dict], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def save_user_rows(rows: list[dict]) -> Path:
+    """Add imported rows to the user's file; a provider imported again replaces its old rows."""
+    target = user_file()
+    providers = {r["provider"] for r in rows}
+    kept = [r for r in read_rows(target) if r.get("provider") not in providers]
+    write_rows(kept + rows, target)
+    return target
+
+
+def age_days(as_of: date, today: date | None = None) -> int:
+    return ((today or date.today()) - as_of).days
+
+
+def price_label(item) -> str:
+    """How an answer names a plan's (or fleet part's) price row: 'b200 spot runpod', 'h100-sxm buy'."""
+    where = "" if item.acquisition in ("buy", "owned") or not item.provider else f" {item.provider}"
+    return f"{item.accelerator} {item.acquisition}{where}"
+
+
+def age_notes(items) -> list[str]:
+    """What the answer's prices rest on, with their dates, and a warning for any older than
+    STALE_DAYS. `items`: the plans (or fleet parts) shown, each with price_as_of."""
+    seen: dict[str, date] = {}
+    for item in items:
+        if item.price_as_of:
+            seen.setdefault(price_label(item), date.fromisoformat(item.price_as_of))
+    if not seen:
+        return []
+    lines = ["prices used: " + "; ".join(f"{label} as of {d}" for label, d in seen.items())]
+    stale = [f"{label} ({age_days(d)} days)" for label, d in seen.items() if age_days(d) > STALE_DAYS]
+    if stale:
+        lines.append(f"price older than {STALE_DAYS} days: " + ", ".join(stale)
+                     + "; refresh with `gpuplan prices import PATH` (SkyPilot catalog layout)")
+    return lines
