@@ -84,6 +84,12 @@ def _efficiencies() -> dict[str, Efficiency]:
     return {e.accelerator: e for e in _build(Efficiency, _rows("efficiency.csv"), "efficiency.csv")}
 
 
+def reload() -> None:
+    """Forget the loaded catalog (after `gpuplan prices import` wrote the user's price file)."""
+    for fn in (_accelerators, _cloud_prices, _purchase_prices, _efficiencies, assumptions, models):
+        fn.cache_clear()
+
+
 # Scenario files layer their own rows over the catalog (a custom accelerator, a negotiated price,
 # a provider excluded) for the duration of one solve: see `overrides`.
 _LAYERS: list[dict] = []
@@ -282,6 +288,7 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
         raise GpuplanError(field, path, "give the path of a config.json")
     top = _read_config(p, field)
     cfg, defaults = _text_part(top)
+    cfg = {**defaults.get("config", {}), **{k: v for k, v in cfg.items() if v is not None}}
 
     def get(*keys, default=None):
         for k in keys:
@@ -304,11 +311,11 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
         name=str(top.get("_name_or_path") or folder.name or p.name),
         layers=layers, hidden=hidden, ffn=ffn, heads=heads,
         kv_heads=get("num_key_value_heads", "multi_query_group_num", default=heads),
-        head_dim=get("head_dim", default=defaults.get("head_dim")),
+        head_dim=get("head_dim"),
         vocab=get("vocab_size", "padded_vocab_size"),
         seq_len=get("max_position_embeddings", "seq_length", "n_positions", default=4096),
         mlp="gated" if gated else "plain",
-        tied_embeddings=bool(get("tie_word_embeddings", default=defaults.get("tie_word_embeddings", False))),
+        tied_embeddings=bool(get("tie_word_embeddings", default=False)),
         qkv_bias=bool(get("attention_bias", "add_qkv_bias", default=defaults.get("qkv_bias", False))),
         source=f"local config.json: {p}" + (f" (transformers defaults for {cfg.get('model_type')})"
                                             if defaults else ""),

@@ -150,6 +150,21 @@ def import_catalog(path: str | Path, as_of: date | None = None, regions: tuple[s
     return rows
 
 
+def snapshot_rows() -> list[dict]:
+    """The importer over the shipped snapshot (catalog/skypilot/<cloud>/vms.csv), each cloud dated
+    and sourced by catalog/skypilot/sources.yaml (the commit it was read at)."""
+    import yaml
+
+    meta = yaml.safe_load((SNAPSHOT_DIR / "sources.yaml").read_text())
+    rows = []
+    for cloud, info in sorted(meta.items()):
+        f = SNAPSHOT_DIR / cloud / "vms.csv"
+        src = (f"SkyPilot catalog {info['path']} @ {info['commit'][:12]} ({info['date']}), "
+               f"via catalog/skypilot/{cloud}/vms.csv")
+        rows += read_vms(f.read_text(), cloud, date.fromisoformat(str(info["date"])), src)
+    return rows
+
+
 def write_rows(rows: list[dict], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "w", newline="") as f:

@@ -138,3 +138,92 @@ def test_hf_config_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(GpuplanError, match="not valid JSON"):
         catalog.from_hf_config(bad)
+
+
+# -- catalog v2: interconnect, sequence lengths, Hugging Face defaults ------------------------------
+
+@pytest.mark.parametrize("acc_id", sorted(catalog.accelerators()))
+def test_every_accelerator_is_plannable_beyond_one_node_unless_a_source_says_not(acc_id):
+    acc = catalog.accelerator(acc_id)
+    assert acc.intra_node_bw_gb_s or acc.gpus_per_node in (None, 1), "a multi-GPU node needs its link figure"
+    if acc.max_span is not None:
+        assert "scale-out not published:" in acc.notes, f"{acc_id}: say which source leaves it one node"
+
+
+def test_evaluate_and_train_share_the_span_rule():
+    """Where no inter-node figure is published, `evaluate` refuses the very counts `train` never
+    offers, with the same sentence."""
+    from recommender import api
+    from recommender.candidates import SearchSpace, layout_grid
+
+    limited = [a for a in catalog.accelerators().values() if a.max_span is not None and a.memory_gib]
+    for acc in limited:
+        job, _ = api.build_job(catalog.model("gpt-2-124m"), tokens="1B")
+        grid = layout_grid(job, acc, SearchSpace(accelerators=(acc.id,), max_gpus=4 * acc.max_span))
+        assert grid["count"].max() <= acc.max_span
+        with pytest.raises(GpuplanError, match="no published inter-node bandwidth") as info:
+            api.evaluate_config(model="gpt-2-124m", tokens="1B", gpu=acc.id, count=2 * acc.max_span)
+        assert str(acc.span_problem(2 * acc.max_span)) in str(info.value)
+
+
+def test_tpu_slices_use_ici_across_hosts():
+    for tpu in ("tpu-v4", "tpu-v5e", "tpu-v5p"):
+        acc = catalog.accelerator(tpu)
+        assert acc.domain > acc.node, f"{tpu}: the ICI torus spans hosts"
+
+
+def test_nvl72_is_one_scale_up_domain():
+    for gpu in ("gb200", "gb300"):
+        acc = catalog.accelerator(gpu)
+        assert acc.domain == 72 and acc.node == 4
+
+
+@pytest.mark.parametrize("model_id,expected", [
+    ("llama-2-7b", 4096), ("llama-3.1-8b", 8192), ("deepseek-r1-671b", 4096), ("gpt-3-175b", 2048),
+    ("llama-65b", 2048),
+])
+def test_training_defaults_to_the_pretraining_sequence_length(model_id, expected):
+    from recommender import api
+
+    job, notes = api.build_job(catalog.model(model_id), tokens="1B")
+    assert job.seq_len == expected
+    assert any("pre-training length" in n for n in notes)
+
+
+def test_finetuning_defaults_to_4k_capped_by_the_context():
+    from recommender import api
+
+    assert api.build_job(catalog.model("qwen2.5-7b"), tokens="1B", finetune=True)[0].seq_len == 4096
+    assert api.build_job(catalog.model("bert-base"), tokens="1B", finetune=True)[0].seq_len == 512
+
+
+def test_every_preset_has_a_sourced_pretraining_length_or_none():
+    for m in catalog.models().values():
+        if m.pretrain_seq_len is not None:
+            assert m.pretrain_seq_len_source.strip(), m.id
+            assert m.pretrain_seq_len <= m.seq_len, m.id
+
+
+HF = __import__("pathlib").Path(__file__).parent / "data" / "hf"
+
+
+def test_hf_gemma2_is_tied_by_default():
+    """Gemma-2-9B's config.json has no tie_word_embeddings key; transformers' Gemma2Config
+    defaults it to True, which gives the published 9.24B (untied would be 10.16B)."""
+    m = catalog.from_hf_config(HF / "gemma-2-9b" / "config.json")
+    assert m.tied_embeddings and m.total_params / 1e9 == pytest.approx(9.24, abs=0.01)
+
+
+def test_hf_multimodal_config_reads_its_text_config_with_class_defaults():
+    """Gemma 3 4B's config nests the text model and omits heads, KV heads and vocabulary
+    (Gemma3TextConfig defaults 8, 4, 262,208): the text model is 3.88B."""
+    m = catalog.from_hf_config(HF / "gemma-3-4b")  # a folder holding config.json works too
+    assert (m.heads, m.kv_heads, m.dim_head, m.vocab) == (8, 4, 256, 262208)
+    assert m.total_params / 1e9 == pytest.approx(3.88, abs=0.01)
+
+
+@pytest.mark.parametrize("path,match", [(".", "no config.json"), ("", "give the path"),
+                                        ("missing.json", "file not found")])
+def test_hf_config_path_errors(path, match):
+    with pytest.raises(GpuplanError, match=match):
+        catalog.from_hf_config(path)
