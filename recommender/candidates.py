@@ -22,7 +22,6 @@ solve by fifteen.)
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,22 +79,29 @@ class SearchSpace:
 
 
 def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.DataFrame:
-    """Every valid (count, tp, pp, vp, ep, zero, recompute, micro_batch) for one accelerator."""
+    """Every valid (count, tp, pp, vp, ep, zero, recompute, micro_batch) for one accelerator,
+    built as one numpy cross product and filtered with masks."""
     m = job.model
-    rows = []
     counts = [c for c in space.gpu_counts(acc.node, owned) if acc.span_problem(c) is None]
-    for count, tp, pp, vp in itertools.product(counts,
-                                               space.tp, space.pp, space.vp):
-        if (m.heads % tp or count % (tp * pp) or pp > m.layers or (vp > 1 and (pp == 1 or m.layers % (pp * vp)))
-                or tp > acc.domain):
-            continue
-        dp = count // (tp * pp)
-        eps = [e for e in space.ep if dp % e == 0 and m.experts % e == 0] if m.is_moe else [1]
-        for ep, zero, rc, mb in itertools.product(eps, space.zero, space.recompute, space.micro_batch):
-            if dp * mb > job.global_batch_seqs:
-                continue
-            rows.append((count, tp, pp, vp, dp, ep, zero, rc, mb))
-    return pd.DataFrame(rows, columns=["count", "tp", "pp", "vp", "dp", "ep", "zero", "recompute", "micro_batch"])
+    eps = space.ep if m.is_moe else (1,)
+    rc_codes = np.arange(len(space.recompute))
+    axes = np.meshgrid(np.asarray(counts, dtype=np.int64), np.asarray(space.tp, dtype=np.int64),
+                       np.asarray(space.pp, dtype=np.int64), np.asarray(space.vp, dtype=np.int64),
+                       np.asarray(eps, dtype=np.int64), np.asarray(space.zero, dtype=np.int64), rc_codes,
+                       np.asarray(space.micro_batch, dtype=np.int64), indexing="ij")
+    count, tp, pp, vp, ep, zero, rc, mb = (a.ravel() for a in axes)
+    ok = ((m.heads % tp == 0) & (count % (tp * pp) == 0) & (pp <= m.layers) & (tp <= acc.domain)
+          & ((vp == 1) | ((pp > 1) & (m.layers % (pp * vp) == 0))))
+    dp = np.where(ok, count // np.maximum(tp * pp, 1), 0)
+    ok &= (dp * mb <= job.global_batch_seqs)
+    if m.is_moe:
+        ok &= (dp % ep == 0) & (m.experts % ep == 0)
+    idx = np.flatnonzero(ok)
+    out = pd.DataFrame({"count": count[idx], "tp": tp[idx], "pp": pp[idx], "vp": vp[idx], "dp": dp[idx],
+                        "ep": ep[idx], "zero": zero[idx],
+                        "recompute": np.asarray(space.recompute, dtype=object)[rc[idx]],
+                        "micro_batch": mb[idx]})
+    return out
 
 
 def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headroom: float) -> pd.DataFrame:
@@ -119,6 +125,19 @@ def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
             and catalog.efficiency(acc.id) is not None)
 
 
+def _fastest_per_group(ev: pd.DataFrame) -> pd.DataFrame:
+    """Per (count, TP) of one accelerator and precision, the fastest row (ties: lower ZeRO stage,
+    less recomputation, shallower PP, VP 1, smaller EP, smaller micro-batch). Cost and time both
+    grow with days inside such a group for every acquisition mode (cloud hours, energy and
+    colocation of bought or owned GPUs), so this row is the group's best under any limit."""
+    rc = ev.recompute.map(RECOMPUTE_ORDER).values
+    order = np.lexsort((ev.micro_batch.values, ev.ep.values, ev.vp.values, ev.pp.values, rc, ev.zero.values,
+                        ev.days.values))
+    ev = ev.iloc[order]
+    keep = ~pd.DataFrame({"c": ev["count"].values, "t": ev.tp.values}).duplicated().values
+    return ev[keep]
+
+
 def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, int]]:
     """All fitting, non-dominated candidates with cost, days, power; and counts for the report."""
     a = catalog.assumption
@@ -140,6 +159,7 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
             stats["fitting"] += len(ev) * len(space.acquisitions)
             if ev.empty:
                 continue
+            ev = _fastest_per_group(ev)  # the same row wins for every acquisition: prune first
             for acq in space.acquisitions:
                 price = pricing(acc, acq, space.providers)
                 c = job_cost(price, acc, ev["count"].values, ev.days.values, space.amortize, owned)
@@ -165,7 +185,6 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
                                     "zero", "recompute", "micro_batch"])
     df["_rc"] = df.recompute.map(RECOMPUTE_ORDER)
     df = df.sort_values(["days", "zero", "_rc", "pp", "vp", "ep", "micro_batch"], kind="mergesort")
-    df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp"], keep="first")
     df = df.drop(columns=["_rc", "fits"]).reset_index(drop=True)
     stats["candidates"] = len(df)
     return df, stats
