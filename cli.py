@@ -43,6 +43,8 @@ AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share
 TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
 CurrencyOpt = Annotated[str, typer.Option(help="Show money in USD | CNY | EUR (dated rates, catalog/fx.yaml); "
                                               "plain budgets are read in it too. JSON stays in USD.")]
+MarketOpt = Annotated[str, typer.Option(help="Prices from the global market, China's (its clouds and channel "
+                                            "prices), or all; a part sold in one market only keeps its own.")]
 # scenario-file commands
 FileArg = Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
@@ -58,10 +60,10 @@ def user_errors(fn):
 
         from recommender.errors import GpuplanError
         try:
-            if "currency" in kwargs:
-                from recommender import money
+            if "currency" in kwargs or "market" in kwargs:
+                from recommender import money, prices
 
-                with money.shown_in(kwargs["currency"]):
+                with money.shown_in(kwargs.get("currency")), prices.shopping_in(kwargs.get("market")):
                     return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except GpuplanError as exc:
@@ -109,6 +111,7 @@ def evaluate(
     lora_rank: RankOpt = None,
     epochs: EpochsOpt = None,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
 ):
     """Memory, time and cost of ONE fixed training or fine-tuning configuration, fully explained."""
@@ -156,6 +159,7 @@ def train(
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -216,6 +220,7 @@ def finetune(
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -238,6 +243,7 @@ def solve(
     robust: Annotated[bool, typer.Option(help="Also: how far efficiency, price and tokens (serving: demand) "
                                          "can move before #1 changes, and to what.")] = False,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -268,6 +274,7 @@ def whatif(
                                             "('+' joins list items), ..., a path, or price.GPU.TIER.")],
     set_: SetOpt = None,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -294,6 +301,7 @@ def pareto(
     png: Annotated[Opt, typer.Option(help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
     plot: Annotated[bool, typer.Option(help="Write the PNG chart.")] = True,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -363,6 +371,7 @@ def serve(
     batch: Annotated[Opt, typer.Option(help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -393,6 +402,7 @@ def catalog_cmd(
     vendor: Annotated[Opt, typer.Option(help="Only this vendor (nvidia, amd, google, intel, ...).")] = None,
     min_memory: Annotated[Opt, typer.Option(help="Only accelerators with at least this many GiB.")] = None,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -433,6 +443,7 @@ def prices_cmd(
     provider: Annotated[Opt, typer.Option(help="Only this provider (or 'purchase').")] = None,
     tier: Annotated[Opt, typer.Option(help="Only this tier: cloud, spot, reserved, serverless, buy.")] = None,
     currency: CurrencyOpt = "USD",
+    market: MarketOpt = "global",
     json_out: JSON = False,
     csv: CSV = None,
 ):

@@ -198,13 +198,13 @@ def efficiency(accelerator_id: str) -> Efficiency | None:
 
 
 def prices_for(accelerator_id: str) -> list[CloudPrice]:
-    """Current cloud prices: per (provider, tier, term), the rows of the newest date (one per
-    region that date lists); an older row of the same provider and tier is superseded even where
-    its region differs."""
+    """Current cloud prices in the command's market (`prices.in_market`): per (provider, tier,
+    term), the rows of the newest date (one per region that date lists); an older row of the same
+    provider and tier is superseded even where its region differs."""
+    from recommender import prices
+
     newest: dict[tuple, list[CloudPrice]] = {}
-    for p in cloud_prices():
-        if p.accelerator != accelerator_id:
-            continue
+    for p in prices.in_market([p for p in cloud_prices() if p.accelerator == accelerator_id]):
         key = (p.provider.lower(), p.tier, p.term_months)
         have = newest.get(key)
         if have is None or p.as_of > have[0].as_of:
@@ -216,11 +216,25 @@ def prices_for(accelerator_id: str) -> list[CloudPrice]:
 
 
 def purchase_for(accelerator_id: str) -> PurchasePrice | None:
-    """The purchase price to use: the newest whole-system price per GPU if one is published
-    (it includes the server's share), else the newest GPU-only price."""
-    rows = [p for p in purchase_prices() if p.accelerator == accelerator_id and p.price_usd_per_gpu]
-    rows.sort(key=lambda p: (p.basis != "system_per_gpu", -p.as_of.toordinal()))
-    return rows[0] if rows else None
+    """The purchase price to use, in the command's market: the newest date's rows, a whole-system
+    price per GPU (it includes the server's share) before a GPU-only one, and the median where a
+    source gives a range (its low and high ends are two rows). Second-hand prices are not used."""
+    from recommender import prices
+
+    rows = prices.in_market([p for p in purchase_prices() if p.accelerator == accelerator_id and p.price_usd_per_gpu])
+    if not rows:
+        return None
+    newest = max(p.as_of for p in rows)
+    rows = [p for p in rows if p.as_of == newest]
+    system = [p for p in rows if p.basis == "system_per_gpu"]
+    rows = sorted(system or rows, key=lambda p: (p.price_usd_per_gpu, p.source))
+    mid = len(rows) // 2
+    if len(rows) % 2:
+        return rows[mid]
+    low, high = rows[mid - 1], rows[mid]
+    usd = (low.price_usd_per_gpu + high.price_usd_per_gpu) / 2
+    return low.model_copy(update={"price_usd_per_gpu": usd, "price": None, "currency": "USD",
+                                  "notes": f"median of {len(rows)} figures of {newest}: {low.notes}"})
 
 
 def lead_time_days(accelerator_id: str) -> float | None:

@@ -371,7 +371,11 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     if job_cost_ is None:
         what = "TDP (for energy)" if acc.tdp_w is None and (owned or L.acquisition == "buy") else (
             f"{L.acquisition} price" + (f" from {L.provider}" if L.provider else ""))
-        warnings.append(f"{acc.id}: no published {what}; cost not computed")
+        from recommender import prices
+
+        where = " in the global market (it is priced in China's: --market china)" if (
+            prices.market() == "global" and prices.china_only(acc.id)) else ""
+        warnings.append(f"{acc.id}: no published {what}{where}; cost not computed")
     if m.layers % L.pp:
         warnings.append(f"pp {L.pp} does not divide the {m.layers} layers: the fullest stage holds "
                         f"{-(-m.layers // L.pp)}, and sets the pace and the memory")

@@ -31,7 +31,8 @@ def rates() -> dict[str, dict]:
     for code, row in raw.items():
         if not (isinstance(row, dict) and float(row.get("per_usd", 0)) > 0 and row.get("source") and row.get("as_of")):
             raise GpuplanError("catalog/fx.yaml", code, "needs per_usd > 0, source and as_of")
-        out[code.upper()] = {"per_usd": float(row["per_usd"]), "source": row["source"], "as_of": row["as_of"]}
+        out[code.upper()] = {"per_usd": float(row["per_usd"]), "source": row["source"], "as_of": row["as_of"],
+                             "short": row.get("short", row["source"])}
     return out
 
 
@@ -90,8 +91,8 @@ def rate_note() -> str | None:
     if code == "USD":
         return None
     r = rates()[code]
-    return (f"money shown in {code} at {r['per_usd']:g} {code} per USD ({r['source']}, {r['as_of']}); "
-            f"prices published in USD converted at that rate")
+    return (f"money shown in {code} at {r['per_usd']:g} {code} per USD ({r['short']} of {r['as_of']}, "
+            f"catalog/fx.yaml); prices published in USD converted at that rate")
 
 
 def split_currency(field: str, value: object) -> tuple[str, str]:

@@ -145,7 +145,7 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     needs_price = objective in ("cost", "compute") or limits.budget_usd is not None
     unpriced = sorted(set(df.accelerator[df.cost.isna()]) - set(df.accelerator[df.cost.notna()]))
     if needs_price and unpriced:
-        notes.append("no published price, so not chosen where cost matters: " + ", ".join(unpriced))
+        notes += prices.unpriced_note(unpriced)
     masks = Limits.violations(limits, df, needs_price)
     enforce = set(masks)
     pm = PlanModel(df, ordering(df, objective), masks, time_limit_s)

@@ -17,6 +17,7 @@ the snapshot in catalog/skypilot/, dated by its commit), and the user's file
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import functools
@@ -35,6 +36,66 @@ FIELDS = ["accelerator", "provider", "tier", "region", "term_months", "price_usd
 SNAPSHOT = DATA_DIR / "prices_snapshot.csv"
 SNAPSHOT_DIR = DATA_DIR / "skypilot"
 NEEDED = ("AcceleratorName", "AcceleratorCount", "Price")
+
+
+MARKETS = ("global", "china", "all")
+_MARKET: list[str] = ["global"]
+
+
+def market() -> str:
+    """The price market this command plans in (--market): global, china or all."""
+    return _MARKET[-1]
+
+
+@contextlib.contextmanager
+def shopping_in(name: str | None):
+    """Within the block, prices come from this market (a part sold in no other market keeps its
+    own: H800 and H20 are priced from China's market even when planning globally)."""
+    m = str(name or "global").strip().lower()
+    if m not in MARKETS:
+        raise GpuplanError("market", name, f"must be one of {', '.join(MARKETS)}")
+    _MARKET.append(m)
+    try:
+        yield
+    finally:
+        _MARKET.pop()
+
+
+def in_market(rows: list) -> list:
+    """The rows of the current market. Global: global rows only (a part priced only in China, such
+    as H800 or H20, is unpriced there: plan it with --market china). China: China's rows, and for a
+    part China's market does not price, its global rows. All: both. Second-hand rows are never used."""
+    rows = [r for r in rows if r.market != "used"]
+    if market() == "all":
+        return rows
+    if market() == "global":
+        return [r for r in rows if r.market == "global"]
+    return [r for r in rows if r.market == "china"] or rows
+
+
+def unpriced_note(ids, what: str = "not chosen where cost matters") -> list[str]:
+    """The planner's note on unpriced parts, naming those priced only in China's market."""
+    ids = sorted(ids)
+    if not ids:
+        return []
+    china = [a for a in ids if market() == "global" and china_only(a)]
+    rest = [a for a in ids if a not in china]
+    out = []
+    if rest:
+        out.append(f"no published price, so {what}: " + ", ".join(rest))
+    if china:
+        out.append(f"priced only in China's market, so {what} here (plan them with --market china): "
+                   + ", ".join(china))
+    return out
+
+
+def china_only(accelerator_id: str) -> bool:
+    """True where every price row of the part is China's market."""
+    from recommender import catalog
+
+    rows = [r for r in [*catalog.cloud_prices(), *catalog.purchase_prices()]
+            if r.accelerator == accelerator_id and r.market != "used"]
+    return bool(rows) and all(r.market == "china" for r in rows)
 
 
 def user_dir() -> Path:

@@ -507,7 +507,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
                            "model at these prompt and output lengths")
     unpriced = sorted(set(full.accelerator[full.cost_ph.isna()]) - set(full.accelerator[full.cost_ph.notna()]))
     if unpriced:
-        notes.append("no published price, so not chosen: " + ", ".join(unpriced))
+        notes += prices.unpriced_note(unpriced, "not chosen")
     df = prune(full[full.cost_ph.notna()].reset_index(drop=True), w)
     if df.empty:
         raise GpuplanError("gpus", ",".join(space.accelerators), "none of these accelerators has a published "

@@ -21,6 +21,9 @@ Acquisition = Literal["on_demand", "spot", "reserved", "serverless", "buy"]
 # when asked for.
 Tier = Literal["on_demand", "spot", "reserved", "serverless"]
 Currency = Literal["USD", "CNY", "EUR"]
+# where a price holds: the global market; China's domestic market (its clouds, its channel prices
+# for parts sold there); second-hand cards (never chosen on its own: listed, not planned with)
+Market = Literal["global", "china", "used"]
 
 
 class Strict(BaseModel):
@@ -333,6 +336,7 @@ class CloudPrice(Strict):
     price_usd_per_gpu_hour: float = Field(gt=0)
     price: float | None = Field(None, gt=0)  # as published, in `currency`
     currency: Currency = "USD"
+    market: Market = "global"
     source: str
     as_of: date
     notes: str = ""
@@ -349,6 +353,7 @@ class PurchasePrice(Strict):
     price: float | None = Field(None, gt=0)  # as published, in `currency`
     currency: Currency = "USD"
     basis: Literal["gpu_only", "system_per_gpu"]
+    market: Market = "global"
     lead_time_days: float | None = None
     source: str
     as_of: date
