@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import Annotated, Optional
@@ -43,8 +44,8 @@ AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share
 TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
 CurrencyOpt = Annotated[str, typer.Option(help="Show money in USD | CNY | EUR (dated rates, catalog/fx.yaml); "
                                               "plain budgets are read in it too. JSON stays in USD.")]
-MarketOpt = Annotated[str, typer.Option(help="Prices from the global market, China's (its clouds and channel "
-                                            "prices), or all; a part sold in one market only keeps its own.")]
+MarketOpt = Annotated[Opt, typer.Option(help="Prices from: global (default; a scenario file may say), china (its "
+                                            "clouds and channel prices, global where China has none), or all.")]
 # scenario-file commands
 FileArg = Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
@@ -63,7 +64,9 @@ def user_errors(fn):
             if "currency" in kwargs or "market" in kwargs:
                 from recommender import money, prices
 
-                with money.shown_in(kwargs.get("currency")), prices.shopping_in(kwargs.get("market")):
+                market = kwargs.get("market")
+                with money.shown_in(kwargs.get("currency")), (
+                        prices.shopping_in(market) if market is not None else contextlib.nullcontext()):
                     return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except GpuplanError as exc:
@@ -111,7 +114,7 @@ def evaluate(
     lora_rank: RankOpt = None,
     epochs: EpochsOpt = None,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
 ):
     """Memory, time and cost of ONE fixed training or fine-tuning configuration, fully explained."""
@@ -159,7 +162,7 @@ def train(
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -220,7 +223,7 @@ def finetune(
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -243,7 +246,7 @@ def solve(
     robust: Annotated[bool, typer.Option(help="Also: how far efficiency, price and tokens (serving: demand) "
                                          "can move before #1 changes, and to what.")] = False,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -274,7 +277,7 @@ def whatif(
                                             "('+' joins list items), ..., a path, or price.GPU.TIER.")],
     set_: SetOpt = None,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -301,7 +304,7 @@ def pareto(
     png: Annotated[Opt, typer.Option(help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
     plot: Annotated[bool, typer.Option(help="Write the PNG chart.")] = True,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -371,7 +374,7 @@ def serve(
     batch: Annotated[Opt, typer.Option(help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -402,7 +405,7 @@ def catalog_cmd(
     vendor: Annotated[Opt, typer.Option(help="Only this vendor (nvidia, amd, google, intel, ...).")] = None,
     min_memory: Annotated[Opt, typer.Option(help="Only accelerators with at least this many GiB.")] = None,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -443,7 +446,7 @@ def prices_cmd(
     provider: Annotated[Opt, typer.Option(help="Only this provider (or 'purchase').")] = None,
     tier: Annotated[Opt, typer.Option(help="Only this tier: cloud, spot, reserved, serverless, buy.")] = None,
     currency: CurrencyOpt = "USD",
-    market: MarketOpt = "global",
+    market: MarketOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):

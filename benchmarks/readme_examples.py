@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +50,24 @@ EXAMPLES = {
     "guide-catalog": ("docs/GUIDE.md", ["catalog", "--vendor", "amd"]),
     "guide-models": ("docs/GUIDE.md", ["models", "--family", "qwen2"]),
     "guide-schema": ("docs/GUIDE.md", ["schema"], 25),
+    "catalog-prices": ("docs/CATALOG.md", ["prices", "--gpu", "h100-sxm"]),
+    "catalog-china-seed": ("docs/CATALOG.md", ["serve", "--model", "chatglm2-6b", "--users", "1000", "--think-time",
+                                               "3s", "--prompt", "512", "--output", "256", "--ttft", "1s",
+                                               "--tpot", "50ms", "--gpus", "a100-80g,mlu370-x8", "--acquisition",
+                                               "buy", "--market", "china", "--currency", "CNY", "--top", "3"]),
+    "catalog-h100-mi300x": ("docs/CATALOG.md", ["train", "--model", "llama-3-70b", "--tokens", "15T", "--deadline",
+                                                "90d", "--gpus", "h100-sxm,mi300x", "--diverse"]),
+    "catalog-deepseek": ("docs/CATALOG.md", ["evaluate", "--model", "deepseek-r1-671b", "--tokens", "14.8T", "--gpu",
+                                             "h800", "--count", "2048", "--tp", "1", "--pp", "16", "--ep", "64",
+                                             "--precision", "fp8", "--market", "china"]),
+    "catalog-qlora-4090": ("docs/CATALOG.md", ["finetune", "--model", "qwen2.5-7b", "--tokens", "100M", "--method",
+                                               "qlora", "--gpus", "rtx4090", "--max-gpus", "1", "--top", "2"]),
 }
 ONLY = sys.argv[1:]  # names to regenerate (default: all)
 
 
 def run(args):
-    env = dict(os.environ, COLUMNS="150")
+    env = dict(os.environ, COLUMNS="150", GPUPLAN_HOME=tempfile.mkdtemp())  # no user price file
     out = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, env=env,
                          cwd=ROOT, check=True).stdout
     lines = [line.rstrip() for line in out.splitlines()]

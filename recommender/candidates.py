@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from recommender import catalog
-from recommender.evaluate import job_cost, matmul_efficiency, method_allows, pricing, training_terms
+from recommender.evaluate import job_cost, matmul_efficiency, method_allows, pricing_options, training_terms
 from recommender.spec import TrainJob
 
 RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
@@ -161,16 +161,20 @@ def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, in
                 continue
             ev = _fastest_per_group(ev)  # the same row wins for every acquisition: prune first
             for acq in space.acquisitions:
-                price = pricing(acc, acq, space.providers)
-                c = job_cost(price, acc, ev["count"].values, ev.days.values, space.amortize, owned)
+                options = pricing_options(acc, acq, space.providers) or [None]
+                costs = np.vstack([np.asarray(job_cost(p, acc, ev["count"].values, ev.days.values, space.amortize,
+                                                       owned).total, dtype=float) * np.ones(len(ev))
+                                   for p in options])
+                pick = np.argmin(np.where(np.isnan(costs), np.inf, costs), axis=0)  # ties: the shorter term
                 part = ev.copy()
                 part["accelerator"], part["vendor"], part["precision"] = acc.id, acc.vendor, precision
                 part["acquisition"] = acq
-                part["provider"] = price.provider if price else None
-                part["cost"] = np.asarray(c.total, dtype=float) * np.ones(len(part))
+                part["provider"] = [None if options[k] is None else options[k].provider for k in pick]
+                part["cost"] = costs[pick, np.arange(len(ev))]
                 extra = part["count"].values > owned
                 part["owned"] = np.minimum(part["count"].values, owned)
-                part["lead_days"] = np.where(extra, price.lead_time_days if price else 0.0, 0.0)
+                lead = options[0].lead_time_days if options[0] is not None else 0.0
+                part["lead_days"] = np.where(extra, lead, 0.0)
                 if owned:
                     part.loc[~extra, "acquisition"] = "owned"
                     part.loc[~extra, "provider"] = "owned"

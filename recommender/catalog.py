@@ -65,11 +65,14 @@ def _cloud_prices() -> list[CloudPrice]:
               _build(CloudPrice, _rows(prices.SNAPSHOT.name), prices.SNAPSHOT.name) if prices.SNAPSHOT.exists() else [],
               _build(CloudPrice, prices.read_rows(prices.user_file()), str(prices.user_file()))]
     out: dict[tuple, CloudPrice] = {}
-    for layer in layers:
+    for i, layer in enumerate(layers):
         mine: dict[tuple, CloudPrice] = {}
         for p in layer:  # within a layer, dated snapshots of one key: the newest stands
             if _price_key(p) not in mine or p.as_of >= mine[_price_key(p)].as_of:
                 mine[_price_key(p)] = p
+        if i == len(layers) - 1 and mine:  # the user's own rows replace that provider's tier outright
+            mine_tiers = {k[:4] for k in mine}
+            out = {k: v for k, v in out.items() if k[:4] not in mine_tiers}
         out.update(mine)
     return list(out.values())
 
@@ -120,9 +123,12 @@ def accelerators() -> dict[str, Accelerator]:
 
 
 def cloud_prices() -> list[CloudPrice]:
-    key = _price_key
+    """Every cloud price row; a scenario's negotiated price replaces the catalog's rows of that
+    accelerator, provider, tier and term in every region (it names no region)."""
+    key = lambda p: _price_key(p)[:4] if p.region == "" else _price_key(p)  # noqa: E731
     extra = [p for layer in _LAYERS for p in layer["cloud_prices"]]
     replaced = {key(p) for p in extra}
+    key = lambda p: _price_key(p)[:4] if _price_key(p)[:4] in replaced else _price_key(p)  # noqa: E731
     excluded = _excluded()
     return [p for p in [*(p for p in _cloud_prices() if key(p) not in replaced), *extra]
             if p.provider.lower() not in excluded]

@@ -71,6 +71,7 @@ class Evaluation(BaseModel):
     provider: str | None
     price_usd_per_gpu_hour: float | None
     price_as_of: str | None = None    # the date of the price row used (cloud rate or purchase price)
+    price_as_of_kind: str | None = None  # "published", or "read" where the copy's own date is unknown
     price_source: str | None = None
     fits: bool
     memory_gib_per_gpu: float
@@ -270,6 +271,7 @@ class Pricing:
     system_usd_per_gpu: float | None = None  # buying: GPU + its share of the server
     lead_time_days: float = 0.0
     row: object = None  # the catalog row the price comes from (its source and as_of)
+    term_hours: float = 0.0  # a reserved term is paid whole, however short the job (730 h a month)
 
     @property
     def label(self) -> str:
@@ -278,25 +280,44 @@ class Pricing:
         return f"{r.accelerator} {self.acquisition}" + ("" if self.acquisition == "buy" else f" {self.provider}")
 
 
-def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | None = None) -> Pricing | None:
-    """The cheapest published price of a cloud tier (among `providers`, if given), or the purchase
-    price with its lead time; None where no source gives one."""
+HOURS_PER_MONTH = 730.0  # 8,760 h a year / 12: how clouds convert monthly commitments
+
+
+def pricing_options(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | None = None) -> list[Pricing]:
+    """Every way to pay for one acquisition mode: the purchase price; for a cloud tier, the
+    cheapest rate per commitment term (a reserved 1-month, 1-year and 3-year rate are different
+    offers: which is cheapest depends on how long the GPUs are needed)."""
     if acquisition == "buy":
         if acc.tdp_w is None:
-            return None  # energy cannot be costed
+            return []  # energy cannot be costed
         p = catalog.purchase_for(acc.id)
         if p is None:
-            return None
+            return []
         share = 0.0 if p.basis == "system_per_gpu" else catalog.assumption("server_share_of_gpu_price")
-        return Pricing("buy", "purchase", system_usd_per_gpu=p.price_usd_per_gpu * (1 + share),
-                       lead_time_days=catalog.lead_time_days(acc.id) or 0.0, row=p)
+        return [Pricing("buy", "purchase", system_usd_per_gpu=p.price_usd_per_gpu * (1 + share),
+                        lead_time_days=catalog.lead_time_days(acc.id) or 0.0, row=p)]
     allowed = None if providers is None else {p.lower() for p in providers}
     rows = [p for p in catalog.prices_for(acc.id) if p.tier == acquisition
             and (allowed is None or p.provider.lower() in allowed)]
-    if not rows:
+    best: dict = {}
+    for p in sorted(rows, key=lambda p: (p.price_usd_per_gpu_hour, p.provider, p.region)):
+        best.setdefault(p.term_months or 0, p)
+    return [Pricing(acquisition, p.provider, usd_per_gpu_hour=p.price_usd_per_gpu_hour, row=p,
+                    term_hours=(p.term_months or 0) * HOURS_PER_MONTH) for _, p in sorted(best.items())]
+
+
+def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | None = None,
+            days: float | None = None) -> Pricing | None:
+    """The cheapest published way to pay for `days` of GPU time under one acquisition mode (among
+    `providers`, if given): a cloud rate, with a reserved term paid whole; or the purchase price
+    with its lead time. None where no source gives one. Without `days`, the lowest rate."""
+    options = pricing_options(acc, acquisition, providers)
+    if not options:
         return None
-    best = min(rows, key=lambda p: (p.price_usd_per_gpu_hour, p.provider))
-    return Pricing(acquisition, best.provider, usd_per_gpu_hour=best.price_usd_per_gpu_hour, row=best)
+    if days is None or len(options) == 1:
+        return min(options, key=lambda p: (p.usd_per_gpu_hour or 0.0, p.term_hours))
+    hours = float(days) * 24.0
+    return min(options, key=lambda p: (p.usd_per_gpu_hour * max(hours, p.term_hours), p.term_hours))
 
 
 def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = False, owned=0):
@@ -319,7 +340,8 @@ def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: boo
     elif price.acquisition == "buy":
         parts.append(cost.buy_cost(extra, days, price.system_usd_per_gpu, acc.tdp_w, *site, amortize=amortize))
     else:
-        parts.append(cost.cloud_cost(extra, days, price.usd_per_gpu_hour))
+        billed = np.maximum(days, price.term_hours / 24.0)  # a reserved term is paid whole
+        parts.append(cost.cloud_cost(extra, billed, price.usd_per_gpu_hour))
     return cost.Cost(*(_scalar(sum(np.asarray(getattr(c, f), dtype=float) for c in parts))
                        for f in ("rental", "capex", "energy", "operations")))
 
@@ -359,7 +381,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
 
     # cost and power
     owned = min(owned, L.count)
-    price = pricing(acc, L.acquisition, None if L.provider is None else (L.provider,))
+    price = pricing(acc, L.acquisition, None if L.provider is None else (L.provider,), days=days)
     job_cost_ = job_cost(price, acc, L.count, days, amortize, owned)
     if np.isnan(job_cost_.total):
         job_cost_ = None
@@ -401,6 +423,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         recompute=L.recompute, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
         price_as_of=None if price is None or owned == L.count else price.row.as_of.isoformat(),
+        price_as_of_kind=None if price is None or owned == L.count else getattr(price.row, "as_of_kind", "published"),
         price_source=None if price is None or owned == L.count else price.row.source,
         fits=fits, memory_gib_per_gpu=gib(mem.total), memory_capacity_gib=acc.memory_gib,
         memory_limit_gib=acc.memory_gib * (1 - headroom),

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError
-from recommender.evaluate import Evaluation, evaluate
+from recommender.evaluate import Evaluation, evaluate, pricing
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
 from recommender.spec import TrainJob, TrainLayout
 from recommender.units import fmt_usd
@@ -71,6 +71,13 @@ def _needed(c: str, row) -> str:
             "gpus": f"allow {row.accelerator}", "vendors": f"allow vendor {row.vendor}",
             "providers": f"allow provider {row.provider}", "precisions": f"allow {row.precision}",
             "acquisitions": f"allow {row.acquisition}", "priced": "an accelerator with a published price"}[c]
+
+
+def _priced_fix(df: pd.DataFrame) -> str:
+    ids = sorted(set(df.accelerator))
+    if prices.market() == "global" and ids and all(prices.china_only(a) for a in ids):
+        return "prices from China's market: add --market china"
+    return "accelerators with a published price (add --gpus or a price)"
 
 
 QUANTITY = {"budget": "cost", "deadline": "total_days", "max_gpus": "count", "power": "power_kw"}
@@ -159,8 +166,7 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
         explanation.append("No plan meets all limits. Conflicting: " + ", ".join(core) + ".")
         relaxations = _relaxations(pm, df, enforce, limits) or [
             Relaxation(constraint=c, given=_given(limits, c), plan="",
-                       needed="accelerators with a published price (add --gpus or a price)" if c == "priced"
-                       else f"drop or widen {c}") for c in core]
+                       needed=_priced_fix(df) if c == "priced" else f"drop or widen {c}") for c in core]
     else:
         excluded = np.zeros(len(df), dtype=bool)
         key = ["accelerator"] if diverse else DISTINCT
@@ -200,6 +206,13 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     if "fp8" in space.precisions:
         notes.append("fp8 runs matmuls at the fp8 peak with the bf16-calibrated efficiency: not calibrated "
                      "on a published fp8 run, likely optimistic")
+    for p in plans:
+        if p.acquisition == "reserved" and p.provider and not p.owned_gpus:
+            pr = pricing(catalog.accelerator(p.accelerator), "reserved", (p.provider,), days=p.days)
+            if pr is not None and pr.term_hours > p.days * 24:
+                notes.append(f"{p.accelerator} reserved at {p.provider}: the {pr.term_hours / 730:g}-month term is "
+                             f"paid whole although the run takes {p.days:,.1f} days")
+                break
     notes += prices.age_notes(plans)
     if objective == "compute" and plans:
         notes.append(f"compute objective: tokens trained = what budget and deadline allow "

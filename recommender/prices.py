@@ -32,7 +32,7 @@ from recommender.errors import GpuplanError
 
 STALE_DAYS = 90  # an answer warns when a price it used is older than this
 FIELDS = ["accelerator", "provider", "tier", "region", "term_months", "price_usd_per_gpu_hour", "source",
-          "as_of", "notes"]
+          "as_of", "as_of_kind", "notes"]
 SNAPSHOT = DATA_DIR / "prices_snapshot.csv"
 SNAPSHOT_DIR = DATA_DIR / "skypilot"
 NEEDED = ("AcceleratorName", "AcceleratorCount", "Price")
@@ -45,6 +45,11 @@ _MARKET: list[str] = ["global"]
 def market() -> str:
     """The price market this command plans in (--market): global, china or all."""
     return _MARKET[-1]
+
+
+def explicit() -> bool:
+    """True inside a `shopping_in` block (a --market given on the command line)."""
+    return len(_MARKET) > 1
 
 
 @contextlib.contextmanager
@@ -137,6 +142,20 @@ def map_name(cloud: str, name: str, instance: str, memory_gib: float | None = No
     return None
 
 
+GCP_NOT_OFFERED = 700.0  # SkyPilot's GCP catalog writes 700.0 where a region does not really offer it
+
+
+@functools.cache
+def _gcp_hosts() -> dict[tuple[str, int], str]:
+    with open(DATA_DIR / "skypilot_gcp_hosts.csv", newline="") as f:
+        return {(r["accelerator_name"].lower(), int(r["count"])): r["instance_type"] for r in csv.DictReader(f)}
+
+
+def gcp_host(name: str, count: float) -> str | None:
+    """The GCP machine type that carries `count` of this GPU (catalog/skypilot_gcp_hosts.csv)."""
+    return _gcp_hosts().get((name.strip().lower(), int(count)))
+
+
 def _number(text) -> float | None:
     try:
         x = float(str(text).strip())
@@ -155,14 +174,19 @@ def _chips(cloud: str, name: str, count: float) -> float:
     return count
 
 
-def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str, ...] = ()) -> list[dict]:
-    """SkyPilot vms.csv text -> one price row per (accelerator, tier): the cheapest region."""
+def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str, ...] = (),
+             as_of_kind: str = "published") -> list[dict]:
+    """SkyPilot vms.csv text -> one price row per (accelerator, tier): the cheapest region.
+    `as_of_kind` "read": `as_of` is when a copy of unknown date was read, not the prices' own date."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
     if missing:
         raise GpuplanError("path", source, f"not a SkyPilot vms.csv: no column {', '.join(missing)}")
+    rows = list(reader)
+    hosts = {(r.get("InstanceType"), r.get("Region")): r for r in rows
+             if cloud == "gcp" and r.get("InstanceType") and not r.get("AcceleratorName")}
     best: dict[tuple, dict] = {}
-    for row in reader:
+    for row in rows:
         name, instance, region = row.get("AcceleratorName") or "", row.get("InstanceType") or "", row.get("Region") or ""
         count = _number(row.get("AcceleratorCount"))
         if not name or not count or (regions and not any(fnmatch.fnmatch(region, g) for g in regions)):
@@ -171,16 +195,31 @@ def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str
         if acc is None:
             continue
         chips = _chips(cloud, name, count)
+        host = None
+        if cloud == "gcp" and not instance and not name.lower().startswith("tpu"):
+            # GCP prices GPUs apart from the VM they attach to: add the machine type's price
+            host = hosts.get((gcp_host(name, count), region))
+            if host is None:
+                continue  # the machine type is not in the file: the VM's price cannot be rebuilt
         for tier, column in (("on_demand", "Price"), ("spot", "SpotPrice")):
             price = _number(row.get(column))
-            if price is None:
+            if price is None or (cloud == "gcp" and price >= GCP_NOT_OFFERED):
                 continue
+            if tier == "spot" and price >= (_number(row.get("Price")) or float("inf")):
+                continue  # a "spot" price at or above on-demand is no spot offer (seen in Azure, RunPod rows)
+            if host is not None:
+                extra = _number(host.get(column))
+                if extra is None and _number(host.get("Price")) is not None:
+                    continue  # the host has no such tier
+                price += extra or 0.0
             per_gpu = round(price / chips, 6)
             key = (acc, tier)
             if key not in best or (per_gpu, region) < (best[key]["price_usd_per_gpu_hour"], best[key]["region"]):
                 best[key] = dict(accelerator=acc, provider=cloud, tier=tier, region=region, term_months="",
                                  price_usd_per_gpu_hour=per_gpu, source=source, as_of=as_of.isoformat(),
-                                 notes=f"{instance or name} x{count:g} at {price:g} $/h per instance; "
+                                 as_of_kind=as_of_kind,
+                                 notes=f"{instance or (host or {}).get('InstanceType') or name} x{count:g} at "
+                                       f"{price:g} $/h per instance{' (GPUs + machine type)' if host else ''}; "
                                        f"cheapest {'of ' + ','.join(regions) if regions else 'region'}")
     return sorted(best.values(), key=lambda r: (r["accelerator"], r["tier"]))
 
@@ -212,17 +251,21 @@ def import_catalog(path: str | Path, as_of: date | None = None, regions: tuple[s
 
 
 def snapshot_rows() -> list[dict]:
-    """The importer over the shipped snapshot (catalog/skypilot/<cloud>/vms.csv), each cloud dated
-    and sourced by catalog/skypilot/sources.yaml (the commit it was read at)."""
+    """The importer over the shipped snapshot (catalog/skypilot/<cloud>/vms.csv), each cloud sourced
+    by catalog/skypilot/sources.yaml: the catalog path and commit it was read at, and the date of
+    that commit where known, else the date it was read (marked as such)."""
     import yaml
 
     meta = yaml.safe_load((SNAPSHOT_DIR / "sources.yaml").read_text())
     rows = []
-    for cloud, info in sorted(meta.items()):
+    for cloud, info in sorted(meta["clouds"].items()):
         f = SNAPSHOT_DIR / cloud / "vms.csv"
-        src = (f"SkyPilot catalog {info['path']} @ {info['commit'][:12]} ({info['date']}), "
+        dated = info.get("commit_date")
+        when = date.fromisoformat(str(dated or meta["read"]))
+        src = (f"SkyPilot catalog {info['path']} @ {info['commit'][:12]} "
+               f"({'committed ' + str(dated) if dated else 'commit date unknown, read ' + str(meta['read'])}), "
                f"via catalog/skypilot/{cloud}/vms.csv")
-        rows += read_vms(f.read_text(), cloud, date.fromisoformat(str(info["date"])), src)
+        rows += read_vms(f.read_text(), cloud, when, src, as_of_kind="published" if dated else "read")
     return rows
 
 
@@ -262,16 +305,28 @@ def price_label(item) -> str:
 
 def age_notes(items) -> list[str]:
     """What the answer's prices rest on, with their dates, and a warning for any older than
-    STALE_DAYS. `items`: the plans (or fleet parts) shown, each with price_as_of."""
-    seen: dict[str, date] = {}
+    STALE_DAYS or of unknown date. `items`: the plans (or fleet parts) shown, each with price_as_of."""
+    seen: dict[str, tuple[date, str]] = {}
     for item in items:
         if item.price_as_of:
-            seen.setdefault(price_label(item), date.fromisoformat(item.price_as_of))
+            seen.setdefault(price_label(item), (date.fromisoformat(item.price_as_of),
+                                                getattr(item, "price_as_of_kind", None) or "published"))
     if not seen:
         return []
-    lines = ["prices used: " + "; ".join(f"{label} as of {d}" for label, d in seen.items())]
-    stale = [f"{label} ({age_days(d)} days)" for label, d in seen.items() if age_days(d) > STALE_DAYS]
+    said = lambda d, kind: f"as of {d}" if kind == "published" else f"read {d} from a copy of unknown date"  # noqa: E731
+    lines = ["prices used: " + "; ".join(f"{label} {said(d, kind)}" for label, (d, kind) in seen.items())]
+    stale = [f"{label} ({age_days(d)} days)" for label, (d, kind) in seen.items()
+             if kind == "published" and age_days(d) > STALE_DAYS]
+    unknown = [label for label, (d, kind) in seen.items() if kind == "read"]
     if stale:
         lines.append(f"price older than {STALE_DAYS} days: " + ", ".join(stale)
                      + "; refresh with `gpuplan prices import PATH` (SkyPilot catalog layout)")
+    if unknown:
+        lines.append("price of unknown date (it may be older than it looks): " + ", ".join(unknown)
+                     + "; import a dated copy with `gpuplan prices import PATH --as-of DATE`")
     return lines
+
+
+if __name__ == "__main__":  # python -m recommender.prices: rebuild catalog/prices_snapshot.csv
+    write_rows(snapshot_rows(), SNAPSHOT)
+    print(f"wrote {SNAPSHOT}")

@@ -13,6 +13,7 @@ document before it is validated. A scenario runs through the same API calls as t
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recommender import catalog, units
+from recommender import prices as prices_mod
 from recommender.errors import GpuplanError, did_you_mean
 from recommender.spec import Accelerator, CloudPrice, Efficiency, PurchasePrice
 
@@ -155,6 +157,8 @@ class Scenario(Section):
     constraints: Constraints = Constraints()
     objective: Literal["cost", "time", "latency", "compute"] = "cost"
     top: int = Field(5, gt=0)
+    # where prices come from (--market overrides it): global, china (its clouds and channel prices), all
+    market: Literal["global", "china", "all"] = "global"
 
     # -- running -----------------------------------------------------------------------------
     def overrides(self):
@@ -185,8 +189,9 @@ class Scenario(Section):
                 for where in (same if p.provider is None else [dict(provider=p.provider)]):
                     prices.append(CloudPrice(accelerator=acc_id, tier=p.tier, price_usd_per_gpu_hour=p.usd_per_gpu_hour,
                                              source="negotiated price (scenario file)", as_of=today, **where))
-        return catalog.overrides(accelerators=accs, cloud_prices=prices, purchase_prices=buys, efficiencies=effs,
-                                 exclude_providers=self.catalog.exclude_providers)
+        return _both(prices_mod.shopping_in(prices_mod.market() if prices_mod.explicit() else self.market),
+                     catalog.overrides(accelerators=accs, cloud_prices=prices, purchase_prices=buys,
+                                       efficiencies=effs, exclude_providers=self.catalog.exclude_providers))
 
     def call(self) -> tuple[str, dict]:
         """The API function and the keyword arguments the equivalent CLI flags give it."""
@@ -242,6 +247,12 @@ class Scenario(Section):
             if q.job is None:
                 raise GpuplanError("model", None, "the frontier needs a model: give model.preset, params or hf_config")
             return pareto.train_frontier(q.job, q.limits, q.space, q.time_limit_s, q.notes)
+
+
+@contextlib.contextmanager
+def _both(first, second):
+    with first, second:
+        yield
 
 
 class ScenarioError(GpuplanError):

@@ -144,7 +144,7 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
             if df.empty:
                 continue
             df["calibrated"] = bool(eff and eff.calibrated)
-            acqs = [(q, pricing(acc, q)) for q in space.acquisitions]
+            acqs = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
             if acc.id in space.owned:
                 acqs.append(("owned", None))
             for q, price in acqs:

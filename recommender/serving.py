@@ -209,6 +209,7 @@ class ServePart(ServeFigures):
     requests_per_s: float
     price_usd_per_gpu_hour: float | None
     price_as_of: str | None = None
+    price_as_of_kind: str | None = None
     price_source: str | None = None
     memory_capacity_gib: float
     memory_limit_gib: float
@@ -325,7 +326,8 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     gpus = replicas * layout.gpus_per_replica
     acq = layout.acquisition
     own = min(gpus, owned) // layout.gpus_per_replica * layout.gpus_per_replica
-    price = pricing(acc, acq, None if layout.provider is None else (layout.provider,)) if acq != "owned" else None
+    price = (pricing(acc, acq, None if layout.provider is None else (layout.provider,), days=w.horizon_days)
+             if acq != "owned" else None)
     if acq != "owned" and layout.provider is not None and price is None:
         raise GpuplanError("provider", layout.provider, f"no {acq} price for {acc.id} from this provider")
     cph = float(replica_cost_per_hour(price, acc, gpus - own, w.horizon_days, amortize)
@@ -347,6 +349,7 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
         provider=None if acq in ("buy", "owned") or price is None else price.provider,
         price_usd_per_gpu_hour=None if price is None else price.usd_per_gpu_hour,
         price_as_of=None if price is None else price.row.as_of.isoformat(),
+        price_as_of_kind=None if price is None else getattr(price.row, "as_of_kind", "published"),
         price_source=None if price is None else price.row.source,
         memory_gib_per_gpu=float(mem.total) / GIB, memory_capacity_gib=acc.memory_gib,
         memory_limit_gib=acc.memory_gib * (1 - headroom),

@@ -339,6 +339,9 @@ class CloudPrice(Strict):
     market: Market = "global"
     source: str
     as_of: date
+    # "published": the date the price was stated; "read": the date a copy of unknown date was read
+    # (the price may be older: answers say so)
+    as_of_kind: Literal["published", "read"] = "published"
     notes: str = ""
 
     @model_validator(mode="before")

@@ -50,6 +50,16 @@ def test_gcp_tpu_slices_are_priced_per_chip():
     assert rows["tpu-v5p", "gcp", "on_demand"]["price_usd_per_gpu_hour"] == pytest.approx(4.20)
     assert rows["tpu-v5e", "gcp", "on_demand"]["price_usd_per_gpu_hour"] == pytest.approx(1.20)
     assert rows["tpu-v5p", "gcp", "spot"]["price_usd_per_gpu_hour"] == pytest.approx(7.56 / 4)
+    assert rows["tpu-v5p", "gcp", "on_demand"]["region"] == "us-east5"  # 700.0 = "not offered", skipped
+
+
+def test_gcp_gpu_rows_add_the_machine_type():
+    """GCP lists 8 H100 at $33.60609 and the a3-highgpu-8g VM at $9.46006 apart: a GPU-hour is
+    (33.60609 + 9.46006) / 8. A T4 row whose N1 host is not in the file cannot be priced whole."""
+    rows = _by_key(prices.import_catalog(FIXTURE / "gcp", as_of=date(2026, 11, 30)))
+    assert rows["h100-sxm", "gcp", "on_demand"]["price_usd_per_gpu_hour"] == pytest.approx((33.60609 + 9.46006) / 8)
+    assert rows["h100-sxm", "gcp", "spot"]["price_usd_per_gpu_hour"] == pytest.approx((22.8008 + 2.75246) / 8)
+    assert ("t4", "gcp", "on_demand") not in rows
 
 
 def test_region_filter():
@@ -87,8 +97,9 @@ def test_imported_prices_override_the_shipped_ones_and_are_used_by_train(user_ho
     assert (user_home / "prices.csv").is_file()
     catalog.reload()
     lam = [p for p in catalog.prices_for("h100-sxm") if p.provider == "lambda" and p.tier == "on_demand"]
-    assert [p.price_usd_per_gpu_hour for p in lam] == [pytest.approx(2.99)]
-    assert before != catalog.prices_for("h100-sxm")
+    assert [(p.price_usd_per_gpu_hour, p.region, p.as_of) for p in lam] == [(pytest.approx(2.99), "us-east-1",
+                                                                              date(2026, 11, 30))]
+    assert before != catalog.prices_for("h100-sxm")  # the user's row replaced the shipped one
     # `prices --json` lists it with its origin and age
     r = runner.invoke(app, ["prices", "--gpu", "h100-sxm", "--provider", "lambda", "--json"])
     rows = json.loads(r.stdout)

@@ -35,6 +35,8 @@ def flags(doc: dict) -> list[str]:
             continue
         args += [f"--{key.replace('_', '-')}", str(value)]
     args += ["--objective", doc.get("objective", "cost"), "--top", str(doc.get("top", 5)), "--json"]
+    if "market" in doc:
+        args += ["--market", doc["market"]]
     return args
 
 

@@ -83,8 +83,8 @@ def test_price_shorthand_sets_every_provider_of_a_tier():
     assert all(p.price_usd_per_gpu_hour != 0.55 for p in catalog.prices_for("a100-80g"))
     with pytest.raises(GpuplanError, match="TIER one of on_demand, spot, reserved"):
         scenario.load(LORA, ["price.h100-sxm.cheap=1"])
-    with pytest.raises(GpuplanError, match="no provider lists h100-sxm spot; name the provider"):
-        scenario.load(LORA, ["price.h100-sxm.spot=1.80"])
+    with pytest.raises(GpuplanError, match="no provider lists mi300x spot; name the provider"):
+        scenario.load(LORA, ["price.mi300x.spot=1.80"])
 
 
 def test_cli_whatif_json_csv_and_bad_vary(tmp_path):
