@@ -25,7 +25,8 @@ LayersOpt = Annotated[Opt, typer.Option(help="Override the number of layers.")]
 HiddenOpt = Annotated[Opt, typer.Option(help="Override the hidden size.")]
 HeadsOpt = Annotated[Opt, typer.Option(help="Override the attention heads.")]
 KvHeadsOpt = Annotated[Opt, typer.Option(help="Override the KV heads (GQA/MQA).")]
-SeqLenOpt = Annotated[Opt, typer.Option(help="Training sequence length (default: the model's).")]
+SeqLenOpt = Annotated[Opt, typer.Option(help="Training sequence length (default: the preset's published "
+                                            "pre-training length, else 4096; fine-tuning 4096).")]
 TokensOpt = Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default: 20 per parameter).")]
 BatchOpt = Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M; fine-tuning 64 sequences).")]
 MethodOpt = Annotated[str, typer.Option(help="full | lora | qlora (adapters on a frozen 16-bit / 4-bit base).")]
@@ -36,7 +37,7 @@ MaxGpusOpt = Annotated[Opt, typer.Option(help="At most this many GPUs.")]
 PowerOpt = Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")]
 VendorsOpt = Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")]
 ProvidersOpt = Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")]
-AcquisitionsOpt = Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,buy (default all).")]
+AcquisitionsOpt = Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,serverless,buy (default all but serverless).")]
 OwnOpt = Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")]
 TopOpt = Annotated[str, typer.Option(help="How many ranked plans.")]
 DiverseOpt = Annotated[bool, typer.Option(help="The best plan per accelerator type.")]
@@ -103,7 +104,7 @@ def evaluate(
     recompute: Annotated[str, typer.Option(help="Activation recomputation: none|selective|full.")] = "selective",
     micro_batch: Annotated[str, typer.Option(help="Micro-batch size in sequences.")] = "1",
     precision: Annotated[str, typer.Option(help="bf16|fp16|fp8|fp32.")] = "bf16",
-    acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|buy.")] = "cloud",
+    acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|serverless|buy.")] = "cloud",
     provider: Annotated[Opt, typer.Option(help="Cloud provider (default: cheapest published).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
     amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life, not the whole purchase.")] = False,

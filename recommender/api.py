@@ -149,7 +149,10 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
         headroom = parse_count("headroom", headroom, allow_zero=True)
         if headroom >= 1:
             raise GpuplanError("headroom", headroom, "must be a fraction below 1, e.g. 0.1")
-    ev = evaluate(job, layout, headroom=headroom, amortize=amortize, owned=parse_int("own", own, minimum=0))
+    from recommender import prices
+
+    with prices.naming([layout.accelerator]):
+        ev = evaluate(job, layout, headroom=headroom, amortize=amortize, owned=parse_int("own", own, minimum=0))
     return ev.model_copy(update={"warnings": notes + ev.warnings})
 
 
@@ -257,7 +260,7 @@ def models_frame(family: str | None = None, search: str | None = None) -> pd.Dat
             "active_params_b": round(m.active_params / 1e9, 2) if m.is_moe else None,
             "published_params_b": m.published_params_b, "layers": m.layers, "hidden": m.hidden,
             "ffn": m.ffn, "heads": m.heads, "kv_heads": m.kv_heads, "vocab": m.vocab,
-            "seq_len": m.seq_len, "experts": f"{m.experts_per_token}/{m.experts}" if m.is_moe else "",
+            "seq_len": m.seq_len, "train_seq_len": m.pretrain_seq_len, "experts": f"{m.experts_per_token}/{m.experts}" if m.is_moe else "",
             "source": m.source, "as_of": m.as_of.isoformat() if m.as_of else "",
         })
     if not rows:
@@ -369,11 +372,14 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
     q = train_query(**locals())
     from recommender.planner import plan
 
-    if q.job is None:
-        return _compute_optimal(q.limits, space_kwargs=q.space_kwargs, top=q.top, diverse=q.diverse,
-                                time_limit_s=q.time_limit_s)
-    return plan(q.job, q.limits, q.space, objective=q.objective, top=q.top, diverse=q.diverse,
-                time_limit_s=q.time_limit_s, notes=q.notes)
+    from recommender import prices
+
+    with prices.naming(q.limits.gpus):
+        if q.job is None:
+            return _compute_optimal(q.limits, space_kwargs=q.space_kwargs, top=q.top, diverse=q.diverse,
+                                    time_limit_s=q.time_limit_s)
+        return plan(q.job, q.limits, q.space, objective=q.objective, top=q.top, diverse=q.diverse,
+                    time_limit_s=q.time_limit_s, notes=q.notes)
 
 
 def finetune_kwargs(*, model=None, hf_config=None, method="lora", lora_rank=None, epochs=None, **kwargs) -> dict:
@@ -535,8 +541,11 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
 
     if not isinstance(q, ServeQuery):
         return q
-    return sp.plan_serving(q.workload, q.limits, q.space, objective=q.objective, top=q.top,
-                           time_limit_s=q.time_limit_s)
+    from recommender import prices
+
+    with prices.naming(q.limits.gpus):
+        return sp.plan_serving(q.workload, q.limits, q.space, objective=q.objective, top=q.top,
+                               time_limit_s=q.time_limit_s)
 
 
 def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, providers, headroom, amortize, owned):
@@ -562,7 +571,10 @@ def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, p
                          batch=None if batch is None else parse_int("batch", batch),
                          replicas=None if replicas is None else parse_int("replicas", replicas),
                          acquisition=acq, provider=provider)
-    part = evaluate_serving(w, layout, headroom=headroom, amortize=amortize, owned=owned.get(acc.id, 0))
+    from recommender import prices
+
+    with prices.naming([acc.id]):
+        part = evaluate_serving(w, layout, headroom=headroom, amortize=amortize, owned=owned.get(acc.id, 0))
     demand = w.output_tokens_per_s
     hours = w.horizon_days * HOURS_PER_DAY
     plan = sp._fleet_plan(1, [part], demand or part.tokens_per_s, hours, "best")

@@ -125,6 +125,8 @@ def accelerators() -> dict[str, Accelerator]:
 def cloud_prices() -> list[CloudPrice]:
     """Every cloud price row; a scenario's negotiated price replaces the catalog's rows of that
     accelerator, provider, tier and term in every region (it names no region)."""
+    if not _LAYERS:
+        return _cloud_prices()
     key = lambda p: _price_key(p)[:4] if p.region == "" else _price_key(p)  # noqa: E731
     extra = [p for layer in _LAYERS for p in layer["cloud_prices"]]
     replaced = {key(p) for p in extra}
@@ -179,6 +181,8 @@ def _index(items: dict) -> dict[str, str]:
 
 
 def _resolve(field: str, name: str, items: dict, what: str) -> str:
+    if isinstance(name, str) and name in items:  # an id: the common case, no index needed
+        return name
     key = _index(items).get(normalize(name))
     if key is None:
         hint = did_you_mean(name, list(items))

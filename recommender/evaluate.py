@@ -390,6 +390,19 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     provider = "owned" if owned == L.count else (price.provider if price else None)
     if owned:
         provider = f"owned {owned}" + (f" + {L.count - owned} {price.provider}" if owned < L.count and price else "")
+    if job_cost_ is not None and price is not None:
+        import types
+
+        from recommender import prices
+
+        if L.count > owned:  # the price's date, as every answer gives it (prices.age_notes)
+            warnings += prices.age_notes([types.SimpleNamespace(
+                accelerator=acc.id, acquisition=L.acquisition, provider=price.provider,
+                price_as_of=price.row.as_of.isoformat(), price_as_of_kind=getattr(price.row, "as_of_kind", "published"))])
+
+        if getattr(price.row, "market", "global") == "china" and prices.market() == "global":
+            warnings.append(f"{acc.id}: priced from China's market, the only one that sells it "
+                            f"(CNY converted at catalog/fx.yaml's rate)")
     if job_cost_ is None:
         what = "TDP (for energy)" if acc.tdp_w is None and (owned or L.acquisition == "buy") else (
             f"{L.acquisition} price" + (f" from {L.provider}" if L.provider else ""))

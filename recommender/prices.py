@@ -66,15 +66,34 @@ def shopping_in(name: str | None):
         _MARKET.pop()
 
 
+_NAMED: list[frozenset] = [frozenset()]
+
+
+@contextlib.contextmanager
+def naming(ids):
+    """Within the block, these accelerators were named by the user (--gpus, --gpu, a scenario's
+    constraints.gpus): in the global market, a part priced only in China keeps China's prices."""
+    _NAMED.append(frozenset(ids or ()))
+    try:
+        yield
+    finally:
+        _NAMED.pop()
+
+
 def in_market(rows: list) -> list:
-    """The rows of the current market. Global: global rows only (a part priced only in China, such
-    as H800 or H20, is unpriced there: plan it with --market china). China: China's rows, and for a
-    part China's market does not price, its global rows. All: both. Second-hand rows are never used."""
+    """The rows of the current market. Global: global rows only, except that a part the user
+    named and that only China's market prices (H800, H20, Ascend 910B, MLU370) keeps China's
+    rows; an unnamed one is unpriced there (plan it with --market china). China: China's rows,
+    and for a part China's market does not price, its global rows. All: both. Second-hand rows
+    are never used."""
     rows = [r for r in rows if r.market != "used"]
-    if market() == "all":
+    if market() == "all" or not rows:
         return rows
     if market() == "global":
-        return [r for r in rows if r.market == "global"]
+        mine = [r for r in rows if r.market == "global"]
+        if not mine and rows[0].accelerator in _NAMED[-1] and china_only(rows[0].accelerator):
+            return rows
+        return mine
     return [r for r in rows if r.market == "china"] or rows
 
 
@@ -83,7 +102,7 @@ def unpriced_note(ids, what: str = "not chosen where cost matters") -> list[str]
     ids = sorted(ids)
     if not ids:
         return []
-    china = [a for a in ids if market() == "global" and china_only(a)]
+    china = [a for a in ids if market() == "global" and china_only(a) and a not in _NAMED[-1]]
     rest = [a for a in ids if a not in china]
     out = []
     if rest:
@@ -306,6 +325,7 @@ def price_label(item) -> str:
 def age_notes(items) -> list[str]:
     """What the answer's prices rest on, with their dates, and a warning for any older than
     STALE_DAYS or of unknown date. `items`: the plans (or fleet parts) shown, each with price_as_of."""
+    items = list(items)
     seen: dict[str, tuple[date, str]] = {}
     for item in items:
         if item.price_as_of:
@@ -321,6 +341,11 @@ def age_notes(items) -> list[str]:
     if stale:
         lines.append(f"price older than {STALE_DAYS} days: " + ", ".join(stale)
                      + "; refresh with `gpuplan prices import PATH` (SkyPilot catalog layout)")
+    china = sorted({item.accelerator for item in items if item.price_as_of and market() == "global"
+                    and china_only(item.accelerator)})
+    if china:
+        lines.append("priced from China's market, the only one that sells it: " + ", ".join(china)
+                     + " (CNY converted at catalog/fx.yaml's rate)")
     if unknown:
         lines.append("price of unknown date (it may be older than it looks): " + ", ".join(unknown)
                      + "; import a dated copy with `gpuplan prices import PATH --as-of DATE`")

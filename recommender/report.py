@@ -81,7 +81,8 @@ def render_evaluation(ev) -> None:
         where = (f"{ev.provider} at {fmt_usd(ev.price_usd_per_gpu_hour)}/GPU-h"
                  if ev.price_usd_per_gpu_hour is not None else ev.provider or "")
         if ev.price_as_of:
-            where += f" (price as of {ev.price_as_of})"
+            where += (f" (price as of {ev.price_as_of})" if ev.price_as_of_kind != "read"
+                      else f" (price read {ev.price_as_of}, copy undated)")
         cost_rows.append(("cost", fmt_usd(ev.cost_usd), where))
         for name in ("rental", "capex", "energy", "operations"):
             if getattr(cb, name):

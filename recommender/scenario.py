@@ -189,7 +189,11 @@ class Scenario(Section):
                 for where in (same if p.provider is None else [dict(provider=p.provider)]):
                     prices.append(CloudPrice(accelerator=acc_id, tier=p.tier, price_usd_per_gpu_hour=p.usd_per_gpu_hour,
                                              source="negotiated price (scenario file)", as_of=today, **where))
+        known = {catalog.normalize(k): k for a in [catalog.accelerators()] for k in a}
+        known.update({catalog.normalize(n): a.id for a in catalog.accelerators().values() for n in a.aliases})
+        named = [known[catalog.normalize(g)] for g in self.constraints.gpus or [] if catalog.normalize(g) in known]
         return _both(prices_mod.shopping_in(prices_mod.market() if prices_mod.explicit() else self.market),
+                     prices_mod.naming(named),
                      catalog.overrides(accelerators=accs, cloud_prices=prices, purchase_prices=buys,
                                        efficiencies=effs, exclude_providers=self.catalog.exclude_providers))
 
@@ -250,8 +254,10 @@ class Scenario(Section):
 
 
 @contextlib.contextmanager
-def _both(first, second):
-    with first, second:
+def _both(*managers):
+    with contextlib.ExitStack() as stack:
+        for m in managers:
+            stack.enter_context(m)
         yield
 
 
