@@ -208,3 +208,73 @@ def test_currency_option_shows_yuan_and_the_rate(cmd):
 def test_bad_currency_is_one_line():
     r = runner.invoke(app, ["evaluate", "--model", "llama-2-7b", "--gpu", "h100", "--currency", "GBP"])
     assert r.exit_code == 2 and "currency=GBP: must be one of USD, CNY, EUR" in r.output
+
+
+# -- markets, reserved terms, purchase-price choice -------------------------------------------------
+
+def test_reserved_term_is_paid_whole_and_the_cheapest_term_is_taken():
+    """TPU v5p at GCP: $4.20 on demand, $2.94 for 12 months, $1.89 for 36 months (catalog rows).
+    For 10 days the 36-month term costs 36 x 730 h x $1.89 = $49,669 per chip, more than 240 h on
+    demand ($1,008) or 12 months ($25,754): reserved alone then picks the 12-month term."""
+    from recommender.evaluate import job_cost, pricing
+
+    acc = catalog.accelerator("tpu-v5p")
+    p = pricing(acc, "reserved", ("gcp",), days=10)
+    assert p.term_hours == 12 * 730
+    assert float(job_cost(p, acc, 1, 10).total) == pytest.approx(12 * 730 * p.usd_per_gpu_hour)
+    long = pricing(acc, "reserved", ("gcp",), days=3 * 365)
+    assert long.term_hours == 36 * 730
+    assert float(job_cost(long, acc, 1, 3 * 365).total) == pytest.approx(3 * 365 * 24 * long.usd_per_gpu_hour)
+
+
+def test_global_market_leaves_china_only_parts_unpriced_unless_named():
+    from recommender.evaluate import pricing
+
+    h800 = catalog.accelerator("h800")
+    assert pricing(h800, "on_demand") is None
+    with prices.naming(["h800"]):
+        assert pricing(h800, "on_demand").row.market == "china"
+    with prices.shopping_in("china"):
+        assert pricing(h800, "on_demand").row.currency == "CNY"
+        # a part China's market does not price keeps its global rows there
+        assert pricing(catalog.accelerator("gaudi3"), "buy").row.market == "global"
+
+
+def test_china_market_prices_an_h100_from_chinas_rows():
+    with prices.shopping_in("china"):
+        rows = catalog.prices_for("h100-sxm")
+    assert rows and all(r.market == "china" for r in rows)
+    assert all(r.market == "global" for r in catalog.prices_for("h100-sxm"))
+
+
+def test_purchase_price_is_the_newest_dates_median_and_never_second_hand():
+    """A100 80GB: the newest global rows (2026-03-20) are a $8,000-$15,000 new range and a $4,000
+    used low end; the price used is the new range's midpoint, $11,500."""
+    p = catalog.purchase_for("a100-80g")
+    assert p.price_usd_per_gpu == pytest.approx(11500) and p.as_of == date(2026, 3, 20)
+    assert p.market == "global"
+
+
+def test_a100_buy_has_a_cost():
+    from recommender import api
+
+    e = api.evaluate_config(model="llama-2-7b", tokens="10B", gpu="a100", count=8, acquisition="buy")
+    share = catalog.assumption("server_share_of_gpu_price")
+    assert e.cost_breakdown_usd.capex == pytest.approx(8 * 11500 * (1 + share))
+
+
+def test_fx_hf_defaults_and_name_maps_are_sourced():
+    import yaml
+
+    for code, r in money.rates().items():
+        assert code == "USD" or (r["source"] and r["as_of"])
+    for kind, row in yaml.safe_load((catalog.DATA_DIR / "hf_defaults.yaml").read_text()).items():
+        assert row.get("source"), kind
+    assert all(r["source"] and r["as_of"] for r in prices.name_map())
+
+
+@pytest.mark.parametrize("gpu", ["h800", "h20", "ascend-910b", "mlu370-x8"])
+def test_china_market_parts_have_a_price_in_cny(gpu):
+    with prices.shopping_in("china"):
+        rows = [*catalog.prices_for(gpu), *([catalog.purchase_for(gpu)] if catalog.purchase_for(gpu) else [])]
+    assert rows and any(r.currency == "CNY" or "CNY" in (r.notes or "") or r.market == "china" for r in rows)
