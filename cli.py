@@ -9,12 +9,33 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="gpuplan: plan GPU training and serving with an exact optimizer.",
+EXIT_CODES = {"infeasible": 3, "unknown": 4}  # 0 a plan, 2 bad input, 1 an internal error
+app = typer.Typer(help="gpuplan: plan GPU training and serving with an exact optimizer.\n\n"
+                       "Exit status: 0 a plan (or a listing); 2 bad input (one line naming the field); "
+                       "3 infeasible (the answer gives the least relaxations); 4 the time limit ran out with "
+                       "no plan found; 1 an internal error (a bug: please report it).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 Opt = Optional[str]
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 CSV = Annotated[Opt, typer.Option("--csv", help="Also write the table as CSV to FILE ('-' = stdout).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"gpuplan {version('gpuplan')}")
+        except PackageNotFoundError:
+            print("gpuplan (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """gpuplan: plan GPU training and serving with an exact optimizer."""
 
 
 # options shared by the commands that take a model and a training job, declared once
@@ -41,12 +62,22 @@ AcquisitionsOpt = Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved
 OwnOpt = Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")]
 TopOpt = Annotated[str, typer.Option(help="How many ranked plans.")]
 DiverseOpt = Annotated[bool, typer.Option(help="The best plan per accelerator type.")]
-AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life.")]
+AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share of the GPUs' life "
+                                              "(default 5 years, --depreciation-years).")]
 TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
 CurrencyOpt = Annotated[str, typer.Option(help="Show money in USD | CNY | EUR (dated rates, catalog/fx.yaml); "
                                               "plain budgets are read in it too. JSON stays in USD.")]
 MarketOpt = Annotated[Opt, typer.Option(help="Prices from: global (default; a scenario file may say), china (its "
                                             "clouds and channel prices, global where China has none), or all.")]
+# what a user says of their own site (replacing catalog/assumptions.yaml for this command)
+SITE_OPTIONS = ("goodput", "pue", "electricity", "colo", "depreciation_years")
+GoodputOpt = Annotated[Opt, typer.Option(help="Share of wall-clock time spent training, e.g. 0.9 or 30% (default 0.90).")]
+PueOpt = Annotated[Opt, typer.Option(help="Facility power / IT power of your site (default 1.56).")]
+ElectricityOpt = Annotated[Opt, typer.Option(help="Electricity price per kWh, e.g. 0.12 or ¥0.6 (default $0.08).")]
+ColoOpt = Annotated[Opt, typer.Option(help="Colocation per kW of IT load per month (default $184).")]
+BuyPriceOpt = Annotated[Optional[list[str]], typer.Option(help="Your purchase price per GPU, server included, "
+                                                         "GPU=PRICE (repeatable), e.g. a100-80g=15000.")]
+DepreciationOpt = Annotated[Opt, typer.Option(help="Useful life of bought GPUs in years, for --amortize (default 5).")]
 # scenario-file commands
 FileArg = Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
@@ -60,19 +91,30 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         from pydantic import ValidationError
 
-        from recommender.errors import GpuplanError
+        from recommender.errors import GpuplanError, PlanCheckError
         try:
-            if "currency" in kwargs or "market" in kwargs:
-                from recommender import money, prices
+            if {"currency", "market", "buy_price", *SITE_OPTIONS} & set(kwargs):
+                from recommender import api, catalog, money, prices
 
                 market = kwargs.get("market")
-                with money.shown_in(kwargs.get("currency")), (
-                        prices.shopping_in(market) if market is not None else contextlib.nullcontext()):
+                with contextlib.ExitStack() as stack:
+                    stack.enter_context(money.shown_in(kwargs.get("currency")))
+                    if market is not None:
+                        stack.enter_context(prices.shopping_in(market))
+                    site = api.site_values(**{k: kwargs.get(k) for k in SITE_OPTIONS})
+                    stack.enter_context(catalog.assuming(**site))
+                    if kwargs.get("buy_price"):
+                        stack.enter_context(catalog.overrides(purchase_prices=api.own_purchase_prices(
+                            kwargs["buy_price"])))
                     return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except GpuplanError as exc:
             print(f"gpuplan: error: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except PlanCheckError as exc:
+            print(f"gpuplan: internal error (a bug, please report it): a returned plan failed its re-check: {exc}",
+                  file=sys.stderr)
+            raise typer.Exit(1) from None
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "input"
@@ -107,13 +149,19 @@ def evaluate(
     acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|serverless|buy.")] = "cloud",
     provider: Annotated[Opt, typer.Option(help="Cloud provider (default: cheapest published).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
-    amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of a 5-year life, not the whole purchase.")] = False,
+    amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of the GPUs' life (--depreciation-years), not the whole purchase.")] = False,
     own: Annotated[str, typer.Option(help="How many of these GPUs you already own (energy and colocation only).")] = "0",
     ep: Annotated[str, typer.Option(help="Expert-parallel degree (MoE): experts split over EP of the DP ranks.")] = "1",
     ep_overlap: Annotated[bool, typer.Option(help="Hide the MoE all-to-all behind compute (DualPipe-style).")] = False,
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
     epochs: EpochsOpt = None,
+    goodput: GoodputOpt = None,
+    pue: PueOpt = None,
+    electricity: ElectricityOpt = None,
+    colo: ColoOpt = None,
+    buy_price: BuyPriceOpt = None,
+    depreciation_years: DepreciationOpt = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,
@@ -162,6 +210,12 @@ def train(
     diverse: DiverseOpt = False,
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
+    goodput: GoodputOpt = None,
+    pue: PueOpt = None,
+    electricity: ElectricityOpt = None,
+    colo: ColoOpt = None,
+    buy_price: BuyPriceOpt = None,
+    depreciation_years: DepreciationOpt = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,
@@ -189,6 +243,9 @@ def _emit(result, frame, render, json_out: bool, csv: str | None) -> None:
             frame(result).to_csv(csv, index=False)
     else:
         render(result, csv_path=csv)
+    code = EXIT_CODES.get(getattr(result, "status", None), 0)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_train(result, json_out: bool, csv: str | None) -> None:
@@ -223,6 +280,12 @@ def finetune(
     diverse: DiverseOpt = False,
     amortize: AmortizeOpt = False,
     time_limit: TimeLimitOpt = "10s",
+    goodput: GoodputOpt = None,
+    pue: PueOpt = None,
+    electricity: ElectricityOpt = None,
+    colo: ColoOpt = None,
+    buy_price: BuyPriceOpt = None,
+    depreciation_years: DepreciationOpt = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,
@@ -366,7 +429,7 @@ def serve(
     acquisition: AcquisitionsOpt = None,
     own: OwnOpt = None,
     top: Annotated[str, typer.Option(help="How many ranked fleets.")] = "5",
-    amortize: Annotated[bool, typer.Option(help="Buying: charge the horizon's share of a 5-year life.")] = False,
+    amortize: Annotated[bool, typer.Option(help="Buying: charge the horizon's share of the GPUs' life (--depreciation-years).")] = False,
     time_limit: TimeLimitOpt = "10s",
     gpu: Annotated[Opt, typer.Option(help="Fix the accelerator: evaluate one configuration instead of searching.")] = None,
     tp: Annotated[Opt, typer.Option(help="Fixed configuration: tensor-parallel degree per replica.")] = None,
@@ -374,6 +437,12 @@ def serve(
     replicas: Annotated[Opt, typer.Option(help="Fixed configuration: replicas (default: enough for the demand).")] = None,
     batch: Annotated[Opt, typer.Option(help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
     headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
+    goodput: GoodputOpt = None,
+    pue: PueOpt = None,
+    electricity: ElectricityOpt = None,
+    colo: ColoOpt = None,
+    buy_price: BuyPriceOpt = None,
+    depreciation_years: DepreciationOpt = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,

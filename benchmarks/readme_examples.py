@@ -50,6 +50,12 @@ EXAMPLES = {
     "guide-catalog": ("docs/GUIDE.md", ["catalog", "--vendor", "amd"]),
     "guide-models": ("docs/GUIDE.md", ["models", "--family", "qwen2"]),
     "guide-schema": ("docs/GUIDE.md", ["schema"], 25),
+    "guide-tier-1m": ("docs/GUIDE.md", ["train", "--params", "70B", "--budget", "1M", "--objective", "compute",
+                                        "--deadline", "270d", "--top", "3"]),
+    "guide-tier-5m": ("docs/GUIDE.md", ["train", "--params", "70B", "--budget", "5M", "--objective", "compute",
+                                        "--deadline", "270d", "--top", "3"]),
+    "guide-tier-10m": ("docs/GUIDE.md", ["train", "--params", "70B", "--budget", "10M", "--objective", "compute",
+                                         "--deadline", "270d", "--top", "3"]),
     "catalog-prices": ("docs/CATALOG.md", ["prices", "--gpu", "h100-sxm"]),
     "catalog-china-seed": ("docs/CATALOG.md", ["serve", "--model", "chatglm2-6b", "--users", "1000", "--think-time",
                                                "3s", "--prompt", "512", "--output", "256", "--ttft", "1s",
@@ -68,8 +74,11 @@ ONLY = sys.argv[1:]  # names to regenerate (default: all)
 
 def run(args):
     env = dict(os.environ, COLUMNS="150", GPUPLAN_HOME=tempfile.mkdtemp())  # no user price file
-    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, env=env,
-                         cwd=ROOT, check=True).stdout
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, env=env,
+                       cwd=ROOT)
+    if r.returncode not in (0, 3):  # 3: an infeasible answer, shown as it is
+        raise SystemExit(f"gpuplan {' '.join(args)} exited {r.returncode}: {r.stderr}")
+    out = r.stdout
     lines = [line.rstrip() for line in out.splitlines()]
     out = "\n".join(line for line in lines if line.strip())
     out = re.sub(r"; \d+\.\d\d s$", "; (solve time varies)", out, flags=re.M)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from recommender import catalog
-from recommender.errors import GpuplanError
+from recommender.errors import GpuplanError, did_you_mean
 from recommender.evaluate import Evaluation, evaluate
 from recommender.spec import ModelSpec, TrainJob, TrainLayout
 from recommender.units import parse_count, parse_int
@@ -102,6 +102,61 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
                     lora_rank=rank), notes
 
 
+def site_values(goodput=None, pue=None, electricity=None, colo=None, depreciation_years=None) -> dict[str, float]:
+    """What a user says of their own site, as catalog assumption values (catalog.SITE names)."""
+    from recommender.units import parse_fraction, parse_usd
+
+    out = {}
+    if goodput is not None:
+        out["goodput"] = parse_fraction("goodput", goodput)
+    if pue is not None:
+        out["pue"] = parse_count("pue", pue)
+        if out["pue"] < 1:
+            raise GpuplanError("pue", pue, "is facility power over IT power: 1 or more, e.g. 1.3")
+    if electricity is not None:
+        out["electricity_usd_per_kwh"] = parse_usd("electricity", electricity)
+    if colo is not None:
+        out["colocation_usd_per_kw_month"] = parse_usd("colo", colo)
+    if depreciation_years is not None:
+        out["useful_life_years"] = parse_count("depreciation-years", depreciation_years)
+    return out
+
+
+def own_purchase_prices(items) -> list:
+    """'h100-sxm=25000' (repeatable): what you pay per GPU, server included, replacing the
+    catalog's purchase price of that part for this command."""
+    from datetime import date
+
+    from recommender.spec import PurchasePrice
+    from recommender.units import parse_usd
+
+    out = []
+    for item in ([items] if isinstance(items, str) else list(items or [])):
+        gpu, sep, value = str(item).partition("=")
+        if not sep or not gpu.strip():
+            raise GpuplanError("buy-price", item, "write it as GPU=PRICE, e.g. h100-sxm=25000")
+        out.append(PurchasePrice(accelerator=catalog.accelerator(gpu.strip(), field="buy-price").id,
+                                 price_usd_per_gpu=parse_usd("buy-price", value), basis="system_per_gpu",
+                                 source="your --buy-price", as_of=date.today()))
+    return out
+
+
+def check_provider(provider: str, acc_id: str, acquisition: str) -> None:
+    """A provider someone typed must be one the catalog knows (the price itself may be missing)."""
+    known = sorted({p.provider.lower() for p in catalog.cloud_prices()})
+    if str(provider).lower() not in known:
+        hint = did_you_mean(str(provider), known)
+        raise GpuplanError("provider", provider, f"unknown provider; {hint + ' ' if hint else ''}known: {', '.join(known)}")
+
+
+def _check_providers(text) -> list[str]:
+    items = _split("providers", text)
+    for p in items:
+        if p.lower() not in ("owned", "purchase"):
+            check_provider(p, "", "")
+    return items
+
+
 def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="selective",
                  micro_batch=1, precision="bf16", acquisition="cloud", provider=None, ep=1,
                  ep_overlap=False) -> TrainLayout:
@@ -128,6 +183,8 @@ def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="s
         dp_ = n // (tp_ * pp_)
     else:
         dp_ = 1
+    if provider is not None:
+        check_provider(provider, acc.id, acq)
     return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, dp=dp_, ep=parse_int("ep", ep), ep_overlap=ep_overlap,
                        zero=zero_,
                        recompute=str(recompute).lower(), micro_batch=parse_int("micro-batch", micro_batch),
@@ -176,6 +233,12 @@ def catalog_frame(vendor: str | None = None, min_memory_gib: float | None = None
             "buy_usd_per_gpu": buy.price_usd_per_gpu if buy else None,
             "source": acc.source, "as_of": acc.as_of.isoformat(),
         })
+    if not rows:
+        vendors = sorted({a.vendor for a in catalog.accelerators().values()})
+        if vendor and vendor.lower() not in vendors:
+            raise GpuplanError("vendor", vendor, f"unknown vendor; known: {', '.join(vendors)}")
+        raise GpuplanError("min-memory", min_memory_gib, "no accelerator has that much memory"
+                           + (f" from vendor {vendor}" if vendor else ""))
     return pd.DataFrame(rows)
 
 
@@ -349,7 +412,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
         power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
         gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
-        providers=None if providers is None else tuple(_split("providers", providers)),
+        providers=None if providers is None else tuple(_check_providers(providers)),
         precisions=None, acquisitions=acqs)
     space_kwargs = dict(precisions=precisions, owned=owned, acqs=acqs, gpu_ids=gpu_ids, amortize=amortize)
     # max-gpus is a limit (relaxable), not the space's edge
@@ -520,7 +583,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
         power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
         gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
-        providers=None if providers is None else tuple(_split("providers", providers)), acquisitions=acqs)
+        providers=None if providers is None else tuple(_check_providers(providers)), acquisitions=acqs)
     space = sp.ServeSpace(accelerators=tuple(sorted(set(gpu_ids or ()) | set(owned))) if gpu_ids else
                           tuple(catalog.accelerators()), precisions=precisions, kv_precision=kv,
                           owned=owned, acquisitions=acqs or sp.ServeSpace.acquisitions,

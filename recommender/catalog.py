@@ -155,8 +155,35 @@ def assumptions() -> dict[str, Assumption]:
     return {k: Assumption(**v) for k, v in raw.items()}
 
 
+# What a user says of their own site for one command (--goodput, --pue, --electricity, --colo,
+# --depreciation-years, or a scenario's site section) replaces the catalog's assumption.
+SITE = {"goodput": "goodput", "pue": "pue", "electricity": "electricity_usd_per_kwh",
+        "colo": "colocation_usd_per_kw_month", "depreciation_years": "useful_life_years"}
+_ASSUMING: list[dict[str, float]] = [{}]
+
+
 def assumption(name: str) -> float:
-    return assumptions()[name].value
+    mine = _ASSUMING[-1]
+    return mine[name] if name in mine else assumptions()[name].value
+
+
+@contextlib.contextmanager
+def assuming(**values: float):
+    """Within the block, these assumptions (catalog/assumptions.yaml names) have the user's values."""
+    _ASSUMING.append({**_ASSUMING[-1], **{k: float(v) for k, v in values.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _ASSUMING.pop()
+
+
+def assumption_notes() -> list[str]:
+    """The user's own values in force, for the answer's notes."""
+    mine = _ASSUMING[-1]
+    if not mine:
+        return []
+    return ["your values in place of the catalog's: " + ", ".join(
+        f"{k} {v:g} (catalog {assumptions()[k].value:g})" for k, v in sorted(mine.items()))]
 
 
 @functools.cache

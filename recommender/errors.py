@@ -1,6 +1,7 @@
 """User-facing errors: one exception family, printed by the CLI as one line, exit status 2.
 
-`assert` is reserved for internal invariants; anything a user can cause raises GpuplanError.
+Anything a user can cause raises GpuplanError. A re-check of a returned plan that fails is a bug
+in gpuplan, not in the input: it raises PlanCheckError (never `assert`, which `python -O` drops).
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ class GpuplanError(Exception):
         self.value = value
         self.message = message
         super().__init__(f"{field}={value!s}: {message}")
+
+
+class PlanCheckError(RuntimeError):
+    """A plan the solver returned failed its re-check by the formulas: an internal error."""
+
+
+def check(condition: bool, what: str) -> None:
+    """Raise PlanCheckError unless `condition` holds (the planners' re-checks)."""
+    if not condition:
+        raise PlanCheckError(what)
 
 
 def did_you_mean(word: str, choices: list[str], n: int = 3) -> str:

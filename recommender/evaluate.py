@@ -403,6 +403,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         if getattr(price.row, "market", "global") == "china" and prices.market() == "global":
             warnings.append(f"{acc.id}: priced from China's market, the only one that sells it "
                             f"(CNY converted at catalog/fx.yaml's rate)")
+    warnings += catalog.assumption_notes()
     if job_cost_ is None:
         what = "TDP (for energy)" if acc.tdp_w is None and (owned or L.acquisition == "buy") else (
             f"{L.acquisition} price" + (f" from {L.provider}" if L.provider else ""))

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
-from recommender.errors import GpuplanError
+from recommender.errors import GpuplanError, check
 from recommender.evaluate import Evaluation, evaluate, pricing
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
 from recommender.spec import TrainJob, TrainLayout
@@ -67,7 +67,8 @@ def _given(limits: Limits, c: str) -> str:
 
 def _needed(c: str, row) -> str:
     return {"budget": f"budget >= {fmt_usd(row.cost)}", "deadline": f"deadline >= {np.ceil(row.total_days):.0f} days",
-            "max_gpus": f"max GPUs >= {int(row['count'])}", "power": f"power >= {np.ceil(row.power_kw):,.0f} kW",
+            "max_gpus": f"max GPUs >= {int(row['count'])}", "power": (f"power >= {np.ceil(row.power_kw):,.0f} kW" if not pd.isna(row.power_kw)
+                      else f"no power limit: {row.accelerator} has no published TDP"),
             "gpus": f"allow {row.accelerator}", "vendors": f"allow vendor {row.vendor}",
             "providers": f"allow provider {row.provider}", "precisions": f"allow {row.precision}",
             "acquisitions": f"allow {row.acquisition}", "priced": "an accelerator with a published price"}[c]
@@ -92,16 +93,17 @@ def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluati
                          provider=None if row.acquisition in ("buy", "owned") else row.provider)
     ev = evaluate(job, layout, headroom=space.headroom, amortize=space.amortize, owned=int(row.owned))
     total = ev.days + ev.lead_time_days
-    assert ev.fits, f"plan does not fit: {ev}"
-    assert abs(ev.days - row.days) <= 1e-6 * row.days, (ev.days, row.days)
+    check(ev.fits, f"plan does not fit: {layout}")
+    check(abs(ev.days - row.days) <= 1e-6 * row.days, f"days {ev.days} re-evaluated, {row.days} in the table")
     if limits.budget_usd is not None:
-        assert ev.cost_usd is not None and ev.cost_usd <= limits.budget_usd * (1 + REL_TOL)
+        check(ev.cost_usd is not None and ev.cost_usd <= limits.budget_usd * (1 + REL_TOL), "over the budget")
     if limits.deadline_days is not None:
-        assert total <= limits.deadline_days * (1 + REL_TOL)
+        check(total <= limits.deadline_days * (1 + REL_TOL), "past the deadline")
     if limits.max_gpus is not None:
-        assert ev.count <= limits.max_gpus
+        check(ev.count <= limits.max_gpus, "over the GPU limit")
     if limits.power_kw is not None:
-        assert ev.facility_power_kw is not None and ev.facility_power_kw <= limits.power_kw * (1 + REL_TOL)
+        check(ev.facility_power_kw is not None and ev.facility_power_kw <= limits.power_kw * (1 + REL_TOL),
+              "over the power limit (or no TDP to check it)")
     return ev
 
 
@@ -123,9 +125,9 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.Data
     if limits.budget_usd is None and limits.deadline_days is None:
         raise GpuplanError("objective", "compute", "needs --budget and/or --deadline to bound the compute")
     df = df.copy()
-    avail = np.full(len(df), np.inf)
-    if limits.deadline_days is not None:
-        avail = np.minimum(avail, limits.deadline_days - df.lead_days.values)
+    horizon = limits.deadline_days if limits.deadline_days is not None else catalog.assumption(
+        "compute_horizon_days")  # without a deadline, a budget alone would buy a decade on one GPU
+    avail = np.full(len(df), float(horizon)) - df.lead_days.values
     if limits.budget_usd is not None:
         avail = np.minimum(avail, limits.budget_usd / (df.cost.values / df.days.values))
     avail = np.where(np.isfinite(avail) & (avail > 0), avail, np.nan)
@@ -184,7 +186,14 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
                 same &= (df[k] == row[k]).values
             excluded |= same
             outcome = pm.solve(enforce, exclude=excluded)
-        explanation = _explain(pm, df, enforce, best, limits, objective, len(df))
+        if best is None:  # the time limit ran out before any plan was found
+            status = "unknown"
+            explanation = ["The solver's time limit ran out before any plan was found; no plan is proven "
+                           "to exist or not. Raise --time-limit."]
+        else:
+            explanation = _explain(pm, df, enforce, best, limits, objective, len(df))
+            if status == "feasible":
+                explanation.insert(1, "Time limit reached: #1 is the best plan found, not proven optimal.")
     if any(p.acquisition == "buy" for p in plans):
         notes.append(buying_note(space))
         for p in plans:
@@ -192,7 +201,8 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
                 notes.append(f"{p.accelerator}: no published purchase lead time; 0 days assumed")
                 break
     if any(p.acquisition == "spot" for p in plans):
-        notes.append("spot capacity can be reclaimed mid-run: spot plans assume the same 90% goodput as "
+        notes.append(f"spot capacity can be reclaimed mid-run: spot plans assume the same "
+                     f"{catalog.assumption('goodput'):.0%} goodput as "
                      "on-demand (no published preemption rate); checkpoint often")
     assumed = sorted({p.accelerator for p in plans if not p.efficiency_calibrated})
     if assumed:
@@ -213,10 +223,13 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
                 notes.append(f"{p.accelerator} reserved at {p.provider}: the {pr.term_hours / 730:g}-month term is "
                              f"paid whole although the run takes {p.days:,.1f} days")
                 break
-    notes += prices.age_notes(plans)
+    notes += prices.age_notes(plans) + catalog.assumption_notes()
     if objective == "compute" and plans:
         notes.append(f"compute objective: tokens trained = what budget and deadline allow "
                      f"({plans[0].tokens:.3g} tokens)")
+        if limits.deadline_days is None:
+            notes.append(f"no --deadline: the compute objective trains for at most "
+                         f"{catalog.assumption('compute_horizon_days'):g} days (catalog/assumptions.yaml)")
     return TrainResult(status=status, objective=objective, solve_seconds=time.perf_counter() - t0,
                        plans=plans, relaxations=relaxations, explanation=explanation, notes=notes,
                        candidates=stats.get("candidates", 0), tuples=stats["tuples"])
@@ -258,6 +271,8 @@ def _versus(row, best) -> str:
     if row is best or row.name == best.name:
         return "best"
     parts = []
+    if "max_tokens" in row and not pd.isna(row.max_tokens) and best.max_tokens > 0:  # compute objective
+        parts.append(f"{(row.max_tokens / best.max_tokens - 1):+.0%} tokens")
     if not (pd.isna(row.cost) or pd.isna(best.cost)) and best.cost > 0:
         parts.append(f"{(row.cost / best.cost - 1):+.0%} cost")
     parts.append(f"{row.total_days - best.total_days:+.1f} days")

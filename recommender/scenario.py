@@ -142,6 +142,16 @@ class Price(Section):
     usd_per_gpu_hour: float = Field(gt=0)
 
 
+class Site(Section):
+    """Your own site, in place of catalog/assumptions.yaml (the CLI's --goodput, --pue, ...)."""
+
+    goodput: float | None = Field(None, gt=0, le=1)
+    pue: float | None = Field(None, ge=1)
+    electricity_usd_per_kwh: float | None = Field(None, ge=0)
+    colocation_usd_per_kw_month: float | None = Field(None, ge=0)
+    useful_life_years: float | None = Field(None, gt=0)
+
+
 class CatalogSection(Section):
     accelerators: list[CustomAccelerator] = []
     prices: list[Price] = []
@@ -159,6 +169,7 @@ class Scenario(Section):
     top: int = Field(5, gt=0)
     # where prices come from (--market overrides it): global, china (its clouds and channel prices), all
     market: Literal["global", "china", "all"] = "global"
+    site: Site = Site()
 
     # -- running -----------------------------------------------------------------------------
     def overrides(self):
@@ -194,6 +205,7 @@ class Scenario(Section):
         named = [known[catalog.normalize(g)] for g in self.constraints.gpus or [] if catalog.normalize(g) in known]
         return _both(prices_mod.shopping_in(prices_mod.market() if prices_mod.explicit() else self.market),
                      prices_mod.naming(named),
+                     catalog.assuming(**{k: v for k, v in self.site.model_dump().items() if v is not None}),
                      catalog.overrides(accelerators=accs, cloud_prices=prices, purchase_prices=buys,
                                        efficiencies=effs, exclude_providers=self.catalog.exclude_providers))
 
@@ -356,10 +368,16 @@ def _explain(err: dict) -> tuple[list, str]:
 def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Read, edit (--set) and validate a scenario; errors say FILE:LINE: path=value: reason."""
     p = Path(path)
+    if not str(path).strip():
+        raise GpuplanError("file", path, "give the path of a scenario YAML file")
+    if p.is_dir():
+        raise GpuplanError("file", str(path), "is a folder; give a scenario YAML file (see constraints/)")
     try:
         text = p.read_text()
     except FileNotFoundError:
         raise GpuplanError("file", str(path), "not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GpuplanError("file", str(path), f"cannot read ({exc.__class__.__name__})") from None
     try:
         root = yaml.compose(text)
         doc = yaml.safe_load(text)

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from recommender import catalog, prices
-from recommender.errors import GpuplanError
+from recommender.errors import GpuplanError, check
 from recommender.evaluate import link_rates, pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
@@ -449,22 +449,25 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
                              provider=None if owned or x.acquisition == "buy" else x.provider)
         ev = evaluate_serving(w, layout, headroom=space.headroom, amortize=space.amortize,
                               owned=int(x.gpus) * int(r) if owned else 0)
-        assert ev.fits, ev
-        assert abs(ev.tokens_per_s_per_replica - x.thr) <= 1e-9 * x.thr, (ev.tokens_per_s_per_replica, x.thr)
+        check(ev.fits, f"replica does not fit: {ev.accelerator} TP{ev.tp} batch {ev.batch}")
+        check(abs(ev.tokens_per_s_per_replica - x.thr) <= 1e-9 * x.thr,
+              f"throughput {ev.tokens_per_s_per_replica} re-evaluated, {x.thr} in the table")
         for c in TARGETS:
             t = getattr(w, f"{c}_s")
             if t is not None:
-                assert getattr(ev, f"{c}_ms") <= t * 1e3 * (1 + REL_TOL), (c, ev)
+                check(getattr(ev, f"{c}_ms") <= t * 1e3 * (1 + REL_TOL), f"{c} target missed")
         parts.append(ev)
     capacity = sum(p.tokens_per_s for p in parts)
-    assert capacity >= demand * (1 - REL_TOL), (capacity, demand)
+    check(capacity >= demand * (1 - REL_TOL), f"capacity {capacity} below the demand {demand}")
     hours = w.horizon_days * HOURS_PER_DAY
     if limits.max_gpus is not None:
-        assert sum(p.count for p in parts) <= limits.max_gpus
+        check(sum(p.count for p in parts) <= limits.max_gpus, "over the GPU limit")
     if limits.budget_usd is not None:
-        assert sum(p.cost_per_hour_usd for p in parts) * hours <= limits.budget_usd * (1 + REL_TOL)
+        check(sum(p.cost_per_hour_usd for p in parts) * hours <= limits.budget_usd * (1 + REL_TOL), "over the budget")
     if limits.power_kw is not None:
-        assert sum(p.facility_power_kw for p in parts) <= limits.power_kw * (1 + REL_TOL)
+        check(all(p.facility_power_kw is not None for p in parts)
+              and sum(p.facility_power_kw for p in parts) <= limits.power_kw * (1 + REL_TOL),
+              "over the power limit (or no TDP to check it)")
     return parts
 
 
@@ -508,7 +511,13 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     unpriced = sorted(set(full.accelerator[full.cost_ph.isna()]) - set(full.accelerator[full.cost_ph.notna()]))
     if unpriced:
         notes += prices.unpriced_note(unpriced, "not chosen")
-    df = prune(full[full.cost_ph.notna()].reset_index(drop=True), w)
+    usable = full.cost_ph.notna()
+    if limits.power_kw is not None:  # a part without a published TDP cannot be shown to meet a power limit
+        no_tdp = sorted(set(full.accelerator[full.power_kw.isna() & usable]))
+        if no_tdp:
+            notes.append("no published TDP, so not chosen under a power limit: " + ", ".join(no_tdp))
+        usable &= full.power_kw.notna()
+    df = prune(full[usable].reset_index(drop=True), w)
     if df.empty:
         raise GpuplanError("gpus", ",".join(space.accelerators), "none of these accelerators has a published "
                            "price (cloud or purchase); serving plans are priced per hour")
@@ -552,7 +561,14 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
                 excluded |= (df.accelerator.values == acc_id) & (df.acquisition.values == acq)
             nxt = q.pm.solve(enforce, exclude=excluded)
             rows = nxt.rows
-        explanation = _explain(q, plans, objective)
+        if not plans:  # the time limit ran out before any fleet was found
+            status = "unknown"
+            explanation = ["The solver's time limit ran out before any fleet was found; no fleet is proven "
+                           "to exist or not. Raise --time-limit."]
+        else:
+            explanation = _explain(q, plans, objective)
+            if status == "feasible":
+                explanation.insert(1, "Time limit reached: #1 is the best fleet found, not proven optimal.")
     if any("buy" in p.acquisition for p in plans):
         notes.append(("buying is charged its capex share over the useful life (--amortize)" if space.amortize else
                       f"buying is charged the whole purchase within the {w.horizon_days:g}-day horizon "
@@ -564,7 +580,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     if any(pt.precision in ("fp8", "int8", "int4") for p in plans for pt in p.parts):
         notes.append("8- and 4-bit plans assume the quantized model meets your quality bar; "
                      "restrict with --precision bf16 if it must not be quantized")
-    notes += prices.age_notes(pt for p in plans for pt in p.parts)
+    notes += prices.age_notes(pt for p in plans for pt in p.parts) + catalog.assumption_notes()
     if w.users is not None:
         notes.append(f"{w.users:,} users with {w.think_time_s:g} s think time and a "
                      f"{(w.response_target_s or 0) * 1e3:,.0f} ms promised response: "

@@ -119,3 +119,16 @@ def fmt_usd(x: float) -> str:
     from recommender import money
 
     return money.fmt(x)
+
+
+def parse_fraction(field: str, value: object) -> float:
+    """'30%' or '0.3' -> 0.3, a share in (0, 1]."""
+    text = _text(value).lower()
+    pct = text.endswith("%")
+    try:
+        x = float(text.rstrip("%")) / (100.0 if pct else 1.0)
+    except ValueError:
+        raise GpuplanError(field, value, "write a share as 0.3 or 30%") from None
+    if not (math.isfinite(x) and 0 < x <= 1):
+        raise GpuplanError(field, value, "must be above 0 and at most 1 (100%)")
+    return x
