@@ -165,6 +165,7 @@ def evaluate(
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,
+    csv: CSV = None,
 ):
     """Memory, time and cost of ONE fixed training or fine-tuning configuration, fully explained."""
     from recommender import api, report
@@ -176,6 +177,10 @@ def evaluate(
                              acquisition=acquisition, provider=provider, headroom=headroom,
                              amortize=amortize, own=own, ep=ep, ep_overlap=ep_overlap, method=method,
                              lora_rank=lora_rank, epochs=epochs)
+    if csv:
+        report.evaluation_csv(ev).to_csv(csv if csv != "-" else sys.stdout, index=False)
+        if csv == "-":
+            return
     if json_out:
         print(report.to_json(ev))
     else:
@@ -240,7 +245,8 @@ def _emit(result, frame, render, json_out: bool, csv: str | None) -> None:
     if json_out:
         print(report.to_json(result))
         if csv:
-            frame(result).to_csv(csv, index=False)
+            numeric = {report.train_frame: report.train_csv, report.serve_frame: report.serve_csv}.get(frame, frame)
+            numeric(result).to_csv(csv, index=False)
     else:
         render(result, csv_path=csv)
     code = EXIT_CODES.get(getattr(result, "status", None), 0)

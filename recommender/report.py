@@ -101,9 +101,12 @@ def method_label(ev) -> str:
     return {"full": "full", "lora": f"LoRA r={ev.lora_rank}", "qlora": f"QLoRA r={ev.lora_rank}"}[ev.method]
 
 
-def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None) -> None:
+def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None,
+                 csv_df: pd.DataFrame | None = None) -> None:
+    """The table on the console; with csv_path, also as CSV (`csv_df`: plain numbers with units in
+    the headers, where the shown table formats them)."""
     if csv_path:
-        df.to_csv(csv_path if csv_path != "-" else sys.stdout, index=False)
+        (df if csv_df is None else csv_df).to_csv(csv_path if csv_path != "-" else sys.stdout, index=False)
         if csv_path == "-":
             return
     t = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -137,6 +140,45 @@ def train_frame(result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _money_header(name: str) -> str:
+    return f"{name}_{money.display().lower()}"
+
+
+def train_csv(result) -> pd.DataFrame:
+    """The ranked plans as plain numbers, units in the headers (money in the display currency)."""
+    return pd.DataFrame([{
+        "rank": p.rank, "accelerator": p.accelerator, "gpus": p.count, "tp": p.tp, "pp": p.pp, "dp": p.dp,
+        "vp": p.vp, "ep": p.ep, "zero": p.zero, "recompute": p.recompute, "micro_batch": p.micro_batch,
+        "precision": p.precision, "acquisition": p.acquisition, "provider": p.provider,
+        "days": p.total_days, _money_header("cost"): money.in_display(p.cost_usd), "mfu": p.mfu,
+        "memory_gib_per_gpu": p.memory_gib_per_gpu, "facility_power_kw": p.facility_power_kw,
+        "price_as_of": p.price_as_of, "vs_best": p.vs_best,
+    } for p in result.plans])
+
+
+def serve_csv(result) -> pd.DataFrame:
+    """One row per fleet part, plain numbers, units in the headers."""
+    rows = []
+    for p in result.plans:
+        for pt in p.parts:
+            rows.append({
+                "rank": p.rank, "accelerator": pt.accelerator, "gpus": pt.count, "replicas": pt.replicas,
+                "tp": pt.tp, "pp": pt.pp, "precision": pt.precision, "batch": pt.batch, "ttft_ms": pt.ttft_ms,
+                "tpot_ms": pt.tpot_ms, "tokens_per_s": pt.tokens_per_s,
+                _money_header("cost_per_hour"): money.in_display(pt.cost_per_hour_usd),
+                _money_header("fleet_cost_per_mtok"): money.in_display(p.cost_per_million_tokens_usd),
+                "acquisition": pt.acquisition, "provider": pt.provider,
+                "memory_gib_per_gpu": pt.memory_gib_per_gpu, "price_as_of": pt.price_as_of, "vs_best": p.vs_best,
+            })
+    return pd.DataFrame(rows)
+
+
+def evaluation_csv(ev) -> pd.DataFrame:
+    """`evaluate --csv`: the whole evaluation as one row of plain numbers (nested breakdowns flattened)."""
+    flat = pd.json_normalize(ev.model_dump(mode="json"), sep=".")
+    return flat.drop(columns=[c for c in flat.columns if c == "warnings"])
+
+
 def render_reasons(c: Console, result) -> None:
     """A result's explanation, its ways to feasibility and its notes."""
     for line in result.explanation:
@@ -158,7 +200,7 @@ def render_train(result, csv_path: str | None = None) -> None:
     c.print(f"[bold]{head}[/bold]; objective {result.objective}; {result.candidates:,} candidates from "
             f"{result.tuples:,} tuples; {result.solve_seconds:.2f} s")
     if result.plans:
-        render_frame(train_frame(result), csv_path=csv_path)
+        render_frame(train_frame(result), csv_path=csv_path, csv_df=train_csv(result))
     render_reasons(c, result)
     if result.plans:
         p = result.plans[0]
@@ -218,7 +260,7 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 f"requests/s = {result.demand_tokens_per_s:,.0f} output tokens/s; {result.replica_types:,} replica "
                 f"types from {result.candidates:,}; {result.solve_seconds:.2f} s")
     if result.plans:
-        render_frame(serve_frame(result), csv_path=csv_path)
+        render_frame(serve_frame(result), csv_path=csv_path, csv_df=serve_csv(result))
     render_reasons(c, result)
     if result.plans:
         p = result.plans[0]

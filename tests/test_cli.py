@@ -146,3 +146,25 @@ def test_models_unknown_family_is_one_line_not_a_traceback():
                         "qwen"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         r.stderr.strip()] and "family=qwen: unknown family; known:" in r.stderr and "qwen2" in r.stderr
+
+
+def test_csv_cells_are_plain_numbers_with_units_in_the_headers(tmp_path):
+    import csv as csvmod
+
+    out = tmp_path / "plans.csv"
+    r = gpuplan("train", "--model", "gpt-2-124m", "--tokens", "1B", "--gpus", "h100", "--top", "2",
+                "--currency", "CNY", "--csv", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = list(csvmod.DictReader(out.open()))
+    assert rows and "cost_cny" in rows[0] and "days" in rows[0]
+    assert all(float(row["cost_cny"]) > 0 and float(row["days"]) > 0 and float(row["mfu"]) <= 1 for row in rows)
+
+
+def test_evaluate_csv_is_one_row_of_the_json_fields():
+    import csv as csvmod
+    import io
+
+    r = gpuplan("evaluate", "--model", "llama-2-7b", "--tokens", "10B", "--gpu", "h100", "--count", "8", "--csv", "-")
+    assert r.returncode == 0, r.stderr
+    (row,) = list(csvmod.DictReader(io.StringIO(r.stdout)))
+    assert float(row["days"]) > 0 and float(row["cost_usd"]) > 0 and float(row["memory_breakdown_gib.weights"]) > 0
