@@ -14,11 +14,11 @@ app = typer.Typer(help="gpuplan: plan GPU training and serving with an exact opt
                        "Exit status: 0 a plan (or a listing); 2 bad input (one line naming the field); "
                        "3 infeasible (the answer gives the least relaxations); 4 the time limit ran out with "
                        "no plan found; 1 an internal error (a bug: please report it).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
 
 Opt = Optional[str]
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-CSV = Annotated[Opt, typer.Option("--csv", help="Also write the table as CSV to FILE ('-' = stdout).")]
+CSV = Annotated[Opt, typer.Option("--csv", metavar="FILE", help="Also write the table as CSV to FILE ('-' = stdout).")]
 
 
 def _version(value: bool) -> None:
@@ -39,47 +39,47 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 # options shared by the commands that take a model and a training job, declared once
-ModelOpt = Annotated[Opt, typer.Option(help="Model preset, e.g. llama-2-70b (see `gpuplan models`).")]
-ParamsOpt = Annotated[Opt, typer.Option(help="Parameter count for a standard dense shape, e.g. 100B.")]
-HfConfigOpt = Annotated[Opt, typer.Option(help="Local Hugging Face config.json (not downloaded).")]
-LayersOpt = Annotated[Opt, typer.Option(help="Override the number of layers.")]
-HiddenOpt = Annotated[Opt, typer.Option(help="Override the hidden size.")]
-HeadsOpt = Annotated[Opt, typer.Option(help="Override the attention heads.")]
-KvHeadsOpt = Annotated[Opt, typer.Option(help="Override the KV heads (GQA/MQA).")]
-SeqLenOpt = Annotated[Opt, typer.Option(help="Training sequence length (default: the preset's published "
+ModelOpt = Annotated[Opt, typer.Option(metavar="NAME", help="Model preset, e.g. llama-2-70b (see `gpuplan models`).")]
+ParamsOpt = Annotated[Opt, typer.Option(metavar="COUNT", help="Parameter count for a standard dense shape, e.g. 100B.")]
+HfConfigOpt = Annotated[Opt, typer.Option(metavar="PATH", help="Local Hugging Face config.json (not downloaded).")]
+LayersOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the number of layers.")]
+HiddenOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the hidden size.")]
+HeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the attention heads.")]
+KvHeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the KV heads (GQA/MQA).")]
+SeqLenOpt = Annotated[Opt, typer.Option(metavar="TOKENS", help="Training sequence length (default: the preset's published "
                                             "pre-training length, else 4096; fine-tuning 4096).")]
-TokensOpt = Annotated[Opt, typer.Option(help="Training tokens, e.g. 2T (default: 20 per parameter).")]
-BatchOpt = Annotated[Opt, typer.Option(help="Global batch in tokens (default 4M; fine-tuning 64 sequences).")]
-MethodOpt = Annotated[str, typer.Option(help="full | lora | qlora (adapters on a frozen 16-bit / 4-bit base).")]
-RankOpt = Annotated[Opt, typer.Option(help="LoRA rank (default 16), adapters on every linear layer.")]
-EpochsOpt = Annotated[Opt, typer.Option(help="Passes over the --tokens (default 1).")]
+TokensOpt = Annotated[Opt, typer.Option(metavar="COUNT", help="Training tokens, e.g. 2T (default: 20 per parameter).")]
+BatchOpt = Annotated[Opt, typer.Option(metavar="TOKENS", help="Global batch in tokens (default 4M; fine-tuning 64 sequences).")]
+MethodOpt = Annotated[str, typer.Option(metavar="full|lora|qlora", help="full | lora | qlora (adapters on a frozen 16-bit / 4-bit base).")]
+RankOpt = Annotated[Opt, typer.Option(metavar="R", help="LoRA rank (default 16), adapters on every linear layer.")]
+EpochsOpt = Annotated[Opt, typer.Option(metavar="N", help="Passes over the --tokens (default 1).")]
 # limits and output options of the planning commands
-MaxGpusOpt = Annotated[Opt, typer.Option(help="At most this many GPUs.")]
-PowerOpt = Annotated[Opt, typer.Option(help="Facility power envelope in kW (TDP x PUE).")]
-VendorsOpt = Annotated[Opt, typer.Option(help="Allowed vendors, e.g. nvidia,amd.")]
-ProvidersOpt = Annotated[Opt, typer.Option(help="Allowed cloud providers, e.g. aws,lambda.")]
-AcquisitionsOpt = Annotated[Opt, typer.Option(help="Allowed: cloud,spot,reserved,serverless,buy (default all but serverless).")]
-OwnOpt = Annotated[Optional[list[str]], typer.Option(help="GPUs you own, GPU:COUNT (repeatable).")]
-TopOpt = Annotated[str, typer.Option(help="How many ranked plans.")]
+MaxGpusOpt = Annotated[Opt, typer.Option(metavar="N", help="At most this many GPUs.")]
+PowerOpt = Annotated[Opt, typer.Option(metavar="KW", help="Facility power envelope in kW (TDP x PUE).")]
+VendorsOpt = Annotated[Opt, typer.Option(metavar="LIST", help="Allowed vendors, e.g. nvidia,amd.")]
+ProvidersOpt = Annotated[Opt, typer.Option(metavar="LIST", help="Allowed cloud providers, e.g. aws,lambda.")]
+AcquisitionsOpt = Annotated[Opt, typer.Option(metavar="LIST", help="Allowed: cloud,spot,reserved,serverless,buy (default all but serverless).")]
+OwnOpt = Annotated[Optional[list[str]], typer.Option(metavar="GPU:COUNT", help="GPUs you own, GPU:COUNT (repeatable).")]
+TopOpt = Annotated[str, typer.Option(metavar="N", help="How many ranked plans.")]
 DiverseOpt = Annotated[bool, typer.Option(help="The best plan per accelerator type.")]
 AmortizeOpt = Annotated[bool, typer.Option(help="Buying: charge this job's share of the GPUs' life "
                                               "(default 5 years, --depreciation-years).")]
-TimeLimitOpt = Annotated[str, typer.Option(help="Solver time limit per solve.")]
-CurrencyOpt = Annotated[str, typer.Option(help="Show money in USD | CNY | EUR (dated rates, catalog/fx.yaml); "
+TimeLimitOpt = Annotated[str, typer.Option(metavar="DURATION", help="Solver time limit per solve.")]
+CurrencyOpt = Annotated[str, typer.Option(metavar="USD|CNY|EUR", help="Show money in USD | CNY | EUR (dated rates, catalog/fx.yaml); "
                                               "plain budgets are read in it too. JSON stays in USD.")]
-MarketOpt = Annotated[Opt, typer.Option(help="Prices from: global (default; a scenario file may say), china (its "
+MarketOpt = Annotated[Opt, typer.Option(metavar="global|china|all", help="Prices from: global (default; a scenario file may say), china (its "
                                             "clouds and channel prices, global where China has none), or all.")]
 # what a user says of their own site (replacing catalog/assumptions.yaml for this command)
 SITE_OPTIONS = ("goodput", "pue", "electricity", "colo", "depreciation_years")
-GoodputOpt = Annotated[Opt, typer.Option(help="Share of wall-clock time spent training, e.g. 0.9 or 30% (default 0.90).")]
-PueOpt = Annotated[Opt, typer.Option(help="Facility power / IT power of your site (default 1.56).")]
-ElectricityOpt = Annotated[Opt, typer.Option(help="Electricity price per kWh, e.g. 0.12 or ¥0.6 (default $0.08).")]
-ColoOpt = Annotated[Opt, typer.Option(help="Colocation per kW of IT load per month (default $184).")]
-BuyPriceOpt = Annotated[Optional[list[str]], typer.Option(help="Your purchase price per GPU, server included, "
+GoodputOpt = Annotated[Opt, typer.Option(metavar="SHARE", help="Share of wall-clock time spent training, e.g. 0.9 or 30% (default 0.90).")]
+PueOpt = Annotated[Opt, typer.Option(metavar="RATIO", help="Facility power / IT power of your site (default 1.56).")]
+ElectricityOpt = Annotated[Opt, typer.Option(metavar="PRICE", help="Electricity price per kWh, e.g. 0.12 or ¥0.6 (default $0.08).")]
+ColoOpt = Annotated[Opt, typer.Option(metavar="PRICE", help="Colocation per kW of IT load per month (default $184).")]
+BuyPriceOpt = Annotated[Optional[list[str]], typer.Option(metavar="GPU=PRICE", help="Your purchase price per GPU, server included, "
                                                          "GPU=PRICE (repeatable), e.g. a100-80g=15000.")]
-DepreciationOpt = Annotated[Opt, typer.Option(help="Useful life of bought GPUs in years, for --amortize (default 5).")]
+DepreciationOpt = Annotated[Opt, typer.Option(metavar="YEARS", help="Useful life of bought GPUs in years, for --amortize (default 5).")]
 # scenario-file commands
-FileArg = Annotated[str, typer.Argument(help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
+FileArg = Annotated[str, typer.Argument(metavar="FILE", help="Scenario YAML file (see `gpuplan schema`, constraints/).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, "
                                                      "e.g. constraints.deadline=30d (repeatable).")]
 
@@ -137,21 +137,21 @@ def evaluate(
     seq_len: SeqLenOpt = None,
     tokens: TokensOpt = None,
     global_batch: BatchOpt = None,
-    gpu: Annotated[str, typer.Option(help="Accelerator id or alias, e.g. h100-sxm, 'A100 80GB'.")] = "h100-sxm",
-    count: Annotated[Opt, typer.Option(help="GPU count (= tp*pp*dp).")] = None,
-    dp: Annotated[Opt, typer.Option(help="Data-parallel degree (instead of --count).")] = None,
-    tp: Annotated[str, typer.Option(help="Tensor-parallel degree.")] = "1",
-    pp: Annotated[str, typer.Option(help="Pipeline-parallel degree.")] = "1",
-    zero: Annotated[str, typer.Option(help="ZeRO stage 0-3.")] = "1",
-    recompute: Annotated[str, typer.Option(help="Activation recomputation: none|selective|full.")] = "selective",
-    micro_batch: Annotated[str, typer.Option(help="Micro-batch size in sequences.")] = "1",
-    precision: Annotated[str, typer.Option(help="bf16|fp16|fp8|fp32.")] = "bf16",
-    acquisition: Annotated[str, typer.Option(help="cloud|spot|reserved|serverless|buy.")] = "cloud",
-    provider: Annotated[Opt, typer.Option(help="Cloud provider (default: cheapest published).")] = None,
-    headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
+    gpu: Annotated[str, typer.Option(metavar="ID", help="Accelerator id or alias, e.g. h100-sxm, 'A100 80GB'.")] = "h100-sxm",
+    count: Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*dp).")] = None,
+    dp: Annotated[Opt, typer.Option(metavar="N", help="Data-parallel degree (instead of --count).")] = None,
+    tp: Annotated[str, typer.Option(metavar="N", help="Tensor-parallel degree.")] = "1",
+    pp: Annotated[str, typer.Option(metavar="N", help="Pipeline-parallel degree.")] = "1",
+    zero: Annotated[str, typer.Option(metavar="0-3", help="ZeRO stage 0-3.")] = "1",
+    recompute: Annotated[str, typer.Option(metavar="none|selective|full", help="Activation recomputation: none|selective|full.")] = "selective",
+    micro_batch: Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")] = "1",
+    precision: Annotated[str, typer.Option(metavar="LIST", help="bf16|fp16|fp8|fp32.")] = "bf16",
+    acquisition: Annotated[str, typer.Option(metavar="LIST", help="cloud|spot|reserved|serverless|buy.")] = "cloud",
+    provider: Annotated[Opt, typer.Option(metavar="NAME", help="Cloud provider (default: cheapest published).")] = None,
+    headroom: Annotated[Opt, typer.Option(metavar="SHARE", help="Memory kept free, as a fraction (default 0.10).")] = None,
     amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of the GPUs' life (--depreciation-years), not the whole purchase.")] = False,
-    own: Annotated[str, typer.Option(help="How many of these GPUs you already own (energy and colocation only).")] = "0",
-    ep: Annotated[str, typer.Option(help="Expert-parallel degree (MoE): experts split over EP of the DP ranks.")] = "1",
+    own: Annotated[str, typer.Option(metavar="GPU:COUNT", help="How many of these GPUs you already own (energy and colocation only).")] = "0",
+    ep: Annotated[str, typer.Option(metavar="N", help="Expert-parallel degree (MoE): experts split over EP of the DP ranks.")] = "1",
     ep_overlap: Annotated[bool, typer.Option(help="Hide the MoE all-to-all behind compute (DualPipe-style).")] = False,
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
@@ -200,15 +200,15 @@ def train(
     seq_len: SeqLenOpt = None,
     tokens: TokensOpt = None,
     global_batch: BatchOpt = None,
-    objective: Annotated[str, typer.Option(help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
-    budget: Annotated[Opt, typer.Option(help="Budget, e.g. $3M.")] = None,
-    deadline: Annotated[Opt, typer.Option(help="Deadline, e.g. 60d (buying adds its lead time).")] = None,
+    objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
+    budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget, e.g. $3M.")] = None,
+    deadline: Annotated[Opt, typer.Option(metavar="DURATION", help="Deadline, e.g. 60d (buying adds its lead time).")] = None,
     max_gpus: MaxGpusOpt = None,
     power_kw: PowerOpt = None,
-    gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
+    gpus: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
     vendors: VendorsOpt = None,
     providers: ProvidersOpt = None,
-    precision: Annotated[Opt, typer.Option(help="Allowed precisions (default bf16), e.g. bf16,fp8.")] = None,
+    precision: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed precisions (default bf16), e.g. bf16,fp8.")] = None,
     acquisition: AcquisitionsOpt = None,
     own: OwnOpt = None,
     top: TopOpt = "5",
@@ -265,21 +265,21 @@ def _print_train(result, json_out: bool, csv: str | None) -> None:
 def finetune(
     model: ModelOpt = None,
     hf_config: HfConfigOpt = None,
-    tokens: Annotated[Opt, typer.Option(help="Fine-tuning dataset size in tokens, e.g. 1B.")] = None,
+    tokens: Annotated[Opt, typer.Option(metavar="COUNT", help="Fine-tuning dataset size in tokens, e.g. 1B.")] = None,
     epochs: EpochsOpt = None,
     method: MethodOpt = "lora",
     lora_rank: RankOpt = None,
     seq_len: SeqLenOpt = None,
     global_batch: BatchOpt = None,
-    objective: Annotated[str, typer.Option(help="cost | time.")] = "cost",
-    budget: Annotated[Opt, typer.Option(help="Budget, e.g. $20k.")] = None,
-    deadline: Annotated[Opt, typer.Option(help="Deadline, e.g. 2d (buying adds its lead time).")] = None,
+    objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | time.")] = "cost",
+    budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget, e.g. $20k.")] = None,
+    deadline: Annotated[Opt, typer.Option(metavar="DURATION", help="Deadline, e.g. 2d (buying adds its lead time).")] = None,
     max_gpus: MaxGpusOpt = None,
     power_kw: PowerOpt = None,
-    gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,l40s.")] = None,
+    gpus: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed accelerators, e.g. h100-sxm,l40s.")] = None,
     vendors: VendorsOpt = None,
     providers: ProvidersOpt = None,
-    precision: Annotated[Opt, typer.Option(help="Allowed compute precisions (default bf16).")] = None,
+    precision: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed compute precisions (default bf16).")] = None,
     acquisition: AcquisitionsOpt = None,
     own: OwnOpt = None,
     top: TopOpt = "5",
@@ -370,8 +370,8 @@ def whatif(
 def pareto(
     file: FileArg,
     set_: SetOpt = None,
-    latency: Annotated[str, typer.Option(help="Serving: the latency traded against cost, e2e | ttft | tpot.")] = "e2e",
-    png: Annotated[Opt, typer.Option(help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
+    latency: Annotated[str, typer.Option(metavar="e2e|ttft|tpot", help="Serving: the latency traded against cost, e2e | ttft | tpot.")] = "e2e",
+    png: Annotated[Opt, typer.Option(metavar="PATH", help="Write the chart here (default: FILE's name + -pareto.png).")] = None,
     plot: Annotated[bool, typer.Option(help="Write the PNG chart.")] = True,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
@@ -414,35 +414,35 @@ def serve(
     hidden: HiddenOpt = None,
     heads: HeadsOpt = None,
     kv_heads: KvHeadsOpt = None,
-    prompt: Annotated[str, typer.Option(help="Prompt length: tokens, or words as 50w (0.75 words/token).")] = "512",
-    output: Annotated[str, typer.Option(help="Output length: tokens, or words as 1000w.")] = "256",
-    rate: Annotated[Opt, typer.Option(help="Demand in requests/s, e.g. 20rps or 1200/min.")] = None,
-    users: Annotated[Opt, typer.Option(help="Concurrent users (rate = users / (think time + latency)).")] = None,
-    think_time: Annotated[Opt, typer.Option(help="Users' think time between requests, e.g. 3s.")] = None,
-    ttft: Annotated[Opt, typer.Option(help="Time-to-first-token target, e.g. 1s.")] = None,
-    tpot: Annotated[Opt, typer.Option(help="Time-per-output-token target, e.g. 50ms.")] = None,
-    e2e: Annotated[Opt, typer.Option(help="End-to-end latency target per request, e.g. 3s.")] = None,
-    horizon: Annotated[str, typer.Option(help="Serving horizon for cost, e.g. 1y, 6mo.")] = "1y",
-    objective: Annotated[str, typer.Option(help="cost | latency (lowest end-to-end, then cheapest).")] = "cost",
-    budget: Annotated[Opt, typer.Option(help="Budget over the horizon, e.g. $2M.")] = None,
-    max_gpus: Annotated[Opt, typer.Option(help="At most this many GPUs in the fleet.")] = None,
+    prompt: Annotated[str, typer.Option(metavar="TOKENS", help="Prompt length: tokens, or words as 50w (0.75 words/token).")] = "512",
+    output: Annotated[str, typer.Option(metavar="TOKENS", help="Output length: tokens, or words as 1000w.")] = "256",
+    rate: Annotated[Opt, typer.Option(metavar="RATE", help="Demand in requests/s, e.g. 20rps or 1200/min.")] = None,
+    users: Annotated[Opt, typer.Option(metavar="N", help="Concurrent users (rate = users / (think time + latency)).")] = None,
+    think_time: Annotated[Opt, typer.Option(metavar="DURATION", help="Users' think time between requests, e.g. 3s.")] = None,
+    ttft: Annotated[Opt, typer.Option(metavar="DURATION", help="Time-to-first-token target, e.g. 1s.")] = None,
+    tpot: Annotated[Opt, typer.Option(metavar="DURATION", help="Time-per-output-token target, e.g. 50ms.")] = None,
+    e2e: Annotated[Opt, typer.Option(metavar="DURATION", help="End-to-end latency target per request, e.g. 3s.")] = None,
+    horizon: Annotated[str, typer.Option(metavar="DURATION", help="Serving horizon for cost, e.g. 1y, 6mo.")] = "1y",
+    objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | latency (lowest end-to-end, then cheapest).")] = "cost",
+    budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget over the horizon, e.g. $2M.")] = None,
+    max_gpus: Annotated[Opt, typer.Option(metavar="N", help="At most this many GPUs in the fleet.")] = None,
     power_kw: PowerOpt = None,
-    gpus: Annotated[Opt, typer.Option(help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
+    gpus: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
     vendors: VendorsOpt = None,
     providers: ProvidersOpt = None,
-    precision: Annotated[Opt, typer.Option(help="Weight precisions to consider (default bf16,fp8): bf16,fp16,fp8,int8,int4.")] = None,
-    kv_precision: Annotated[str, typer.Option(help="KV-cache precision: auto (8-bit with 8-bit weights) or bf16,fp8,int8...")] = "auto",
+    precision: Annotated[Opt, typer.Option(metavar="LIST", help="Weight precisions to consider (default bf16,fp8): bf16,fp16,fp8,int8,int4.")] = None,
+    kv_precision: Annotated[str, typer.Option(metavar="auto|PREC", help="KV-cache precision: auto (8-bit with 8-bit weights) or bf16,fp8,int8...")] = "auto",
     acquisition: AcquisitionsOpt = None,
     own: OwnOpt = None,
-    top: Annotated[str, typer.Option(help="How many ranked fleets.")] = "5",
+    top: Annotated[str, typer.Option(metavar="N", help="How many ranked fleets.")] = "5",
     amortize: Annotated[bool, typer.Option(help="Buying: charge the horizon's share of the GPUs' life (--depreciation-years).")] = False,
     time_limit: TimeLimitOpt = "10s",
-    gpu: Annotated[Opt, typer.Option(help="Fix the accelerator: evaluate one configuration instead of searching.")] = None,
-    tp: Annotated[Opt, typer.Option(help="Fixed configuration: tensor-parallel degree per replica.")] = None,
-    pp: Annotated[str, typer.Option(help="Fixed configuration: pipeline stages per replica.")] = "1",
-    replicas: Annotated[Opt, typer.Option(help="Fixed configuration: replicas (default: enough for the demand).")] = None,
-    batch: Annotated[Opt, typer.Option(help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
-    headroom: Annotated[Opt, typer.Option(help="Memory kept free, as a fraction (default 0.10).")] = None,
+    gpu: Annotated[Opt, typer.Option(metavar="ID", help="Fix the accelerator: evaluate one configuration instead of searching.")] = None,
+    tp: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: tensor-parallel degree per replica.")] = None,
+    pp: Annotated[str, typer.Option(metavar="N", help="Fixed configuration: pipeline stages per replica.")] = "1",
+    replicas: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: replicas (default: enough for the demand).")] = None,
+    batch: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
+    headroom: Annotated[Opt, typer.Option(metavar="SHARE", help="Memory kept free, as a fraction (default 0.10).")] = None,
     goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,
@@ -477,9 +477,9 @@ def _print_serve(result, json_out: bool, csv: str | None) -> None:
 @app.command("catalog")
 @user_errors
 def catalog_cmd(
-    gpu: Annotated[Opt, typer.Argument(help="Show one accelerator in full, with every price.")] = None,
-    vendor: Annotated[Opt, typer.Option(help="Only this vendor (nvidia, amd, google, intel, ...).")] = None,
-    min_memory: Annotated[Opt, typer.Option(help="Only accelerators with at least this many GiB.")] = None,
+    gpu: Annotated[Opt, typer.Argument(metavar="[ID]", help="Show one accelerator in full, with every price.")] = None,
+    vendor: Annotated[Opt, typer.Option(metavar="NAME", help="Only this vendor (nvidia, amd, google, intel, ...).")] = None,
+    min_memory: Annotated[Opt, typer.Option(metavar="GIB", help="Only accelerators with at least this many GiB.")] = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,
@@ -518,9 +518,9 @@ app.add_typer(prices_app, name="prices")
 @user_errors
 def prices_cmd(
     ctx: typer.Context,
-    gpu: Annotated[Opt, typer.Option(help="Only this accelerator.")] = None,
-    provider: Annotated[Opt, typer.Option(help="Only this provider (or 'purchase').")] = None,
-    tier: Annotated[Opt, typer.Option(help="Only this tier: cloud, spot, reserved, serverless, buy.")] = None,
+    gpu: Annotated[Opt, typer.Option(metavar="ID", help="Only this accelerator.")] = None,
+    provider: Annotated[Opt, typer.Option(metavar="NAME", help="Only this provider (or 'purchase').")] = None,
+    tier: Annotated[Opt, typer.Option(metavar="TIER", help="Only this tier: cloud, spot, reserved, serverless, buy.")] = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
     json_out: JSON = False,
@@ -556,8 +556,8 @@ def prices_cmd(
 @prices_app.command("import")
 @user_errors
 def prices_import(
-    path: Annotated[str, typer.Argument(help="A SkyPilot vms.csv, or a folder of <cloud>/vms.csv.")],
-    as_of: Annotated[Opt, typer.Option(help="The prices' date, YYYY-MM-DD (default: the file's date).")] = None,
+    path: Annotated[str, typer.Argument(metavar="PATH", help="A SkyPilot vms.csv, or a folder of <cloud>/vms.csv.")],
+    as_of: Annotated[Opt, typer.Option(metavar="YYYY-MM-DD", help="The prices' date, YYYY-MM-DD (default: the file's date).")] = None,
     region: Annotated[Optional[list[str]], typer.Option(help="Only these regions (glob, repeatable); "
                                                              "default the cheapest region.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would be imported; write nothing.")] = False,
@@ -581,8 +581,8 @@ def prices_import(
 @app.command()
 @user_errors
 def models(
-    search: Annotated[Opt, typer.Argument(help="Only presets whose id, name or alias contains this.")] = None,
-    family: Annotated[Opt, typer.Option(help="Only this family (llama, qwen2, mistral, deepseek-v3, ...).")] = None,
+    search: Annotated[Opt, typer.Argument(metavar="[TEXT]", help="Only presets whose id, name or alias contains this.")] = None,
+    family: Annotated[Opt, typer.Option(metavar="NAME", help="Only this family (llama, qwen2, mistral, deepseek-v3, ...).")] = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
