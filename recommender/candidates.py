@@ -138,8 +138,32 @@ def _fastest_per_group(ev: pd.DataFrame) -> pd.DataFrame:
     return ev[keep]
 
 
+_TABLES: dict[str, tuple[pd.DataFrame, dict[str, int]]] = {}
+TABLE_CACHE = 4  # whatif / pareto / robustness points that change only limits reuse the table
+
+
+def _state_key(job: TrainJob, space: SearchSpace) -> str:
+    """Everything a table depends on: the job, the space, and the catalog as this command sees it
+    (scenario layers, the user's site values, the price market, the parts the user named)."""
+    from recommender import prices
+
+    return repr((job.model_dump_json(), repr(space), repr(catalog._LAYERS), repr(catalog._ASSUMING[-1]),
+                 prices.market(), sorted(prices._NAMED[-1]), id(catalog._cloud_prices())))
+
+
 def table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, int]]:
-    """All fitting, non-dominated candidates with cost, days, power; and counts for the report."""
+    """All fitting, non-dominated candidates with cost, days, power; and counts for the report.
+    The last few tables are kept: a query that changes only limits gets a copy of the same table."""
+    key = _state_key(job, space)
+    if key not in _TABLES:
+        if len(_TABLES) >= TABLE_CACHE:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[key] = _build_table(job, space)
+    df, stats = _TABLES[key]
+    return df.copy(), dict(stats)
+
+
+def _build_table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[str, int]]:
     a = catalog.assumption
     headroom = a("memory_headroom") if space.headroom is None else space.headroom
     pue = a("pue")

@@ -185,7 +185,7 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
             for k in key:
                 same &= (df[k] == row[k]).values
             excluded |= same
-            outcome = pm.solve(enforce, exclude=excluded)
+            outcome = pm.best(enforce, exclude=excluded)
         if best is None:  # the time limit ran out before any plan was found
             status = "unknown"
             explanation = ["The solver's time limit ran out before any plan was found; no plan is proven "
@@ -290,7 +290,7 @@ def _explain(pm: PlanModel, df: pd.DataFrame, enforce: set[str], best, limits: L
             lines.append(f"deadline binds ({_given(limits, 'deadline')}): the run stops at the deadline.")
         return lines
     for c in sorted(enforce - {"priced"}):
-        alt = pm.solve(enforce - {c})
+        alt = pm.best(enforce - {c})
         if not alt.rows or alt.rows[0] == best.name:
             continue
         row = df.iloc[alt.rows[0]]

@@ -95,17 +95,24 @@ class PlanModel:
         self.rank[order] = np.arange(len(df))
 
     def _model(self):
-        """Variables x_i and a_c with constraints (1) and (2)."""
-        model = cp_model.CpModel()
-        x = [model.new_bool_var(f"x{i}") for i in range(len(self.df))]
-        lits = {c: model.new_bool_var(f"a_{c}") for c in self.masks}
-        # (1) exactly one plan
-        model.add_exactly_one(x)
-        # (2) each user constraint behind its literal
-        for c, mask in self.masks.items():
-            idx = np.flatnonzero(mask)
-            if len(idx):
-                model.add(sum(x[i] for i in idx) == 0).only_enforce_if(lits[c])
+        """Variables x_i and a_c with constraints (1) and (2), built once and cloned per solve
+        (top-K, explanations and relaxations re-solve the same model with other assumptions)."""
+        if not hasattr(self, "_base"):
+            model = cp_model.CpModel()
+            x = [model.new_bool_var(f"x{i}") for i in range(len(self.df))]
+            lits = {c: model.new_bool_var(f"a_{c}") for c in self.masks}
+            # (1) exactly one plan
+            model.add_exactly_one(x)
+            # (2) each user constraint behind its literal
+            for c, mask in self.masks.items():
+                idx = np.flatnonzero(mask)
+                if len(idx):
+                    model.add(cp_model.LinearExpr.sum([x[i] for i in idx]) == 0).only_enforce_if(lits[c])
+            self._base = model
+            self._lit_index = {c: lits[c].index for c in lits}
+        model = self._base.clone()
+        x = [model.get_bool_var_from_proto_index(i) for i in range(len(self.df))]
+        lits = {c: model.get_bool_var_from_proto_index(k) for c, k in self._lit_index.items()}
         return model, x, lits
 
     def _solver(self, workers: int) -> cp_model.CpSolver:
@@ -123,11 +130,10 @@ class PlanModel:
         model, x, lits = self._model()
         n = len(x)
         # already-ranked plans are excluded
-        if exclude is not None:
-            for i in np.flatnonzero(exclude):
-                model.add(x[i] == 0)
+        if exclude is not None and exclude.any():
+            model.add(cp_model.LinearExpr.sum([x[i] for i in np.flatnonzero(exclude)]) == 0)
         # objective: rank in (primary, tie-break) order
-        model.minimize(sum(int(rank[i]) * x[i] for i in range(n)))
+        model.minimize(cp_model.LinearExpr.weighted_sum(x, [int(r) for r in rank[:n]]))
         model.add_assumptions([lits[c] for c in sorted(self.masks) if c in enforce])
         model.add_assumptions([lits[c].Not() for c in sorted(self.masks) if c not in enforce])
         solver = self._solver(1 if want_core else 2)
@@ -140,6 +146,24 @@ class PlanModel:
             out.core = sorted(index[v] for v in solver.sufficient_assumptions_for_infeasibility() if v in index)
         return out
 
+
+    def best(self, enforce: set[str], exclude: np.ndarray | None = None) -> Outcome:
+        """The optimum of `solve(enforce, exclude)` read straight from the table: the model is one
+        Boolean per row, exactly one chosen, every row that breaks an enforced limit (or is excluded)
+        fixed to 0, and the objective a permutation of the rows, so its unique optimum is the
+        lowest-ranked row left. Used for the ranked alternatives and the "what binds" lines, which
+        re-solve the model chosen by CP-SAT many times; tests/test_solver_exact.py checks it
+        equals CP-SAT's answer on random instances."""
+        ok = np.ones(len(self.df), dtype=bool)
+        for c in enforce:
+            if c in self.masks:
+                ok &= ~self.masks[c]
+        if exclude is not None:
+            ok &= ~exclude
+        if not ok.any():
+            return Outcome("infeasible")
+        idx = np.flatnonzero(ok)
+        return Outcome("optimal", [int(idx[np.argmin(self.rank[idx])])])
 
     def correction_set(self, enforce: set[str], hard: set[str], blocks: list[list[str]]) -> list[str] | None:
         """A minimal correction set: the fewest limits to drop (not in `hard`, not a blocked set)."""

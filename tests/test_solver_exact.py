@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 
+import numpy as np
 import pytest
 
 from recommender import catalog
@@ -146,3 +147,28 @@ def test_deterministic():
     b = plan(job, Limits(deadline_days=30), space, objective="cost", top=5)
     assert a.plans
     assert [p.model_dump(exclude={"warnings"}) for p in a.plans] == [p.model_dump(exclude={"warnings"}) for p in b.plans]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_reading_the_optimum_from_the_table_equals_cp_sat(seed):
+    """PlanModel.best (used for ranked alternatives and "what binds") gives CP-SAT's own answer for
+    every subset of limits and random exclusions."""
+    from recommender.candidates import table
+    from recommender.solver import PlanModel, ordering
+
+    rng, job, space, objective = make_instance(seed)
+    df, _ = table(job, space)
+    if df.empty:
+        pytest.skip("nothing fits")
+    limits = Limits(
+        budget_usd=float(df.cost.dropna().median()) if df.cost.notna().any() else None,
+        deadline_days=float(df.total_days.median()), max_gpus=int(df["count"].median()))
+    masks = Limits.violations(limits, df, objective == "cost")
+    pm = PlanModel(df, ordering(df, objective), masks)
+    names = sorted(masks)
+    for trial in range(6):
+        enforce = {c for c in names if rng.random() < 0.6}
+        exclude = np.array([rng.random() < 0.3 for _ in range(len(df))]) if trial % 2 else None
+        a, b = pm.best(enforce, exclude), pm.solve(enforce, exclude=exclude)
+        assert (a.status == "infeasible") == (b.status == "infeasible"), (enforce, a, b)
+        assert a.rows == b.rows, (enforce, a.rows, b.rows)
