@@ -23,6 +23,13 @@ from recommender.spec import (Accelerator, Assumption, CloudPrice, Efficiency, M
                               PurchasePrice)
 
 
+def read_yaml(path: Path):
+    """A catalog YAML file, parsed by libyaml where PyYAML has it (the presets file takes 0.4 s
+    with the pure-Python parser, 0.03 s with libyaml: same safe loader, same result)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(Path(path).read_text(), Loader=loader)  # noqa: S506 (a safe loader)
+
+
 def normalize(name: str) -> str:
     return re.sub(r"[\s\-_.]+", "", str(name).strip().lower())
 
@@ -151,7 +158,7 @@ def efficiencies() -> dict[str, Efficiency]:
 
 @functools.cache
 def assumptions() -> dict[str, Assumption]:
-    raw = yaml.safe_load((DATA_DIR / "assumptions.yaml").read_text())
+    raw = read_yaml(DATA_DIR / "assumptions.yaml")
     return {k: Assumption(**v) for k, v in raw.items()}
 
 
@@ -188,7 +195,7 @@ def assumption_notes() -> list[str]:
 
 @functools.cache
 def models() -> dict[str, ModelSpec]:
-    raw = yaml.safe_load((DATA_DIR / "models.yaml").read_text())
+    raw = read_yaml(DATA_DIR / "models.yaml")
     items = []
     for i, entry in enumerate(raw):
         try:
@@ -283,7 +290,7 @@ def lead_time_days(accelerator_id: str) -> float | None:
 @functools.cache
 def hf_defaults() -> dict[str, dict]:
     """catalog/hf_defaults.yaml: what transformers assumes, per model_type, for keys a config omits."""
-    raw = yaml.safe_load((DATA_DIR / "hf_defaults.yaml").read_text())
+    raw = read_yaml(DATA_DIR / "hf_defaults.yaml")
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 
-import yaml
-
 from catalog import DATA_DIR
 from recommender.errors import GpuplanError
 
@@ -26,7 +24,9 @@ _DISPLAY: list[str] = ["USD"]
 @functools.cache
 def rates() -> dict[str, dict]:
     """{code: {per_usd, source, as_of}} from catalog/fx.yaml; USD is 1 by definition."""
-    raw = yaml.safe_load((DATA_DIR / "fx.yaml").read_text())
+    from recommender.catalog import read_yaml
+
+    raw = read_yaml(DATA_DIR / "fx.yaml")
     out = {"USD": {"per_usd": 1.0, "source": "definition", "as_of": None}}
     for code, row in raw.items():
         if not (isinstance(row, dict) and float(row.get("per_usd", 0)) > 0 and row.get("source") and row.get("as_of")):

@@ -7,6 +7,7 @@ are computed here, once, as properties.
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import Literal
 
@@ -28,6 +29,11 @@ Market = Literal["global", "china", "used"]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_CACHED = ("total_params", "active_params", "matmul_params", "block_linear_params", "layer_params_dense",
+           "layer_params_moe", "layer_params_moe_active", "attention_params_per_layer", "embedding_params",
+           "routed_expert_params")  # derived sizes computed once per instance (functools.cached_property)
 
 
 class ModelSpec(Strict):
@@ -91,6 +97,13 @@ class ModelSpec(Strict):
                                "qk_nope_head_dim and v_head_dim")
         return self
 
+    def model_copy(self, *, update=None, deep: bool = False):
+        """A copy whose derived sizes are computed afresh (they are cached per instance)."""
+        out = super().model_copy(update=update, deep=deep)
+        for name in _CACHED:
+            out.__dict__.pop(name, None)
+        return out
+
     # -- derived shape ---------------------------------------------------------------------
     @property
     def is_moe(self) -> bool:
@@ -104,7 +117,7 @@ class ModelSpec(Strict):
     def moe_layers(self) -> int:
         return self.layers - self.dense_layers if self.is_moe else 0
 
-    @property
+    @functools.cached_property
     def attention_params_per_layer(self) -> int:
         """Q, K, V, O projections (+ biases); MLA: its low-rank down/up projections and norms."""
         h, a = self.hidden, self.heads
@@ -139,7 +152,7 @@ class ModelSpec(Strict):
     def norm_params_per_layer(self) -> int:
         return 2 * self.hidden * (2 if self.linear_bias else 1)  # two norms (+ LayerNorm bias)
 
-    @property
+    @functools.cached_property
     def embedding_params(self) -> int:
         """Input embedding, untied output head, learned positions (BERT: + token types)."""
         emb = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
@@ -149,29 +162,29 @@ class ModelSpec(Strict):
             emb += 2 * self.hidden + self.hidden * self.hidden + self.hidden  # token types, pooler
         return emb
 
-    @property
+    @functools.cached_property
     def layer_params_dense(self) -> int:
         return self.attention_params_per_layer + self.dense_mlp_params + self.norm_params_per_layer
 
-    @property
+    @functools.cached_property
     def layer_params_moe(self) -> int:
         """A MoE layer with all its experts, the shared ones and the router."""
         return (self.attention_params_per_layer + self.norm_params_per_layer
                 + (self.experts + self.shared_experts) * self.expert_params + self.hidden * self.experts)
 
-    @property
+    @functools.cached_property
     def layer_params_moe_active(self) -> int:
         return (self.attention_params_per_layer + self.norm_params_per_layer
                 + (self.experts_per_token + self.shared_experts) * self.expert_params
                 + self.hidden * self.experts)
 
-    @property
+    @functools.cached_property
     def total_params(self) -> int:
         dense_layers = self.layers - self.moe_layers
         return (dense_layers * self.layer_params_dense + self.moe_layers * self.layer_params_moe
                 + self.embedding_params + self.hidden)
 
-    @property
+    @functools.cached_property
     def active_params(self) -> int:
         """Parameters touched per token: routed top-k plus shared experts for MoE (= total if dense)."""
         if not self.is_moe:
@@ -187,7 +200,7 @@ class ModelSpec(Strict):
             return self.heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim) // 2
         return self.heads * self.dim_head
 
-    @property
+    @functools.cached_property
     def matmul_params(self) -> int:
         """Active parameters that take part in matrix multiplies: all but the input embedding
         lookup and learned positions (a tied embedding still counts once, as the output head)."""
@@ -203,7 +216,7 @@ class ModelSpec(Strict):
             return self.kv_lora_rank + self.qk_rope_head_dim
         return 2 * self.kv_heads * self.dim_head
 
-    @property
+    @functools.cached_property
     def routed_expert_params(self) -> int:
         """All routed experts' weights: the part expert parallelism shards (shared experts are not)."""
         return self.moe_layers * self.experts * self.expert_params
@@ -241,7 +254,7 @@ class ModelSpec(Strict):
         """The adapters on routed experts: the part of `lora_params` expert parallelism shards."""
         return rank * self.moe_layers * self.experts * sum(i + o for i, o in self._mlp_maps(self.moe_ffn or 1))
 
-    @property
+    @functools.cached_property
     def block_linear_params(self) -> int:
         """Weights of the transformer blocks' linear maps: what 4-bit quantization (QLoRA) stores in
         NF4. Embeddings, output head, norms and routers stay 16-bit."""
