@@ -62,26 +62,30 @@ def _price_key(p: CloudPrice) -> tuple:
     return (p.accelerator, p.provider.lower(), p.tier, p.term_months, p.region)
 
 
+def _layered(base: list[CloudPrice], extra: list[CloudPrice], whole_tier=lambda p: False) -> list[CloudPrice]:
+    """`base` with `extra` on top. Within `extra`, the newest row of a key stands. An extra row
+    replaces the base rows of its accelerator, provider, tier and term: in its own region, or in
+    every region where `whole_tier(row)` (the user's imported rows; a price that names no region)."""
+    mine: dict[tuple, CloudPrice] = {}
+    for p in extra:
+        if _price_key(p) not in mine or p.as_of >= mine[_price_key(p)].as_of:
+            mine[_price_key(p)] = p
+    tiers = {k[:4] for k, p in mine.items() if whole_tier(p)}
+    kept = [p for p in base if _price_key(p) not in mine and _price_key(p)[:4] not in tiers]
+    return kept + list(mine.values())
+
+
 @functools.cache
 def _cloud_prices() -> list[CloudPrice]:
-    """Hand-sourced rows, then the shipped SkyPilot snapshot, then the user's imported file: a
-    later layer's row replaces an earlier one for the same accelerator, provider, tier, term, region."""
+    """Hand-sourced rows, then the shipped SkyPilot snapshot over them (same key: the snapshot's),
+    then the user's imported file, which replaces a provider's tier outright."""
     from recommender import prices
 
-    layers = [_build(CloudPrice, _rows("cloud_prices.csv"), "cloud_prices.csv"),
-              _build(CloudPrice, _rows(prices.SNAPSHOT.name), prices.SNAPSHOT.name) if prices.SNAPSHOT.exists() else [],
-              _build(CloudPrice, prices.read_rows(prices.user_file()), str(prices.user_file()))]
-    out: dict[tuple, CloudPrice] = {}
-    for i, layer in enumerate(layers):
-        mine: dict[tuple, CloudPrice] = {}
-        for p in layer:  # within a layer, dated snapshots of one key: the newest stands
-            if _price_key(p) not in mine or p.as_of >= mine[_price_key(p)].as_of:
-                mine[_price_key(p)] = p
-        if i == len(layers) - 1 and mine:  # the user's own rows replace that provider's tier outright
-            mine_tiers = {k[:4] for k in mine}
-            out = {k: v for k, v in out.items() if k[:4] not in mine_tiers}
-        out.update(mine)
-    return list(out.values())
+    rows = _layered([], _build(CloudPrice, _rows("cloud_prices.csv"), "cloud_prices.csv"))
+    if prices.SNAPSHOT.exists():
+        rows = _layered(rows, _build(CloudPrice, _rows(prices.SNAPSHOT.name), prices.SNAPSHOT.name))
+    user = _build(CloudPrice, prices.read_rows(prices.user_file()), str(prices.user_file()))
+    return _layered(rows, user, whole_tier=lambda p: True)
 
 
 @functools.cache
@@ -131,16 +135,13 @@ def accelerators() -> dict[str, Accelerator]:
 
 def cloud_prices() -> list[CloudPrice]:
     """Every cloud price row; a scenario's negotiated price replaces the catalog's rows of that
-    accelerator, provider, tier and term in every region (it names no region)."""
+    accelerator, provider, tier and term (in every region, where it names none)."""
     if not _LAYERS:
         return _cloud_prices()
-    key = lambda p: _price_key(p)[:4] if p.region == "" else _price_key(p)  # noqa: E731
-    extra = [p for layer in _LAYERS for p in layer["cloud_prices"]]
-    replaced = {key(p) for p in extra}
-    key = lambda p: _price_key(p)[:4] if _price_key(p)[:4] in replaced else _price_key(p)  # noqa: E731
+    rows = _layered(_cloud_prices(), [p for layer in _LAYERS for p in layer["cloud_prices"]],
+                    whole_tier=lambda p: p.region == "")
     excluded = _excluded()
-    return [p for p in [*(p for p in _cloud_prices() if key(p) not in replaced), *extra]
-            if p.provider.lower() not in excluded]
+    return [p for p in rows if p.provider.lower() not in excluded]
 
 
 def purchase_prices() -> list[PurchasePrice]:
@@ -223,6 +224,12 @@ def _resolve(field: str, name: str, items: dict, what: str) -> str:
         raise GpuplanError(field, name, f"unknown {what}; {hint + ' ' if hint else ''}"
                            f"known: {', '.join(items)}")
     return key
+
+
+def accelerator_id(name: str) -> str | None:
+    """The id a typed accelerator name resolves to, or None (no error: for lists checked elsewhere)."""
+    items = accelerators()
+    return name if name in items else _index(items).get(normalize(name))
 
 
 def accelerator(name: str, field: str = "gpu") -> Accelerator:

@@ -273,12 +273,6 @@ class Pricing:
     row: object = None  # the catalog row the price comes from (its source and as_of)
     term_hours: float = 0.0  # a reserved term is paid whole, however short the job (730 h a month)
 
-    @property
-    def label(self) -> str:
-        """'h100-sxm on_demand lambda', 'b200 buy': how notes name the price row."""
-        r = self.row
-        return f"{r.accelerator} {self.acquisition}" + ("" if self.acquisition == "buy" else f" {self.provider}")
-
 
 HOURS_PER_MONTH = 730.0  # 8,760 h a year / 12: how clouds convert monthly commitments
 
@@ -316,8 +310,8 @@ def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | Non
         return None
     if days is None or len(options) == 1:
         return min(options, key=lambda p: (p.usd_per_gpu_hour or 0.0, p.term_hours))
-    hours = float(days) * 24.0
-    return min(options, key=lambda p: (p.usd_per_gpu_hour * max(hours, p.term_hours), p.term_hours))
+    # the cost formula decides (a term paid whole), as the candidate table's choice does
+    return min(options, key=lambda p: (float(job_cost(p, acc, 1, days).total), p.term_hours))
 
 
 def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = False, owned=0):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError, check
-from recommender.evaluate import Evaluation, evaluate, pricing
+from recommender.evaluate import HOURS_PER_MONTH, Evaluation, evaluate, pricing
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
 from recommender.spec import TrainJob, TrainLayout
 from recommender.units import fmt_usd
@@ -220,7 +220,8 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
         if p.acquisition == "reserved" and p.provider and not p.owned_gpus:
             pr = pricing(catalog.accelerator(p.accelerator), "reserved", (p.provider,), days=p.days)
             if pr is not None and pr.term_hours > p.days * 24:
-                notes.append(f"{p.accelerator} reserved at {p.provider}: the {pr.term_hours / 730:g}-month term is "
+                months = pr.term_hours / HOURS_PER_MONTH
+                notes.append(f"{p.accelerator} reserved at {p.provider}: the {months:g}-month term is "
                              f"paid whole although the run takes {p.days:,.1f} days")
                 break
     notes += prices.age_notes(plans) + catalog.assumption_notes()

@@ -200,9 +200,7 @@ class Scenario(Section):
                 for where in (same if p.provider is None else [dict(provider=p.provider)]):
                     prices.append(CloudPrice(accelerator=acc_id, tier=p.tier, price_usd_per_gpu_hour=p.usd_per_gpu_hour,
                                              source="negotiated price (scenario file)", as_of=today, **where))
-        known = {catalog.normalize(k): k for a in [catalog.accelerators()] for k in a}
-        known.update({catalog.normalize(n): a.id for a in catalog.accelerators().values() for n in a.aliases})
-        named = [known[catalog.normalize(g)] for g in self.constraints.gpus or [] if catalog.normalize(g) in known]
+        named = [catalog.accelerator_id(g) for g in self.constraints.gpus or []]
         return _both(prices_mod.shopping_in(prices_mod.market() if prices_mod.explicit() else self.market),
                      prices_mod.naming(named),
                      catalog.assuming(**{k: v for k, v in self.site.model_dump().items() if v is not None}),
