@@ -45,6 +45,9 @@ HfConfigOpt = Annotated[Opt, typer.Option(metavar="PATH", help="Local Hugging Fa
 LayersOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the number of layers.")]
 HiddenOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the hidden size.")]
 HeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the attention heads.")]
+AttentionOpt = Annotated[str, typer.Option(metavar="flash|eager", help="Attention kernel: flash (FlashAttention / fused SDPA, the default: no s^2 scores stored) or eager.")]
+StackOpt = Annotated[Opt, typer.Option(metavar="megatron|pytorch", help="Training stack the kernels' speed is for: megatron (Megatron-LM / NeMo / TE) or pytorch (FSDP: torchtitan, llm-foundry, HF). Default: megatron for pre-training, pytorch for fine-tuning.")]
+LossOpt = Annotated[str, typer.Option(metavar="standard|fused", help="Loss kernel: standard (cross-entropy on fp32 logits) or fused (fused / chunked cross-entropy: no fp32 logits held).")]
 KvHeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the KV heads (GQA/MQA).")]
 SeqLenOpt = Annotated[Opt, typer.Option(metavar="TOKENS", help="Training sequence length (default: the preset's published "
                                             "pre-training length, else 4096; fine-tuning 4096).")]
@@ -56,6 +59,10 @@ EpochsOpt = Annotated[Opt, typer.Option(metavar="N", help="Passes over the --tok
 # limits and output options of the planning commands
 MaxGpusOpt = Annotated[Opt, typer.Option(metavar="N", help="At most this many GPUs.")]
 PowerOpt = Annotated[Opt, typer.Option(metavar="KW", help="Facility power envelope in kW (TDP x PUE).")]
+ComputeBudgetOpt = Annotated[Opt, typer.Option(metavar="PF-DAYS", help="Compute budget: the run's model FLOPs "
+                                                   "(6ND + attention) at most this, in PF-days (8.64e19 FLOPs), "
+                                                   "e.g. 5000PFd, or 3.14e23FLOPs. With --objective compute it "
+                                                   "caps the tokens.")]
 VendorsOpt = Annotated[Opt, typer.Option(metavar="LIST", help="Allowed vendors, e.g. nvidia,amd.")]
 ProvidersOpt = Annotated[Opt, typer.Option(metavar="LIST", help="Allowed cloud providers, e.g. aws,lambda.")]
 AcquisitionsOpt = Annotated[Opt, typer.Option(metavar="LIST", help="Allowed: cloud,spot,reserved,serverless,buy (default all but serverless).")]
@@ -138,10 +145,12 @@ def evaluate(
     tokens: TokensOpt = None,
     global_batch: BatchOpt = None,
     gpu: Annotated[str, typer.Option(metavar="ID", help="Accelerator id or alias, e.g. h100-sxm, 'A100 80GB'.")] = "h100-sxm",
-    count: Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*dp).")] = None,
+    count: Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*cp*dp).")] = None,
     dp: Annotated[Opt, typer.Option(metavar="N", help="Data-parallel degree (instead of --count).")] = None,
     tp: Annotated[str, typer.Option(metavar="N", help="Tensor-parallel degree.")] = "1",
     pp: Annotated[str, typer.Option(metavar="N", help="Pipeline-parallel degree.")] = "1",
+    vp: Annotated[str, typer.Option(metavar="N", help="Virtual pipeline stages per GPU (interleaved 1F1B).")] = "1",
+    cp: Annotated[str, typer.Option(metavar="N", help="Context-parallel degree: each sequence split over N GPUs (ring attention).")] = "1",
     zero: Annotated[str, typer.Option(metavar="0-3", help="ZeRO stage 0-3.")] = "1",
     recompute: Annotated[str, typer.Option(metavar="none|selective|full", help="Activation recomputation: none|selective|full.")] = "selective",
     micro_batch: Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")] = "1",
@@ -153,6 +162,9 @@ def evaluate(
     own: Annotated[str, typer.Option(metavar="GPU:COUNT", help="How many of these GPUs you already own (energy and colocation only).")] = "0",
     ep: Annotated[str, typer.Option(metavar="N", help="Expert-parallel degree (MoE): experts split over EP of the DP ranks.")] = "1",
     ep_overlap: Annotated[bool, typer.Option(help="Hide the MoE all-to-all behind compute (DualPipe-style).")] = False,
+    attention: AttentionOpt = "flash",
+    loss: LossOpt = "standard",
+    stack: StackOpt = None,
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
     epochs: EpochsOpt = None,
@@ -176,7 +188,7 @@ def evaluate(
                              zero=zero, recompute=recompute, micro_batch=micro_batch, precision=precision,
                              acquisition=acquisition, provider=provider, headroom=headroom,
                              amortize=amortize, own=own, ep=ep, ep_overlap=ep_overlap, method=method,
-                             lora_rank=lora_rank, epochs=epochs)
+                             lora_rank=lora_rank, epochs=epochs, vp=vp, cp=cp, attention=attention, loss=loss, stack=stack)
     if csv:
         report.evaluation_csv(ev).to_csv(csv if csv != "-" else sys.stdout, index=False)
         if csv == "-":
@@ -185,6 +197,61 @@ def evaluate(
         print(report.to_json(ev))
     else:
         report.render_evaluation(ev)
+
+
+@app.command()
+@user_errors
+def calibrate(
+    measured: Annotated[Opt, typer.Option(metavar="TOKENS/S", help="Your run's measured throughput per GPU, e.g. 3500 or 3.5k tok/s.")] = None,
+    model: ModelOpt = None,
+    params: ParamsOpt = None,
+    hf_config: HfConfigOpt = None,
+    layers: LayersOpt = None,
+    hidden: HiddenOpt = None,
+    heads: HeadsOpt = None,
+    kv_heads: KvHeadsOpt = None,
+    seq_len: SeqLenOpt = None,
+    global_batch: BatchOpt = None,
+    gpu: Annotated[str, typer.Option(metavar="ID", help="The accelerator the run used.")] = "h100-sxm",
+    count: Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*cp*dp).")] = None,
+    dp: Annotated[Opt, typer.Option(metavar="N", help="Data-parallel degree (instead of --count).")] = None,
+    tp: Annotated[str, typer.Option(metavar="N", help="Tensor-parallel degree.")] = "1",
+    pp: Annotated[str, typer.Option(metavar="N", help="Pipeline-parallel degree.")] = "1",
+    vp: Annotated[str, typer.Option(metavar="N", help="Virtual pipeline stages per GPU.")] = "1",
+    cp: Annotated[str, typer.Option(metavar="N", help="Context-parallel degree.")] = "1",
+    zero: Annotated[str, typer.Option(metavar="0-3", help="ZeRO stage 0-3.")] = "1",
+    recompute: Annotated[str, typer.Option(metavar="none|selective|full", help="Activation recomputation.")] = "selective",
+    micro_batch: Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")] = "1",
+    precision: Annotated[str, typer.Option(metavar="PRECISION", help="bf16|fp16|fp8|fp32.")] = "bf16",
+    method: MethodOpt = "full",
+    lora_rank: RankOpt = None,
+    stack: StackOpt = None,
+    reset: Annotated[bool, typer.Option(help="Forget your calibration for this accelerator and stack.")] = False,
+    json_out: JSON = False,
+):
+    """Fit this accelerator's kernel efficiency to a run you measured (stored in $GPUPLAN_HOME/calibration.csv; train, finetune and evaluate then use it)."""
+    from recommender import api, report
+    from recommender.errors import GpuplanError
+
+    if measured is None and not reset:
+        raise GpuplanError("measured", None, "give your run's throughput per GPU, e.g. --measured 3500 (tokens/s/GPU)")
+    out = api.calibrate(measured=measured, stack=stack, reset=reset, model=model, params=params, hf_config=hf_config,
+                        layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, seq_len=seq_len,
+                        global_batch=global_batch, gpu=gpu, count=count, dp=dp, tp=tp, pp=pp, vp=vp, cp=cp, zero=zero,
+                        recompute=recompute, micro_batch=micro_batch, precision=precision, method=method,
+                        lora_rank=lora_rank)
+    if json_out:
+        print(report.to_json(out))
+    elif out["reset"]:
+        print(f"calibration for {out['accelerator']} ({out['stack']} stack) removed from {out['path']}")
+    else:
+        print(f"{out['accelerator']}, {out['stack']} stack: measured {out['measured_tokens_per_s_per_gpu']:,.0f} tokens/s/GPU\n"
+              f"  before: {out['before_tokens_per_s_per_gpu']:,.0f} tokens/s/GPU predicted (MFU {out['before_mfu']:.1%}), "
+              f"kernel efficiency {out['before_efficiency']:.3f} (catalog)\n"
+              f"  after:  {out['after_tokens_per_s_per_gpu']:,.0f} tokens/s/GPU (MFU {out['after_mfu']:.1%}), "
+              f"kernel efficiency {out['after_efficiency']:.3f} (yours)\n"
+              f"stored in {out['path']}: train, finetune and evaluate use it for {out['accelerator']} on the "
+              f"{out['stack']} stack (--reset forgets it)")
 
 
 @app.command()
@@ -203,6 +270,7 @@ def train(
     objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
     budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget, e.g. $3M.")] = None,
     deadline: Annotated[Opt, typer.Option(metavar="DURATION", help="Deadline, e.g. 60d (buying adds its lead time).")] = None,
+    compute_budget: ComputeBudgetOpt = None,
     max_gpus: MaxGpusOpt = None,
     power_kw: PowerOpt = None,
     gpus: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
@@ -223,6 +291,9 @@ def train(
     depreciation_years: DepreciationOpt = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
+    attention: AttentionOpt = "flash",
+    loss: LossOpt = "standard",
+    stack: StackOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -234,7 +305,7 @@ def train(
                        objective=objective, budget=budget, deadline=deadline, max_gpus=max_gpus,
                        power_kw=power_kw, gpus=gpus, vendors=vendors, providers=providers, precision=precision,
                        acquisition=acquisition, own=own, top=top, diverse=diverse, amortize=amortize,
-                       time_limit=time_limit)
+                       time_limit=time_limit, compute_budget=compute_budget, attention=attention, loss=loss, stack=stack)
     _print_train(result, json_out, csv)
 
 
@@ -245,8 +316,10 @@ def _emit(result, frame, render, json_out: bool, csv: str | None) -> None:
     if json_out:
         print(report.to_json(result))
         if csv:
-            numeric = {report.train_frame: report.train_csv, report.serve_frame: report.serve_csv}.get(frame, frame)
-            numeric(result).to_csv(csv, index=False)
+            numeric = {report.train_frame: report.train_csv, report.serve_frame: report.serve_csv,
+                       report.whatif_frame: report.whatif_csv,
+                       report.frontier_frame: report.frontier_csv}.get(frame, frame)
+            numeric(result).to_csv(csv if csv != "-" else sys.stdout, index=False)
     else:
         render(result, csv_path=csv)
     code = EXIT_CODES.get(getattr(result, "status", None), 0)
@@ -274,6 +347,7 @@ def finetune(
     objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | time.")] = "cost",
     budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget, e.g. $20k.")] = None,
     deadline: Annotated[Opt, typer.Option(metavar="DURATION", help="Deadline, e.g. 2d (buying adds its lead time).")] = None,
+    compute_budget: ComputeBudgetOpt = None,
     max_gpus: MaxGpusOpt = None,
     power_kw: PowerOpt = None,
     gpus: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed accelerators, e.g. h100-sxm,l40s.")] = None,
@@ -294,6 +368,9 @@ def finetune(
     depreciation_years: DepreciationOpt = None,
     currency: CurrencyOpt = "USD",
     market: MarketOpt = None,
+    attention: AttentionOpt = "flash",
+    loss: LossOpt = "standard",
+    stack: StackOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
 ):
@@ -304,7 +381,8 @@ def finetune(
                           lora_rank=lora_rank, seq_len=seq_len, global_batch=global_batch, objective=objective,
                           budget=budget, deadline=deadline, max_gpus=max_gpus, power_kw=power_kw, gpus=gpus,
                           vendors=vendors, providers=providers, precision=precision, acquisition=acquisition,
-                          own=own, top=top, diverse=diverse, amortize=amortize, time_limit=time_limit)
+                          own=own, top=top, diverse=diverse, amortize=amortize, time_limit=time_limit,
+                          compute_budget=compute_budget, attention=attention, loss=loss, stack=stack)
     _print_train(result, json_out, csv)
 
 

@@ -1,8 +1,10 @@
-"""Predicted vs published training throughput, and the efficiency calibration behind it.
+"""Predicted vs published training throughput on papers' runs (benchmarks/validation_runs.yaml).
 
     python benchmarks/validate.py              # table of every run in validation_runs.yaml
-    python benchmarks/validate.py --calibrate  # fit each accelerator's efficiency on its calibration rows
     python benchmarks/validate.py --write      # also rewrite the table in docs/VALIDATION.md
+
+The time model's parameters are fitted by benchmarks/validate_time.py on benchmarks/published_runs.csv;
+of these rows only Megatron-LM 2021's Table 1 is among them ("fitted"), the rest are held out.
 
 Every prediction goes through recommender.evaluate (the same path as `gpuplan evaluate`), with the
 run's published layout; the published figure is compared like for like (hardware vs model FLOPs).
@@ -64,43 +66,24 @@ def load_runs() -> list[dict]:
     return yaml.safe_load(RUNS.read_text())
 
 
-def calibrate(runs: list[dict]) -> dict[str, float]:
-    """Per accelerator: the efficiency (grid 0.300..1.000, step 0.005) minimizing the median
-    absolute error over its calibration rows."""
-    fitted = {}
-    for gpu in sorted({r["gpu"] for r in runs if r["role"] == "calibration"}):
-        rows = [r for r in runs if r["role"] == "calibration" and r["gpu"] == gpu]
-        best = None
-        for step in range(300, 1001, 5):
-            e = step / 1000
-            errs = [abs(predict(r, e)[0] / r["published"] - 1) for r in rows]
-            score = statistics.median(errs)
-            if best is None or score < best[1] - 1e-12:
-                best = (e, score)
-        fitted[gpu] = best[0]
-        print(f"{gpu}: efficiency {best[0]:.3f} (median |error| {best[1]:.1%} on {len(rows)} calibration rows: "
-              f"{', '.join(r['id'] for r in rows)})")
-    return fitted
-
-
 def table(runs: list[dict]) -> tuple[str, dict]:
     lines = ["| run | accelerator x count | layout (TP x PP x DP, ZeRO, recompute, mb) | metric | published | "
              "predicted | error | role | fits | source |",
              "|---|---|---|---|---:|---:|---:|---|---|---|"]
-    errs = {"calibration": [], "validation": []}
+    errs = {"fitted": [], "held out": []}
     for r in runs:
         value, ev = predict(r)
         err = value / r["published"] - 1
-        errs[r["role"]].append(abs(err))
+        role = "fitted" if r["id"].startswith("megatron2021") else "held out"
+        errs[role].append(abs(err))
         lo = r["layout"]
         lines.append(
             f"| {r['id']} | {r['gpu']} x {ev.count} | {lo['tp']}x{lo['pp']}x{lo['dp']}, Z{lo['zero']}, "
             f"{lo['recompute']}, {lo['micro_batch']} | {r['metric']} | {r['published']:,.4g} | {value:,.4g} | "
-            f"{err:+.1%} | {r['role']} | {'yes' if ev.fits else 'NO'} | {r['source']}"
+            f"{err:+.1%} | {role} | {'yes' if ev.fits else 'NO'} | {r['source']}"
             + (f" ({r['notes']})" if r.get("notes") else "") + " |")
     summary = {k: (statistics.median(v) if v else float("nan"), len(v)) for k, v in errs.items()}
-    summary["all"] = (statistics.median(errs["calibration"] + errs["validation"]),
-                      len(errs["calibration"]) + len(errs["validation"]))
+    summary["all"] = (statistics.median(errs["fitted"] + errs["held out"]), len(errs["fitted"]) + len(errs["held out"]))
     lines.append("")
     for k, (med, n) in summary.items():
         lines.append(f"- median absolute error, {k} rows ({n}): **{med:.1%}**")
@@ -109,13 +92,9 @@ def table(runs: list[dict]) -> tuple[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     runs = load_runs()
-    if args.calibrate:
-        calibrate(runs)
-        return
     text, _ = table(runs)
     print(text)
     if args.write:

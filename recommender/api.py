@@ -3,6 +3,7 @@ objects and pandas DataFrames. The CLI is a thin layer over these functions."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -65,10 +66,25 @@ def default_seq_len(spec: ModelSpec, finetune: bool) -> tuple[int, str]:
     return seq, f"sequence length {seq:,} tokens ({why}{ctx}); set it with --seq-len"
 
 
+ATTENTION = ("flash", "eager")
+LOSSES = ("standard", "fused")
+
+
 def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, method="full", lora_rank=None,
-              epochs=None, finetune=False) -> tuple[TrainJob, list[str]]:
+              epochs=None, finetune=False, attention="flash", loss="standard", stack=None) -> tuple[TrainJob, list[str]]:
     """A training (or, with `finetune`, fine-tuning) job: tokens x epochs, batch, method."""
     notes = []
+    attention = str(attention).lower()
+    if attention not in ATTENTION:
+        raise GpuplanError("attention", attention, "must be flash (FlashAttention / fused SDPA: no s^2 scores "
+                                                   "stored) or eager (the scores are stored)")
+    if stack is not None and str(stack).lower() not in ("megatron", "pytorch"):
+        raise GpuplanError("stack", stack, "must be megatron (Megatron-LM / NeMo / Transformer Engine kernels) or "
+                                           "pytorch (PyTorch-native FSDP: torchtitan, llm-foundry, Hugging Face)")
+    loss = str(loss).lower()
+    if loss not in LOSSES:
+        raise GpuplanError("loss", loss, "must be standard (cross-entropy on fp32 logits) or fused (a fused or "
+                                         "chunked cross-entropy that never holds fp32 logits)")
     method = str(method).lower()
     if method not in METHODS:
         raise GpuplanError("method", method, f"must be one of {', '.join(METHODS)}")
@@ -99,7 +115,8 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
     return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
-                    lora_rank=rank), notes
+                    lora_rank=rank, attention=attention, loss=loss,
+                    stack=None if stack is None else str(stack).lower()), notes
 
 
 def site_values(goodput=None, pue=None, electricity=None, colo=None, depreciation_years=None) -> dict[str, float]:
@@ -159,9 +176,9 @@ def _check_providers(text) -> list[str]:
 
 def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="selective",
                  micro_batch=1, precision="bf16", acquisition="cloud", provider=None, ep=1,
-                 ep_overlap=False) -> TrainLayout:
+                 ep_overlap=False, vp=1, cp=1) -> TrainLayout:
     acc = catalog.accelerator(gpu)
-    tp_, pp_ = parse_int("tp", tp), parse_int("pp", pp)
+    tp_, pp_, vp_, cp_ = parse_int("tp", tp), parse_int("pp", pp), parse_int("vp", vp), parse_int("cp", cp)
     zero_ = parse_int("zero", zero, minimum=0)
     if zero_ > 3:
         raise GpuplanError("zero", zero, "ZeRO stage must be 0, 1, 2 or 3")
@@ -174,18 +191,19 @@ def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="s
         raise GpuplanError("acquisition", acquisition, ACQUISITION_HELP)
     if dp is not None:
         dp_ = parse_int("dp", dp)
-        if count is not None and parse_int("count", count) != tp_ * pp_ * dp_:
-            raise GpuplanError("count", count, f"must equal tp*pp*dp = {tp_}*{pp_}*{dp_} = {tp_ * pp_ * dp_}")
+        if count is not None and parse_int("count", count) != tp_ * pp_ * dp_ * cp_:
+            raise GpuplanError("count", count, f"must equal tp*pp*cp*dp = {tp_}*{pp_}*{cp_}*{dp_} = "
+                                               f"{tp_ * pp_ * cp_ * dp_}")
     elif count is not None:
         n = parse_int("count", count)
-        if n % (tp_ * pp_):
-            raise GpuplanError("count", count, f"must be a multiple of tp*pp = {tp_ * pp_}")
-        dp_ = n // (tp_ * pp_)
+        if n % (tp_ * pp_ * cp_):
+            raise GpuplanError("count", count, f"must be a multiple of tp*pp*cp = {tp_ * pp_ * cp_}")
+        dp_ = n // (tp_ * pp_ * cp_)
     else:
         dp_ = 1
     if provider is not None:
         check_provider(provider, acc.id, acq)
-    return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, dp=dp_, ep=parse_int("ep", ep), ep_overlap=ep_overlap,
+    return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, vp=vp_, cp=cp_, dp=dp_, ep=parse_int("ep", ep), ep_overlap=ep_overlap,
                        zero=zero_,
                        recompute=str(recompute).lower(), micro_batch=parse_int("micro-batch", micro_batch),
                        precision=str(precision).lower(), acquisition=acq, provider=provider)
@@ -196,12 +214,13 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
                     tp=1, pp=1, dp=None, zero=1, recompute="selective", micro_batch=1,
                     precision="bf16", acquisition="cloud", provider=None, headroom=None,
                     amortize=False, own=0, ep=1, ep_overlap=False, method="full", lora_rank=None,
-                    epochs=None) -> Evaluation:
+                    epochs=None, vp=1, cp=1, attention="flash", loss="standard", stack=None) -> Evaluation:
     """`gpuplan evaluate`: one fixed configuration in, the full breakdown out."""
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
-    job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs)
+    job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, attention=attention,
+                           loss=loss, stack=stack)
     layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider,
-                          ep, ep_overlap)
+                          ep, ep_overlap, vp, cp)
     if headroom is not None:
         headroom = parse_count("headroom", headroom, allow_zero=True)
         if headroom >= 1:
@@ -211,6 +230,80 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
     with prices.naming([layout.accelerator]):
         ev = evaluate(job, layout, headroom=headroom, amortize=amortize, owned=parse_int("own", own, minimum=0))
     return ev.model_copy(update={"warnings": notes + ev.warnings})
+
+
+STACKS = ("megatron", "pytorch")
+
+
+def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
+    """`gpuplan calibrate`: fit this accelerator's kernel efficiency (for one training stack) to a
+    run the user measured on a stated layout, store it in $GPUPLAN_HOME/calibration.csv, and show
+    the prediction before and after. Later `train`, `finetune`, `evaluate` and scenario files use it
+    for that accelerator and stack."""
+    import datetime
+
+    if stack is not None and str(stack).lower() not in STACKS:
+        raise GpuplanError("stack", stack, f"must be one of {', '.join(STACKS)}")
+    acc = catalog.accelerator(evaluate_kwargs.get("gpu") or "h100-sxm")
+    spec = build_model(evaluate_kwargs.get("model"), evaluate_kwargs.get("params"), evaluate_kwargs.get("hf_config"),
+                       evaluate_kwargs.get("layers"), evaluate_kwargs.get("hidden"), evaluate_kwargs.get("heads"),
+                       evaluate_kwargs.get("kv_heads"), evaluate_kwargs.get("seq_len"))
+    job, _ = build_job(spec, evaluate_kwargs.get("tokens") or "1B", evaluate_kwargs.get("global_batch"),
+                       evaluate_kwargs.get("seq_len"), evaluate_kwargs.get("method", "full"),
+                       evaluate_kwargs.get("lora_rank"), None, attention=evaluate_kwargs.get("attention", "flash"),
+                       loss=evaluate_kwargs.get("loss", "standard"))
+    if stack is not None:
+        job = job.model_copy(update={"stack": str(stack).lower()})
+    path = catalog.calibration_path()
+    key = (acc.id, job.kernels)
+    kept = [r for k, r in catalog.user_calibrations().items() if k != key]
+    if reset:
+        _write_calibrations(path, kept)
+        return dict(accelerator=acc.id, stack=job.kernels, reset=True, path=str(path))
+    text = re.sub(r"\s*(tokens|tok)/s(/gpu)?\s*$", "", str(measured).strip().lower())
+    target = parse_count("measured", text)
+    layout = build_layout(acc.id, evaluate_kwargs.get("count"), evaluate_kwargs.get("tp", 1),
+                          evaluate_kwargs.get("pp", 1), evaluate_kwargs.get("dp"), evaluate_kwargs.get("zero", 1),
+                          evaluate_kwargs.get("recompute", "selective"), evaluate_kwargs.get("micro_batch", 1),
+                          evaluate_kwargs.get("precision", "bf16"), "cloud", None, evaluate_kwargs.get("ep", 1),
+                          False, evaluate_kwargs.get("vp", 1), evaluate_kwargs.get("cp", 1))
+    _write_calibrations(path, kept)  # predict "before" from the catalog's value
+    catalog.user_calibrations.cache_clear()
+    before = evaluate(job, layout, headroom=0.0)
+    rate = lambda e: evaluate(job, layout, headroom=0.0, efficiency=e).tokens_per_s_per_gpu  # noqa: E731
+    lo, hi = 0.01, 1.0
+    if rate(hi) < target:
+        raise GpuplanError("measured", measured, f"is faster than gpuplan's model allows for this layout at 100% kernel "
+                                                 f"efficiency ({rate(hi):,.0f} tokens/s/GPU): check the layout")
+    if rate(lo) > target:
+        raise GpuplanError("measured", measured, f"is slower than 1% kernel efficiency predicts ({rate(lo):,.0f} "
+                                                 "tokens/s/GPU): check the layout")
+    for _ in range(50):  # tokens/s grows with the efficiency: bisect
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
+    base = (lo + hi) / 2  # in the catalog's terms: before the stack's ratio, which evaluate applies
+    row = dict(accelerator=acc.id, stack=job.kernels, efficiency=f"{base:.4f}",
+               measured=f"{target:,.0f} tokens/s/GPU, {spec.id} {layout.tp}x{layout.pp}x{layout.dp} "
+                        f"(TP x PP x DP), {layout.precision}, seq {job.seq_len}",
+               as_of=datetime.date.today().isoformat())
+    _write_calibrations(path, kept + [row])
+    catalog.user_calibrations.cache_clear()
+    after = evaluate(job, layout, headroom=0.0)
+    return dict(accelerator=acc.id, stack=job.kernels, path=str(path), measured_tokens_per_s_per_gpu=target,
+                before_tokens_per_s_per_gpu=before.tokens_per_s_per_gpu, after_tokens_per_s_per_gpu=after.tokens_per_s_per_gpu,
+                before_efficiency=catalog.efficiency(acc.id).matmul_efficiency, after_efficiency=base,
+                before_mfu=before.mfu, after_mfu=after.mfu, reset=False)
+
+
+def _write_calibrations(path, rows) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["accelerator", "stack", "efficiency", "measured", "as_of"]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows([{k: r[k] for k in fields} for r in rows])
 
 
 def catalog_frame(vendor: str | None = None, min_memory_gib: float | None = None) -> pd.DataFrame:
@@ -393,11 +486,12 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
                 max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
                 acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
-                method="full", lora_rank=None, epochs=None, finetune=False) -> TrainQuery:
+                method="full", lora_rank=None, epochs=None, finetune=False, compute_budget=None,
+                attention="flash", loss="standard", stack=None) -> TrainQuery:
     """Parse and check `train`'s arguments. job is None when no model is given and the objective is
     compute (the compute-optimal model is sized by `train`)."""
     from recommender.solver import Limits
-    from recommender.units import parse_days, parse_duration_s, parse_usd
+    from recommender.units import parse_days, parse_duration_s, parse_pf_days, parse_usd
 
     objective = str(objective).lower()
     owned = parse_own(own)
@@ -411,6 +505,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         deadline_days=None if deadline is None else parse_days("deadline", deadline),
         max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
         power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
+        compute_pf_days=None if compute_budget is None else parse_pf_days("compute-budget", compute_budget),
         gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
         providers=None if providers is None else tuple(_check_providers(providers)),
         precisions=None, acquisitions=acqs)
@@ -420,7 +515,8 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     job, notes = None, []
     if not (objective == "compute" and model is None and params is None and hf_config is None):
         spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
-        job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune)
+        job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune, attention,
+                               loss, stack)
     return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs)
@@ -430,7 +526,8 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           seq_len=None, tokens=None, global_batch=None, objective="cost", budget=None, deadline=None,
           max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
           acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
-          method="full", lora_rank=None, epochs=None, finetune=False):
+          method="full", lora_rank=None, epochs=None, finetune=False, compute_budget=None, attention="flash",
+          loss="standard", stack=None):
     """`gpuplan train` (and `finetune`): the exact optimum over the catalog, ranked alternatives and why."""
     q = train_query(**locals())
     from recommender.planner import plan
@@ -470,7 +567,7 @@ def _space(limits, precisions, owned, acqs, gpu_ids, amortize):
 
 
 def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iterations=8):
-    """No model given: the compute-optimal dense model for what budget and deadline buy.
+    """No model given: the compute-optimal dense model for what budget, deadline and compute budget buy.
 
     Fixed point of Hoffmann et al. 2022: with D = 20 N tokens, C = 6 N D = 120 N^2, so
     N = sqrt(C / 120); start at 10B, plan the most compute for that shape, re-size, repeat

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from recommender import catalog
-from recommender.evaluate import job_cost, matmul_efficiency, method_allows, pricing_options, training_terms
+from recommender.evaluate import job_cost, method_allows, pricing_options, training_terms
 from recommender.spec import TrainJob
 
 RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
@@ -106,7 +106,7 @@ def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.Da
 
 def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headroom: float) -> pd.DataFrame:
     """The formulas over a whole grid at once; adds memory, fit and days columns."""
-    eff = matmul_efficiency(catalog.efficiency(acc.id).matmul_efficiency, precision)
+    eff = catalog.efficiency_for(acc.id, job.kernels).matmul_efficiency  # 16-bit; training_terms scales FP8 and the stack
     t = training_terms(job, acc, precision, grid.tp.values, grid.pp.values, grid.vp.values, grid.dp.values,
                        grid.zero.values, grid.recompute.values, grid.micro_batch.values, eff, headroom,
                        grid.ep.values)

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -98,9 +99,74 @@ def _efficiencies() -> dict[str, Efficiency]:
     return {e.accelerator: e for e in _build(Efficiency, _rows("efficiency.csv"), "efficiency.csv")}
 
 
+@dataclass(frozen=True)
+class TimeBand:
+    """The cross-validated error band of predicted training throughput (predicted / true - 1) for an
+    accelerator family: true time = predicted time x (1 + error)."""
+
+    family: str
+    low: float
+    high: float
+    rows: int
+    basis: str
+
+
+@functools.cache
+def time_bands() -> dict[str, TimeBand]:
+    frame = pd.read_csv(DATA_DIR / "time_bands.csv")
+    return {r["family"]: TimeBand(r["family"], float(r["error_low"]), float(r["error_high"]), int(r["rows"]), r["basis"])
+            for r in frame.to_dict("records")}
+
+
+def time_band(accelerator_id: str, kernels: str | None = None) -> TimeBand:
+    """The band for this accelerator: its family's, or the wider pooled band for parts no published
+    run calibrates; a user's own measurement (`gpuplan calibrate`) keeps the family's band."""
+    e = efficiency(accelerator_id)
+    bands = time_bands()
+    fam = (e.family if e is not None else None) or "uncalibrated"
+    return bands.get(fam, bands["uncalibrated"])
+
+
+def calibration_path():
+    from recommender import prices
+
+    return prices.user_dir() / "calibration.csv"
+
+
+@functools.cache
+def _calibrations(path: str, mtime: float) -> dict[tuple[str, str], dict]:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return {(r["accelerator"], r["stack"]): r for r in frame.to_dict("records")}
+
+
+def user_calibrations() -> dict[tuple[str, str], dict]:
+    """(accelerator, stack) -> the user's measured run and the efficiency fitted to it
+    ($GPUPLAN_HOME/calibration.csv, written by `gpuplan calibrate`)."""
+    path = calibration_path()
+    if not path.is_file():
+        return {}
+    return _calibrations(str(path), path.stat().st_mtime)
+
+
+user_calibrations.cache_clear = _calibrations.cache_clear
+
+
+def efficiency_for(accelerator_id: str, kernels: str) -> Efficiency | None:
+    """The efficiency row for this accelerator and training stack: the user's calibration where
+    `gpuplan calibrate` stored one (its value is for that stack, before the stack ratio), else the
+    catalog's."""
+    base = efficiency(accelerator_id)
+    mine = user_calibrations().get((accelerator_id, kernels))
+    if base is None or mine is None:
+        return base
+    return base.model_copy(update={"matmul_efficiency": float(mine["efficiency"]), "calibrated": True,
+                                   "basis": f"your run: {mine['measured']} ({mine['as_of']}, gpuplan calibrate)",
+                                   "source": str(calibration_path())})
+
+
 def reload() -> None:
     """Forget the loaded catalog (after `gpuplan prices import` wrote the user's price file)."""
-    for fn in (_accelerators, _cloud_prices, _purchase_prices, _efficiencies, assumptions, models):
+    for fn in (_accelerators, _cloud_prices, _purchase_prices, _efficiencies, assumptions, models, time_bands):
         fn.cache_clear()
 
 

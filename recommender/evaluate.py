@@ -24,7 +24,12 @@ class MemoryGiB(BaseModel):
     gradients: float
     optimizer: float
     activations: float
-    overhead: float
+    logits: float = 0.0
+    gathered: float = 0.0
+    framework: float = 0.0
+    fragmentation: float = 0.0
+    overhead: float  # framework + fragmentation
+    optimizer_paged: bool = False  # QLoRA's paged optimizer: the peak holds max(optimizer, passes)
 
 
 class StepTimeS(BaseModel):
@@ -35,6 +40,7 @@ class StepTimeS(BaseModel):
     pp_comm: float
     dp_comm_exposed: float
     ep_comm: float
+    cp_comm: float = 0.0
 
 
 class CostUSD(BaseModel):
@@ -61,10 +67,13 @@ class Evaluation(BaseModel):
     pp: int
     vp: int
     dp: int
+    cp: int = 1
     ep: int
     ep_overlap: bool
     zero: int
     recompute: str
+    attention: str = "flash"  # the attention kernel memory was counted for (flash | eager)
+    loss: str = "standard"  # the loss kernel (standard: fp32 logits | fused)
     micro_batch: int
     precision: str
     acquisition: str
@@ -100,6 +109,15 @@ class Evaluation(BaseModel):
     efficiency_calibrated: bool
     goodput: float
     cost_usd: float | None
+    # the interval: the time model's cross-validated error band (catalog/time_bands.csv)
+    days_low: float = 0.0
+    days_high: float = 0.0
+    gpu_hours_low: float = 0.0
+    gpu_hours_high: float = 0.0
+    cost_usd_low: float | None = None
+    cost_usd_high: float | None = None
+    time_band: str = ""
+    stack: str = "megatron"  # the training stack the kernels' efficiency is for
     cost_breakdown_usd: CostUSD | None
     nodes: int
     it_power_kw: float | None
@@ -114,10 +132,11 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
         raise GpuplanError("tp", layout.tp, f"must divide the {m.heads} attention heads of {m.id}")
     if layout.pp > m.layers:
         raise GpuplanError("pp", layout.pp, f"exceeds the {m.layers} layers of {m.id}")
-    if layout.vp > 1 and m.layers % (layout.pp * layout.vp):
-        raise GpuplanError("vp", layout.vp, f"pp*vp = {layout.pp * layout.vp} must divide the {m.layers} layers of {m.id}")
     if layout.vp > 1 and layout.pp == 1:
         raise GpuplanError("vp", layout.vp, "virtual pipeline stages need pp > 1")
+    if layout.cp > 1 and job.seq_len % (2 * layout.cp):
+        raise GpuplanError("cp", layout.cp, f"2*cp = {2 * layout.cp} must divide the sequence length {job.seq_len} "
+                                            "(each GPU takes two chunks, to balance the causal mask)")
     if layout.ep > 1:
         if not m.is_moe:
             raise GpuplanError("ep", layout.ep, f"expert parallelism needs a mixture-of-experts model; {m.id} is dense")
@@ -171,6 +190,15 @@ def matmul_efficiency(base: float, precision) -> object:
     return _scalar(base * np.where(np.asarray(precision) == "fp8", ratio, 1.0))
 
 
+def gemm_half_width(acc: Accelerator, precision: str) -> float:
+    """The GEMM dimension at which half the large-GEMM efficiency is reached: a fitted number of
+    the accelerator's ridge points (peak FLOP/s over memory bandwidth, FLOP a byte: a faster math
+    unit needs larger matrices to stay compute-bound), catalog/assumptions.yaml gemm_half_width."""
+    ridge = acc.peak_tflops(precision) * 1e12 / (acc.memory_bw_gb_s * 1e9) if acc.memory_bw_gb_s else 300.0
+    return catalog.assumption("gemm_half_width") * ridge
+
+
+STATE_BYTES_16 = 2.0  # a 16-bit weight or gradient, as FSDP gathers and reduces them
 NF4_BITS = 4.0 + 0.127  # NF4 + double-quantized constants (Dettmers et al. 2023, QLoRA Sec. 3)
 
 
@@ -211,11 +239,13 @@ def gpu_params(job: TrainJob, tp, pp, ep) -> Params:
 
 
 def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, dp, zero, recompute,
-                   micro_batch, efficiency: float, headroom: float, ep=1, ep_overlap=False) -> Terms:
-    """The formulas applied to a layout: scalars for `evaluate`, equal-shape arrays for the solver."""
+                   micro_batch, efficiency: float, headroom: float, ep=1, ep_overlap=False, cp=1) -> Terms:
+    """The formulas applied to a layout: scalars for `evaluate`, equal-shape arrays for the solver.
+    `efficiency`: the accelerator's large-GEMM efficiency in 16 bits (catalog/efficiency.csv)."""
     a = catalog.assumption
     m = job.model
-    tp, pp, vp, dp, mb, ep = (np.asarray(x) for x in (tp, pp, vp, dp, micro_batch, ep))
+    tp, pp, vp, dp, mb, ep, cp = (np.asarray(x) for x in (tp, pp, vp, dp, micro_batch, ep, cp))
+    shard = dp * cp  # ZeRO / FSDP shard over the data- and context-parallel ranks (same weights)
     adapters = job.adapter_params_active
     fpt = compute.flops_per_token(m.matmul_params + adapters, m.layers, m.attention_width, job.seq_len, recompute,
                                   weight_grad_params=None if job.method == "full" else adapters)
@@ -224,26 +254,45 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     p = gpu_params(job, tp, pp, ep)
     fb = base_weight_bytes(job, precision)
     sb = memory.QLORA_ADAPTER_BYTES if job.method == "qlora" else None
-    states = memory.model_states(p.trained, precision, zero, dp, frozen=p.frozen, frozen_bytes=fb, state_bytes=sb)
-    expert_states = memory.model_states(p.trained_experts, precision, zero, dp / ep, frozen=p.frozen_experts,
-                                        frozen_bytes=fb, state_bytes=sb)
-    acts = (memory.activation_bytes(m, job.seq_len, mb, tp, pp, recompute, micro_batches, precision, vp)
-            + memory.zero3_prefetch_bytes(m, tp, zero, precision, ep,
-                                          bytes_per_param=None if job.method == "full" else fb))
+    fg = memory.FSDP1_FROZEN_GRAD_BYTES if job.method == "lora" else 0.0
+    states = memory.model_states(p.trained, precision, zero, shard, frozen=p.frozen, frozen_bytes=fb,
+                                 state_bytes=sb, frozen_grad_bytes=fg)
+    expert_states = memory.model_states(p.trained_experts, precision, zero, shard / ep, frozen=p.frozen_experts,
+                                        frozen_bytes=fb, state_bytes=sb, frozen_grad_bytes=fg)
+    acts = memory.activation_terms(m, job.seq_len, mb, tp, pp, recompute, micro_batches, precision, vp,
+                                   job.attention, cp, job.loss)
     weights = states.weights + expert_states.weights
     grads = states.gradients + expert_states.gradients
     optim = states.optimizer + expert_states.optimizer
-    overhead = memory.overhead_bytes(weights + grads + optim + acts, a("framework_overhead_gib"),
-                                     a("allocator_fragmentation"))
-    mem = memory.MemoryBreakdown(weights, grads, optim, acts, overhead)
+    frozen_base = job.method != "full"
+    gathered = (memory.zero3_working_bytes(m, tp, pp, zero, fb if frozen_base else STATE_BYTES_16,
+                                           0.0 if frozen_base else STATE_BYTES_16, ep)
+                + memory.zero2_bucket_bytes(p.trained + p.trained_experts, zero,
+                                            (sb or memory.STATE_BYTES[precision])[1]))
+    framework = memory.framework_bytes(tp, pp, dp, ep, cp, a("cuda_context_gib"), a("nccl_group_gib"),
+                                       a("nccl_all_to_all_gib"))
+    dynamic = acts.stored + acts.working + acts.logits + gathered
+    mem = memory.MemoryBreakdown(weights, grads, optim, acts.stored + acts.working, acts.logits, gathered,
+                                 framework, memory.fragmentation_bytes(dynamic, a("training_allocator_fragmentation")),
+                                 optimizer_paged=job.method == "qlora")
     intra, inter = link_rates(acc)
     gb = (sb or memory.STATE_BYTES[precision])[1]
     # QLoRA dequantizes each NF4 weight to 16 bits before its matmul: read 4.127 bits, write and
     # read back 2 bytes, once per forward or backward pass (Dettmers et al. 2023, Sec. 3)
     stream = 0.0 if job.method != "qlora" else (p.frozen + p.frozen_experts) * (NF4_BITS / 8 + 4.0)
+    attention_precision = "fp32" if precision == "fp32" else ("bf16" if acc.bf16_tflops else precision)
+    if job.kernels == "pytorch":  # PyTorch-native kernels reach a fitted share of Megatron / TE's
+        efficiency = efficiency * catalog.efficiency(acc.id).pytorch_ratio
+    compute_s, attention_s = performance.compute_seconds(
+        m, job.seq_len, job.seq_len * mb / cp, tp, pp, ep, recompute, acc.peak_tflops(precision),
+        acc.peak_tflops(attention_precision) or acc.peak_tflops(precision), matmul_efficiency(efficiency, precision),
+        efficiency * a("attention_efficiency_ratio"), gemm_half_width(acc, precision), frozen_base=job.method != "full",
+        lora_rank=0 if job.method == "full" else job.lora_rank)
     st = performance.step_time(
         hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
-        hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp,
+        hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp, cp=cp,
+        kv_width=m.attention_width * (m.kv_heads or m.heads) / m.heads, attention_flops_per_token=fpt.attention,
+        compute_s=compute_s, attention_s=attention_s, zero=zero,
         dp_sync_bytes=performance.sync_bytes(p.trained, zero, gb, p.frozen, fb),
         expert_sync_bytes=performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb),
         peak_tflops=acc.peak_tflops(precision), efficiency=efficiency, gpus_per_node=acc.domain,
@@ -254,7 +303,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
             job.seq_len, mb, m.hidden, m.heads, memory.mlp_width(m), m.kv_heads, m.mlp == "gated", tp, "selective"),
         ep=ep, moe_layers=m.moe_layers, experts_per_token=m.experts_per_token, ep_overlap=ep_overlap,
         dispatch_bytes=1.0 if precision == "fp8" else None, node_limit=m.expert_node_limit)
-    count = tp * pp * dp
+    count = tp * pp * dp * cp
     tokens_s_gpu = effective_batch * job.seq_len / st.total / count
     days = job.tokens / (tokens_s_gpu * count) / a("goodput") / compute.SECONDS_PER_DAY
     return Terms(fpt, micro_batches, effective_batch, mem,
@@ -348,7 +397,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     check_layout(job, layout, acc)
     a = catalog.assumption
     headroom = a("memory_headroom") if headroom is None else headroom
-    eff_row = catalog.efficiency(acc.id)
+    eff_row = catalog.efficiency_for(acc.id, job.kernels)
     if eff_row is None:
         raise GpuplanError("gpu", acc.id, "no efficiency figure in catalog/efficiency.csv")
     if efficiency is not None:  # calibration sweeps (benchmarks/validate.py) try other values
@@ -360,7 +409,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     warnings: list[str] = []
     eff = float(matmul_efficiency(eff_row.matmul_efficiency, L.precision))
     t = training_terms(job, acc, L.precision, L.tp, L.pp, L.vp, L.dp, L.zero, L.recompute, L.micro_batch,
-                       eff, headroom, L.ep, L.ep_overlap)
+                       eff_row.matmul_efficiency, headroom, L.ep, L.ep_overlap, L.cp)
     fpt, mem, st = t.flops, t.memory, t.step
     micro_batches, effective_batch = int(t.micro_batches), int(t.effective_batch)
     fits, days, tokens_s_gpu = bool(t.fits), float(t.days), float(t.tokens_s_gpu)
@@ -372,6 +421,9 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     goodput = a("goodput")
     gpu_hours = cost.gpu_hours(L.count, days)
     model_tflops = fpt.model * tokens_s_gpu / 1e12
+    # the cross-validated error band of the time model: true days = predicted x (1 + error)
+    band = catalog.time_band(acc.id)
+    days_low, days_high = days * (1 + band.low), days * (1 + band.high)
 
     # cost and power
     owned = min(owned, L.count)
@@ -409,6 +461,9 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     if m.layers % L.pp:
         warnings.append(f"pp {L.pp} does not divide the {m.layers} layers: the fullest stage holds "
                         f"{-(-m.layers // L.pp)}, and sets the pace and the memory")
+    elif L.vp > 1 and m.layers % (L.pp * L.vp):
+        warnings.append(f"pp*vp = {L.pp * L.vp} does not divide the {m.layers} layers: chunks are uneven (Megatron "
+                        f"puts fewer layers on the first and last stage); timed and sized at the fullest stage")
     if m.is_moe and L.ep == 1 and L.dp > 1:
         warnings.append(f"ep 1: every GPU holds all {m.experts} experts of each MoE layer; --ep shards them")
     if L.ep_overlap and L.ep == 1:
@@ -426,9 +481,10 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         model=m.id, params=m.total_params, active_params=m.active_params, method=job.method,
         lora_rank=None if job.method == "full" else job.lora_rank,
         trainable_params=m.total_params if job.method == "full" else job.adapter_params,
-        accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, ep=L.ep, ep_overlap=L.ep_overlap,
+        accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, cp=L.cp, ep=L.ep,
+        ep_overlap=L.ep_overlap,
         zero=L.zero,
-        recompute=L.recompute, micro_batch=L.micro_batch, precision=L.precision,
+        recompute=L.recompute, attention=job.attention, loss=job.loss, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
         price_as_of=None if price is None or owned == L.count else price.row.as_of.isoformat(),
         price_as_of_kind=None if price is None or owned == L.count else getattr(price.row, "as_of_kind", "published"),
@@ -437,19 +493,28 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         memory_limit_gib=acc.memory_gib * (1 - headroom),
         memory_breakdown_gib=MemoryGiB(weights=gib(mem.weights), gradients=gib(mem.gradients),
                                        optimizer=gib(mem.optimizer), activations=gib(mem.activations),
-                                       overhead=gib(mem.overhead)),
+                                       logits=gib(mem.logits), gathered=gib(mem.gathered),
+                                       framework=gib(mem.framework), fragmentation=gib(mem.fragmentation),
+                                       overhead=gib(mem.overhead), optimizer_paged=mem.optimizer_paged),
         tokens=job.tokens, seq_len=job.seq_len, global_batch_seqs=effective_batch,
         micro_batches=micro_batches, total_flops=total_flops,
         hardware_flops=fpt.hardware * job.tokens, flops_6nd=compute.kaplan_6nd(m.active_params, job.tokens),
         pf_days=compute.pf_days(total_flops), step_time_s=float(st.total),
         step_time_breakdown_s=StepTimeS(compute=st.compute, memory=st.memory, bubble=st.bubble, tp_comm=st.tp_comm,
                                         pp_comm=st.pp_comm, dp_comm_exposed=st.dp_comm_exposed,
-                                        ep_comm=st.ep_comm),
+                                        ep_comm=st.ep_comm, cp_comm=st.cp_comm),
         bubble_fraction=(L.pp - 1) / (L.vp * micro_batches), days=days, lead_time_days=lead,
         gpu_hours=gpu_hours, mfu=model_tflops / peak, hfu=fpt.hardware * tokens_s_gpu / 1e12 / peak,
         tflops_per_gpu=model_tflops, tokens_per_s_per_gpu=tokens_s_gpu,
         efficiency=eff, efficiency_calibrated=eff_row.calibrated, goodput=goodput,
         cost_usd=None if job_cost_ is None else float(job_cost_.total),
+        days_low=days_low, days_high=days_high,
+        gpu_hours_low=cost.gpu_hours(L.count, days_low), gpu_hours_high=cost.gpu_hours(L.count, days_high),
+        cost_usd_low=None if job_cost_ is None else float(job_cost(price, acc, L.count, days_low, amortize, owned).total),
+        cost_usd_high=None if job_cost_ is None else float(job_cost(price, acc, L.count, days_high, amortize, owned).total),
+        time_band=f"{band.low:+.0%} to {band.high:+.0%}: {band.family}, {band.basis}"
+                  + (f" ({band.rows} published runs)" if band.rows else ""),
+        stack=job.kernels,
         cost_breakdown_usd=None if job_cost_ is None else CostUSD(
             rental=job_cost_.rental, capex=job_cost_.capex, energy=job_cost_.energy,
             operations=job_cost_.operations),

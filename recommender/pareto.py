@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from recommender import catalog
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError
-from recommender.planner import Plan, as_plan, plan_summary
+from recommender.planner import Plan, as_plan, plan_summary, with_pf_days
 from recommender.serve_planner import (ServeLimits, ServePlan, ServeSpace, _fleet_plan, _Query, _recheck,
                                        fleet_summary, replica_table, serve_efficiency)
 from recommender.serving import HOURS_PER_DAY, ServeWorkload, meets, serving_terms
@@ -81,6 +81,8 @@ def train_frontier(job, limits: Limits, space: SearchSpace, time_limit_s: float 
     df, stats = table(job, space)
     if df.empty:
         raise GpuplanError("model", job.model.id, "no accelerator in the search space can hold this model")
+    if limits.compute_pf_days is not None:
+        df = with_pf_days(df, job)
     masks = Limits.violations(limits, df, needs_price=True)
     if masks["priced"].all():
         raise GpuplanError("catalog.prices", ",".join(sorted(set(df.accelerator))),

@@ -12,6 +12,7 @@ from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError, check
 from recommender.evaluate import HOURS_PER_MONTH, Evaluation, evaluate, pricing
+from recommender.formulas import compute
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
 from recommender.spec import TrainJob, TrainLayout
 from recommender.units import fmt_usd
@@ -53,9 +54,11 @@ def _describe(row) -> str:
 
 def _given(limits: Limits, c: str) -> str:
     v = {"budget": limits.budget_usd, "deadline": limits.deadline_days, "max_gpus": limits.max_gpus,
-         "power": limits.power_kw}.get(c)
+         "power": limits.power_kw, "compute_budget": limits.compute_pf_days}.get(c)
     if c == "budget":
         return fmt_usd(v)
+    if c == "compute_budget":
+        return f"{_pf(v)} PF-days"
     if c == "deadline":
         return f"{v:g} days"
     if c == "power":
@@ -66,12 +69,23 @@ def _given(limits: Limits, c: str) -> str:
 
 
 def _needed(c: str, row) -> str:
+    if c == "compute_budget":  # row.pf_days: with_pf_days, only there under a compute budget
+        return f"compute budget >= {_pf(row.pf_days, up=True)} PF-days"
     return {"budget": f"budget >= {fmt_usd(row.cost)}", "deadline": f"deadline >= {np.ceil(row.total_days):.0f} days",
             "max_gpus": f"max GPUs >= {int(row['count'])}", "power": (f"power >= {np.ceil(row.power_kw):,.0f} kW" if not pd.isna(row.power_kw)
                       else f"no power limit: {row.accelerator} has no published TDP"),
             "gpus": f"allow {row.accelerator}", "vendors": f"allow vendor {row.vendor}",
             "providers": f"allow provider {row.provider}", "precisions": f"allow {row.precision}",
             "acquisitions": f"allow {row.acquisition}", "priced": "an accelerator with a published price"}[c]
+
+
+def _pf(x: float, up: bool = False) -> str:
+    """PF-days as shown: whole numbers from 10 up, else 3 significant digits; `up` rounds up (a
+    relaxation that is enough, never one rounded below what the plan needs)."""
+    if x >= 10:
+        return f"{(np.ceil(x) if up else round(x)):,.0f}"
+    digits = 10 ** (np.floor(np.log10(x)) - 2) if x > 0 else 1.0
+    return f"{(np.ceil(x / digits) * digits if up else x):.3g}"
 
 
 def _priced_fix(df: pd.DataFrame) -> str:
@@ -81,7 +95,23 @@ def _priced_fix(df: pd.DataFrame) -> str:
     return "accelerators with a published price (add --gpus or a price)"
 
 
-QUANTITY = {"budget": "cost", "deadline": "total_days", "max_gpus": "count", "power": "power_kw"}
+QUANTITY = {"budget": "cost", "deadline": "total_days", "max_gpus": "count", "power": "power_kw",
+            "compute_budget": "pf_days"}
+
+
+def model_flops_per_token(job: TrainJob) -> float:
+    """Model FLOPs per token of the job, as evaluate.training_terms counts them (PaLM App. B,
+    6N + 12 L H Q T; adapters only get weight gradients under LoRA); the same for every layout."""
+    m, adapters = job.model, job.adapter_params_active
+    return compute.flops_per_token(m.matmul_params + adapters, m.layers, m.attention_width, job.seq_len, "none",
+                                   weight_grad_params=None if job.method == "full" else adapters).model
+
+
+def with_pf_days(df: pd.DataFrame, job: TrainJob) -> pd.DataFrame:
+    """The table with each row's model FLOPs in PF-days (the compute budget's quantity): the job's
+    tokens, or under the compute objective the tokens that row trains (max_tokens)."""
+    tokens = df.max_tokens.values if "max_tokens" in df else np.full(len(df), float(job.tokens))
+    return df.assign(pf_days=compute.pf_days(model_flops_per_token(job) * tokens))
 
 
 def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluation:
@@ -104,6 +134,10 @@ def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluati
     if limits.power_kw is not None:
         check(ev.facility_power_kw is not None and ev.facility_power_kw <= limits.power_kw * (1 + REL_TOL),
               "over the power limit (or no TDP to check it)")
+    if limits.compute_pf_days is not None:
+        check(ev.pf_days <= limits.compute_pf_days * (1 + REL_TOL), "over the compute budget")
+        check(abs(ev.pf_days - row.pf_days) <= 1e-6 * ev.pf_days,
+              f"{ev.pf_days} PF-days re-evaluated, {row.pf_days} in the table")
     return ev
 
 
@@ -121,17 +155,27 @@ def plan_summary(p: Plan) -> str:
 
 
 def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.DataFrame:
-    """Objective 'compute': train as long as budget and deadline allow; tokens scale with days."""
-    if limits.budget_usd is None and limits.deadline_days is None:
-        raise GpuplanError("objective", "compute", "needs --budget and/or --deadline to bound the compute")
+    """Objective 'compute': train as long as budget, deadline and compute budget allow; tokens
+    scale with days."""
+    if limits.budget_usd is None and limits.deadline_days is None and limits.compute_pf_days is None:
+        raise GpuplanError("objective", "compute", "needs --budget, --deadline and/or --compute-budget to "
+                           "bound the compute")
     df = df.copy()
     horizon = limits.deadline_days if limits.deadline_days is not None else catalog.assumption(
         "compute_horizon_days")  # without a deadline, a budget alone would buy a decade on one GPU
     avail = np.full(len(df), float(horizon)) - df.lead_days.values
     if limits.budget_usd is not None:
         avail = np.minimum(avail, limits.budget_usd / (df.cost.values / df.days.values))
-    avail = np.where(np.isfinite(avail) & (avail > 0), avail, np.nan)
-    df["max_tokens"] = job.tokens / df.days.values * avail
+    tokens = job.tokens / df.days.values * avail
+    if limits.compute_pf_days is not None:  # the days that train the budget's tokens
+        cap_tokens = limits.compute_pf_days * compute.PETAFLOP_DAY / model_flops_per_token(job)
+        cap_days = cap_tokens / job.tokens * df.days.values
+        # the plans that reach the budget train exactly its tokens (ties, ranked by cost)
+        tokens = np.where(cap_days <= avail, cap_tokens, tokens)
+        avail = np.minimum(avail, cap_days)
+    ok = np.isfinite(avail) & (avail > 0)
+    avail = np.where(ok, avail, np.nan)
+    df["max_tokens"] = np.where(ok, tokens, np.nan)
     df["cost"] = df.cost.values / df.days.values * avail
     df["days"] = avail
     df["total_days"] = avail + df.lead_days.values
@@ -147,6 +191,8 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     df, stats = table(job, space)
     if objective == "compute" and not df.empty:
         df = _compute_scaling(df, job, limits)
+    if limits.compute_pf_days is not None:
+        df = with_pf_days(df, job)
     if df.empty:
         raise GpuplanError("model", job.model.id, f"no accelerator in the search space can hold this model at "
                            f"{job.seq_len:,} tokens per sequence (activations grow with the sequence: try a "
@@ -226,7 +272,7 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
                 break
     notes += prices.age_notes(plans) + catalog.assumption_notes()
     if objective == "compute" and plans:
-        notes.append(f"compute objective: tokens trained = what budget and deadline allow "
+        notes.append(f"compute objective: tokens trained = what budget, deadline and compute budget allow "
                      f"({plans[0].tokens:.3g} tokens)")
         if limits.deadline_days is None:
             notes.append(f"no --deadline: the compute objective trains for at most "
@@ -254,7 +300,9 @@ def _relaxations(pm: PlanModel, df: pd.DataFrame, enforce: set[str], limits: Lim
             rank = None
             if target is not None:
                 rank = np.empty(len(df), dtype=np.int64)
-                order = df[QUANTITY[target]].fillna(np.inf).sort_values(kind="mergesort").index.values
+                # least quantity first, ties in the objective's order (a compute budget is one value
+                # for every row under cost and time)
+                order = np.lexsort((pm.rank, df[QUANTITY[target]].fillna(np.inf).values))
                 rank[order] = np.arange(len(df))
             alt = pm.solve(keep, rank=rank)
             if not alt.rows:
@@ -289,6 +337,9 @@ def _explain(pm: PlanModel, df: pd.DataFrame, enforce: set[str], best, limits: L
             lines.append(f"budget binds ({_given(limits, 'budget')}): the run stops when the money does.")
         if limits.deadline_days is not None and best.total_days >= limits.deadline_days * (1 - 1e-9):
             lines.append(f"deadline binds ({_given(limits, 'deadline')}): the run stops at the deadline.")
+        if limits.compute_pf_days is not None and best.pf_days >= limits.compute_pf_days * (1 - 1e-9):
+            lines.append(f"compute budget binds ({_given(limits, 'compute_budget')}): the run stops when "
+                         f"its model FLOPs reach it; the plans that reach it are ranked by cost.")
         return lines
     for c in sorted(enforce - {"priced"}):
         alt = pm.best(enforce - {c})
@@ -298,6 +349,9 @@ def _explain(pm: PlanModel, df: pd.DataFrame, enforce: set[str], best, limits: L
         lines.append(f"{c} binds ({_given(limits, c)}): without it, {_describe(row)}.")
     if len(lines) == 1:
         lines.append("No limit binds: #1 is the unconstrained optimum of the search space.")
+    if limits.compute_pf_days is not None:  # the same model FLOPs on every layout: a check, not a choice
+        lines.append(f"compute budget {_given(limits, 'compute_budget')}: the job needs {_pf(best.pf_days)} "
+                     f"PF-days of model FLOPs on any layout ({best.pf_days / limits.compute_pf_days:.0%}).")
     return lines
 
 

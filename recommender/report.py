@@ -35,12 +35,32 @@ def _kv_table(title: str, rows: list[tuple[str, str, str]]) -> Table:
     return t
 
 
+def _groups(ev) -> int:
+    """NCCL communicators the layout opens (tp, pp, dp groups of more than one GPU; EP counted apart)."""
+    return sum(x > 1 for x in (ev.tp, ev.pp, ev.dp, ev.cp)) + (ev.ep > 1)
+
+
+def _gradient_note(ev) -> str:
+    parts = ["fp32 accumulation buffer"] if (ev.zero < 3 and ev.precision in ("bf16", "fp8")
+                                             and ev.method != "qlora") else []
+    return ", ".join(parts + ([] if ev.method == "full" else ["adapters only"]))
+
+
+def activation_note(ev) -> str:
+    """Which activation accounting applies: the stage, the schedule, the attention kernel."""
+    where = ("the busiest stage, " + ("interleaved" if ev.vp > 1 else "1F1B") + " micro-batches in flight"
+             if ev.pp > 1 else "one micro-batch")
+    kernel = "eager attention (s^2 scores)" if ev.attention == "eager" else "flash attention"
+    return f"Korthikanti 2022, {kernel}; {where}"
+
+
 def render_evaluation(ev) -> None:
     c = console()
     fits = "[green]fits[/green]" if ev.fits else "[red bold]DOES NOT FIT[/red bold]"
     c.print(f"[bold]{ev.model}[/bold] ({fmt_count(ev.params)} params"
             + (f", {fmt_count(ev.active_params)} active" if ev.active_params != ev.params else "")
-            + f") on {ev.count} x {ev.accelerator}: TP {ev.tp} x PP {ev.pp} x DP {ev.dp}"
+            + f") on {ev.count} x {ev.accelerator}: TP {ev.tp} x PP {ev.pp}" + (f" (VP {ev.vp})" if ev.vp > 1 else "")
+            + (f" x CP {ev.cp}" if ev.cp > 1 else "") + f" x DP {ev.dp}"
             + (f" (EP {ev.ep}{', overlapped' if ev.ep_overlap else ''})" if ev.ep > 1 else "")
             + f", ZeRO-{ev.zero}, recompute {ev.recompute}, micro-batch {ev.micro_batch}, {ev.precision}, "
             f"{ev.acquisition}")
@@ -53,11 +73,22 @@ def render_evaluation(ev) -> None:
                       f"usable -> {fits}", [
         ("weights", f"{mb.weights:.2f} GiB", "ZeRO Sec. 3.1" if ev.method == "full" else
          "frozen base" + (" (NF4 + double quantization, QLoRA Sec. 3)" if ev.method == "qlora" else "") + " + adapters"),
-        ("gradients", f"{mb.gradients:.2f} GiB", "" if ev.method == "full" else "adapters only"),
-        ("optimizer", f"{mb.optimizer:.2f} GiB", "fp32 master + Adam m, v" + ("" if ev.method == "full" else ", adapters only")),
-        ("activations", f"{mb.activations:.2f} GiB", "Korthikanti 2022, 1F1B in flight"),
-        ("overhead", f"{mb.overhead:.2f} GiB", "context, buffers, fragmentation"),
+        ("gradients", f"{mb.gradients:.2f} GiB", _gradient_note(ev)),
+        ("optimizer", f"{mb.optimizer:.2f} GiB", "32-bit paged AdamW m, v, adapters only" if ev.method == "qlora" else
+         "fp32 master + Adam m, v" + ("" if ev.method == "full" else ", adapters only")),
+        ("activations", f"{mb.activations:.2f} GiB", activation_note(ev)),
+        *([("logits", f"{mb.logits:.2f} GiB", ("fused loss: bf16 logits + bf16 gradient" if ev.loss == "fused" else
+                                                "loss: bf16 logits + fp32 copy + fp32 gradient")
+            + ", s x b x V/t" + (", the last stage" if ev.pp > 1 else ""))] if mb.logits else []),
+        *([("gathered", f"{mb.gathered:.2f} GiB", "ZeRO-3 working set: 2 blocks + root gathered, 1 unit's grads"
+            if ev.zero == 3 else "ZeRO-2 gradient bucket (5e8 elements)")] if mb.gathered else []),
+        ("framework", f"{mb.framework:.2f} GiB", "CUDA context" + (
+            f" + {_groups(ev)} NCCL communicator(s)" if _groups(ev) else "")),
+        ("fragmentation", f"{mb.fragmentation:.2f} GiB", "allocator cache, share of what each step frees"),
     ]))
+    if mb.optimizer_paged:
+        c.print("  paged optimizer (QLoRA): its states move to host memory while the passes run, so the "
+                "peak holds the larger of the optimizer and the passes' memory, not both")
     st = ev.step_time_breakdown_s
     c.print(_kv_table("\nCompute and time", [
         ("tokens", fmt_count(ev.tokens), f"seq {ev.seq_len}, batch {ev.global_batch_seqs} seqs, "
@@ -67,13 +98,16 @@ def render_evaluation(ev) -> None:
          + ("" if ev.method == "full" else "; no weight gradients for the frozen base (4N + 6A per token)")),
         ("step time", f"{ev.step_time_s:.2f} s", f"compute {st.compute:.2f} + memory {st.memory:.2f} + bubble {st.bubble:.2f} + "
                                                   f"TP {st.tp_comm:.2f} + PP {st.pp_comm:.2f} + DP {st.dp_comm_exposed:.2f}"
-                                                  + (f" + EP all-to-all {st.ep_comm:.2f}" if ev.ep > 1 else "")),
+                                                  + (f" + EP all-to-all {st.ep_comm:.2f}" if ev.ep > 1 else "")
+                                                  + (f" + CP ring {st.cp_comm:.2f}" if ev.cp > 1 else "")),
         ("throughput", f"{ev.tokens_per_s_per_gpu:,.0f} tok/s/GPU", f"{ev.tflops_per_gpu:.0f} model TFLOP/s per GPU"),
         ("MFU", f"{ev.mfu:.1%}", f"HFU {ev.hfu:.1%}; kernel efficiency {ev.efficiency:.2f}"
                                  + ("" if ev.efficiency_calibrated else " (assumed)")),
-        ("training time", f"{ev.days:,.1f} days", f"at {ev.goodput:.0%} goodput"
-                                                  + (f"; + {ev.lead_time_days:.0f} days lead time" if ev.lead_time_days else "")),
-        ("GPU-hours", f"{ev.gpu_hours:,.0f}", ""),
+        ("training time", f"{ev.days:,.1f} days ({ev.days_low:,.1f}-{ev.days_high:,.1f})",
+         f"at {ev.goodput:.0%} goodput; {ev.stack} stack"
+         + (f"; + {ev.lead_time_days:.0f} days lead time" if ev.lead_time_days else "")),
+        ("GPU-hours", f"{ev.gpu_hours:,.0f} ({ev.gpu_hours_low:,.0f}-{ev.gpu_hours_high:,.0f})",
+         f"interval: the time model's error band {ev.time_band}"),
     ]))
     cost_rows = []
     if ev.cost_usd is not None:
@@ -83,7 +117,8 @@ def render_evaluation(ev) -> None:
         if ev.price_as_of:
             where += (f" (price as of {ev.price_as_of})" if ev.price_as_of_kind != "read"
                       else f" (price read {ev.price_as_of}, copy undated)")
-        cost_rows.append(("cost", fmt_usd(ev.cost_usd), where))
+        cost_rows.append(("cost", f"{fmt_usd(ev.cost_usd)} ({fmt_usd(ev.cost_usd_low)}-{fmt_usd(ev.cost_usd_high)})",
+                          where))
         for name in ("rental", "capex", "energy", "operations"):
             if getattr(cb, name):
                 cost_rows.append((f"  {name}", fmt_usd(getattr(cb, name)), ""))
@@ -132,12 +167,23 @@ def train_frame(result) -> pd.DataFrame:
                                                                else f" {p.provider or '(no price)'}"))
             if not p.owned_gpus
             else p.provider,
-            "days": round(p.total_days, 1), "cost": None if p.cost_usd is None else fmt_usd(p.cost_usd),
+            "days": f"{p.total_days:,.1f} ({_low(p):,.0f}-{_high(p):,.0f})",
+            "cost": None if p.cost_usd is None else f"{fmt_usd(p.cost_usd)} ({fmt_usd(p.cost_usd_low)}-"
+                                                    f"{fmt_usd(p.cost_usd_high)})",
             "MFU": f"{p.mfu:.0%}", "GiB/GPU": round(p.memory_gib_per_gpu, 1),
             "kW": None if p.facility_power_kw is None else round(p.facility_power_kw),
             "vs #1": p.vs_best,
         })
     return pd.DataFrame(rows)
+
+
+def _low(p) -> float:
+    """The plan's total days (lead time + training) at the low end of the time model's band."""
+    return p.total_days - p.days + p.days_low
+
+
+def _high(p) -> float:
+    return p.total_days - p.days + p.days_high
 
 
 def _money_header(name: str) -> str:
@@ -150,7 +196,9 @@ def train_csv(result) -> pd.DataFrame:
         "rank": p.rank, "accelerator": p.accelerator, "gpus": p.count, "tp": p.tp, "pp": p.pp, "dp": p.dp,
         "vp": p.vp, "ep": p.ep, "zero": p.zero, "recompute": p.recompute, "micro_batch": p.micro_batch,
         "precision": p.precision, "acquisition": p.acquisition, "provider": p.provider,
-        "days": p.total_days, _money_header("cost"): money.in_display(p.cost_usd), "mfu": p.mfu,
+        "days": p.total_days, "days_low": _low(p), "days_high": _high(p),
+        _money_header("cost"): money.in_display(p.cost_usd), _money_header("cost_low"): money.in_display(p.cost_usd_low),
+        _money_header("cost_high"): money.in_display(p.cost_usd_high), "mfu": p.mfu,
         "memory_gib_per_gpu": p.memory_gib_per_gpu, "facility_power_kw": p.facility_power_kw,
         "price_as_of": p.price_as_of, "vs_best": p.vs_best,
     } for p in result.plans])
@@ -310,13 +358,34 @@ def frontier_chart(fr, title: str) -> bytes:
     return png
 
 
+def frontier_csv(fr) -> pd.DataFrame:
+    """The frontier's points as plain numbers, units in the headers (money in the display currency)."""
+    rows = []
+    base = fr.points[0].cost_usd if fr.points else None
+    for pt in fr.points:
+        p = pt.plan
+        row = {"point": pt.point}
+        if fr.kind == "train":
+            row.update({"days": pt.days, _money_header("cost"): money.in_display(pt.cost_usd),
+                        "cost_vs_first": pt.cost_usd / base - 1, "accelerator": p.accelerator, "gpus": p.count,
+                        "tp": p.tp, "pp": p.pp, "dp": p.dp, "acquisition": p.acquisition, "provider": p.provider,
+                        "precision": p.precision})
+        else:
+            row.update({f"{fr.metric}_ms": pt.latency_ms,
+                        _money_header("cost_per_hour"): money.in_display(pt.cost_per_hour_usd),
+                        _money_header("horizon_cost"): money.in_display(pt.cost_usd),
+                        "cost_vs_first": pt.cost_usd / base - 1, "gpus": p.count, "fleet": pt.summary})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def render_frontier(fr, csv_path: str | None = None) -> None:
     c = console()
     what = "cost vs days" if fr.kind == "train" else f"cost vs {fr.metric} latency"
     c.print(f"[bold]status: {fr.status}[/bold]; exact {what} frontier: {len(fr.points)} points, "
             f"{fr.solves} CP-SAT solves over {fr.candidates:,} candidates; {fr.solve_seconds:.2f} s")
     if fr.points:
-        render_frame(frontier_frame(fr), csv_path=csv_path)
+        render_frame(frontier_frame(fr), csv_path=csv_path, csv_df=frontier_csv(fr))
         c.print("Each point is the least cost at its bound on "
                 + ("days" if fr.kind == "train" else f"{fr.metric}") + "; no point is cheaper and faster than another.")
     else:
@@ -344,11 +413,56 @@ def whatif_frame(wi) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _varied_columns(path: str) -> tuple[str, object] | None:
+    """A varied path whose values are quantities: the CSV column (unit in its name) and the parser
+    giving the plain number."""
+    from recommender import units
+
+    return {"constraints.budget": (_money_header("budget"), lambda f, v: money.in_display(units.parse_usd(f, v))),
+            "constraints.deadline": ("deadline_days", units.parse_days),
+            "constraints.compute_budget": ("compute_budget_pf_days", units.parse_pf_days),
+            "constraints.power_kw": ("power_kw", units.parse_count),
+            "constraints.max_gpus": ("max_gpus", units.parse_count),
+            "workload.tokens": ("tokens", units.parse_count),
+            "workload.horizon": ("horizon_days", units.parse_days)}.get(path)
+
+
+def whatif_csv(wi) -> pd.DataFrame:
+    """One row per scenario as plain numbers, units in the headers (money in the display currency); a
+    varied quantity as its number (budget_usd, deadline_days, ...), other varied settings as given."""
+    from recommender.errors import GpuplanError
+
+    rows = []
+    for r in wi.rows:
+        row = {"scenario": r.scenario}
+        for path in wi.varied:
+            text = r.values.get(path, "")
+            named = _varied_columns(path)
+            if named is None:
+                row[path] = None if text == "-" else text
+                continue
+            try:
+                row[named[0]] = None if text in ("", "-") else float(named[1](path, text))
+            except GpuplanError:
+                row[named[0]] = None
+        p = r.plan
+        row.update({"status": r.status, "best_plan": r.summary,
+                    "accelerator": None if p is None else p.accelerator, "gpus": None if p is None else p.count})
+        if wi.kind == "train":
+            row.update({"days": r.days, _money_header("cost"): money.in_display(r.cost_usd)})
+        else:
+            row.update({"e2e_ms": r.e2e_ms, _money_header("cost_per_hour"): money.in_display(r.cost_per_hour_usd),
+                        _money_header("horizon_cost"): money.in_display(r.cost_usd)})
+        row["vs_base"] = r.vs_base
+        rows.append(row)
+    return pd.DataFrame(rows).astype({"gpus": "Int64"})  # whole numbers, empty where no plan
+
+
 def render_whatif(wi, csv_path: str | None = None) -> None:
     c = console()
     c.print(f"[bold]{len(wi.rows) - 1} scenarios[/bold] and the base (the file as written; 'vs base' compares "
             f"with it); varied: {', '.join(wi.varied)}; {wi.seconds:.1f} s")
-    render_frame(whatif_frame(wi), csv_path=csv_path)
+    render_frame(whatif_frame(wi), csv_path=csv_path, csv_df=whatif_csv(wi))
 
 
 def robust_frame(rb) -> pd.DataFrame:

@@ -60,7 +60,7 @@ class ModelSection(Section):
     _params = field_validator("params")(_check(units.parse_count, "params"))
 
 
-TRAIN_FIELDS = ("tokens", "global_batch", "seq_len")
+TRAIN_FIELDS = ("tokens", "global_batch", "seq_len", "attention", "loss")
 FINETUNE_FIELDS = TRAIN_FIELDS + ("epochs", "method", "lora_rank")
 SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision")
 
@@ -76,6 +76,8 @@ class Workload(Section):
     epochs: float | None = Field(None, gt=0)
     method: Literal["full", "lora", "qlora"] | None = None
     lora_rank: int | None = Field(None, gt=0)
+    attention: Literal["flash", "eager"] | None = None  # the attention kernel (memory: eager stores s^2 scores)
+    loss: Literal["standard", "fused"] | None = None  # the loss kernel (memory: standard holds fp32 logits)
     rate: Quantity | None = None
     users: int | None = Field(None, gt=0)
     think_time: Quantity | None = None
@@ -96,6 +98,7 @@ class Workload(Section):
 class Constraints(Section):
     budget: Quantity | None = None
     deadline: Quantity | None = None
+    compute_budget: Quantity | None = None  # PF-days of model FLOPs (5000, 5000PFd, 3.14e23FLOPs)
     max_gpus: int | None = Field(None, gt=0)
     power_kw: float | None = Field(None, gt=0)
     gpus: list[str] | None = None
@@ -108,6 +111,7 @@ class Constraints(Section):
 
     _budget = field_validator("budget")(_check(units.parse_usd, "budget"))
     _deadline = field_validator("deadline")(_check(units.parse_days, "deadline"))
+    _compute = field_validator("compute_budget")(_check(units.parse_pf_days, "compute_budget"))
 
 
 class CustomAccelerator(Section):
@@ -227,8 +231,11 @@ class Scenario(Section):
             if c.deadline is not None:
                 raise ScenarioError("constraints.deadline", c.deadline, "does not apply to serving; "
                                     "set workload.horizon for the serving period")
+            if c.compute_budget is not None:
+                raise ScenarioError("constraints.compute_budget", c.compute_budget, "applies to training and "
+                                    "fine-tuning only (a limit on the run's model FLOPs)")
             return "serve", kw | {"params": m.params} | fields
-        kw |= {"params": m.params, "deadline": c.deadline, "seq_len": m.seq_len}
+        kw |= {"params": m.params, "deadline": c.deadline, "seq_len": m.seq_len, "compute_budget": c.compute_budget}
         if w.kind == "finetune":
             kw.pop("params")
             return "finetune", kw | fields
@@ -286,8 +293,16 @@ def _set_price(doc: dict, key: str, text: str) -> None:
         raise GpuplanError("set", f"{key}={text}", "write a price as price.GPU[.TIER][.PROVIDER]=USD per GPU-hour, "
                            f"TIER one of {', '.join(TIERS)}, e.g. price.h100-sxm.spot=1.80")
     gpu, tier, provider = parts[0], parts[1] if len(parts) > 1 else "on_demand", parts[2] if len(parts) > 2 else None
-    prices = doc.setdefault("catalog", {}).setdefault("prices", [])
-    entry = {"gpu": gpu, "tier": tier, "usd_per_gpu_hour": yaml.safe_load(text.strip().lstrip("$"))}
+    if doc.get("catalog") is None:
+        doc["catalog"] = {}
+    section = doc["catalog"]
+    if isinstance(section, dict) and section.get("prices") is None:
+        section["prices"] = []
+    if not isinstance(section, dict) or not isinstance(section["prices"], list):
+        raise GpuplanError("set", f"{key}={text}", "the file's catalog is not a section with a list of prices "
+                           "(catalog: {prices: [...]}), so a price cannot be added to it")
+    prices = section["prices"]
+    entry = {"gpu": gpu, "tier": tier, "usd_per_gpu_hour": _yaml_value(f"{key}={text}", text.strip().lstrip("$"))}
     if provider is not None:
         entry["provider"] = provider
     same = lambda e: (e.get("gpu"), e.get("tier", "on_demand"), e.get("provider")) == (gpu, tier, provider)  # noqa: E731
@@ -306,7 +321,16 @@ def _set(doc: dict, assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise GpuplanError("set", assignment, f"{p} is not a section")
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    node[parts[-1]] = _yaml_value(assignment, text) if text.strip() else None
+
+
+def _yaml_value(assignment: str, text: str):
+    """The value of a --set as YAML reads it ('30d', 8, [a, b]); text YAML cannot read is an input error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GpuplanError("set", assignment, f"the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+                           "quote it, or write a list as [a, b]") from None
 
 
 def _line(root, path: list) -> int | None:

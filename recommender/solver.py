@@ -15,8 +15,8 @@ Objective
 Constraints
   (1) sum_i x_i = 1
   (2) for each user constraint c with violating set V_c:  a_c  =>  sum_{i in V_c} x_i = 0
-      c in {budget, deadline, max GPUs, power, allowed accelerators / vendors / providers /
-      precisions / acquisitions, priced (cost matters)}.
+      c in {budget, deadline, max GPUs, power, compute budget (the plan's model FLOPs in PF-days),
+      allowed accelerators / vendors / providers / precisions / acquisitions, priced (cost matters)}.
 Infeasibility: the assumptions a_c give a core (minimized by deletion), named to the user. The
 fixes are minimal correction sets: maximize sum_c a_c (a_c now free), the dropped set M is an MCS;
 block it (sum_{c in M} a_c >= 1) and repeat. For a one-limit MCS the least relaxation is one more
@@ -46,6 +46,7 @@ class Limits:
     deadline_days: float | None = None
     max_gpus: int | None = None
     power_kw: float | None = None
+    compute_pf_days: float | None = None   # model FLOPs (6ND + attention) / 8.64e19, as shown per plan
     gpus: tuple[str, ...] | None = None
     vendors: tuple[str, ...] | None = None
     providers: tuple[str, ...] | None = None
@@ -65,6 +66,8 @@ class Limits:
             out["max_gpus"] = (df["count"] > self.max_gpus).values
         if self.power_kw is not None:
             out["power"] = ~(df.power_kw <= self.power_kw).values
+        if self.compute_pf_days is not None:  # df.pf_days: recommender.planner.with_pf_days
+            out["compute_budget"] = ~(df.pf_days <= self.compute_pf_days * (1 + 1e-9)).values
         for name, col in (("gpus", "accelerator"), ("vendors", "vendor"), ("providers", "provider"),
                           ("precisions", "precision"), ("acquisitions", "acquisition")):
             allowed = getattr(self, name)

@@ -57,6 +57,9 @@ class ModelSpec(Strict):
     pretrain_seq_len_source: str = ""
     mlp: Literal["gated", "plain"] = "gated"
     tied_embeddings: bool = False
+    # trained with dropout (GPT-2/3, OPT, BERT: 0.1); modern LLMs (Llama, Qwen, Mistral, MPT) use none,
+    # and then no dropout masks are stored (Korthikanti's 2*s*b*h per layer, and s^2 under eager attention)
+    dropout: bool = False
     position: Literal["rope", "learned", "alibi", "relative"] = "rope"
     qkv_bias: bool = False
     linear_bias: bool = False
@@ -385,7 +388,11 @@ class Efficiency(Strict):
     """Achievable fraction of dense peak for transformer training compute on one accelerator."""
 
     accelerator: str
+    family: str | None = None  # the fitted family whose error band applies (catalog/time_bands.csv)
     matmul_efficiency: float = Field(gt=0, le=1)
+    # PyTorch-native stacks' efficiency relative to Megatron / TE on this family (fitted where both
+    # stacks published runs on it; 1 where no run says otherwise)
+    pytorch_ratio: float = Field(1.0, gt=0, le=1.5)
     calibrated: bool
     basis: str
     source: str
@@ -408,6 +415,7 @@ class TrainLayout(Strict):
     pp: int = Field(1, ge=1)
     vp: int = Field(1, ge=1)  # virtual pipeline stages per GPU (interleaved 1F1B)
     dp: int = Field(1, ge=1)
+    cp: int = Field(1, ge=1)  # context parallelism: each sequence split over cp GPUs (ring attention)
     ep: int = Field(1, ge=1)  # expert parallelism (MoE): experts split over ep of the dp ranks
     ep_overlap: bool = False  # all-to-all hidden behind the other micro-batch's compute (DualPipe)
     zero: int = Field(1, ge=0, le=3)
@@ -419,7 +427,7 @@ class TrainLayout(Strict):
 
     @property
     def count(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.pp * self.dp * self.cp
 
 
 class TrainJob(Strict):
@@ -433,6 +441,18 @@ class TrainJob(Strict):
     seq_len: int = Field(gt=0)
     method: Method = "full"
     lora_rank: int = Field(16, ge=1)
+    # attention kernel: FlashAttention / fused SDPA (no s^2 scores stored) or eager (scores stored)
+    attention: Literal["flash", "eager"] = "flash"
+    # the loss: standard (PyTorch cross_entropy on fp32 logits) or fused / chunked (never holds fp32 logits)
+    loss: Literal["standard", "fused"] = "standard"
+    # the training stack's kernels: megatron (Megatron-LM / NeMo / Transformer Engine fused kernels) or
+    # pytorch (PyTorch-native FSDP stacks: torchtitan, llm-foundry, Hugging Face); None = the default
+    # for the method (megatron for pre-training, pytorch for fine-tuning)
+    stack: Literal["megatron", "pytorch"] | None = None
+
+    @property
+    def kernels(self) -> str:
+        return self.stack or ("megatron" if self.method == "full" else "pytorch")
 
     @property
     def adapter_params(self) -> int:

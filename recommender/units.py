@@ -25,12 +25,23 @@ _DURATION_S = {
 }
 
 
-def _text(value: object) -> str:
-    return str(value).strip().replace(",", "").replace("_", "")
+# a comma is a thousands separator only: after 1-3 digits, each followed by exactly 3 digits
+# ("1,000", "$2,500,000"); "1,5" is rejected, never read as 15 or as 1.5
+_THOUSANDS = re.compile(r"[^0-9,]*[0-9]{1,3}(?:,[0-9]{3})+(?:[^0-9,][^,]*)?")
+
+
+def _text(field: str, value: object) -> str:
+    """The typed text with thousands separators and '_' digit groups removed."""
+    text = str(value).strip()
+    if "," in text and not _THOUSANDS.fullmatch(text):
+        raise GpuplanError(field, value, "a comma only separates thousands (1,000); write a decimal as 1.5")
+    return text.replace(",", "").replace("_", "")
 
 
 def _finite_positive(field: str, raw: object, x: float, allow_zero: bool) -> float:
-    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
+    if not math.isfinite(x):
+        raise GpuplanError(field, raw, "must be a finite number")
+    if x < 0 or (x == 0 and not allow_zero):
         need = "zero or more" if allow_zero else "greater than zero"
         raise GpuplanError(field, raw, f"must be {need}")
     return x
@@ -40,7 +51,7 @@ def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
     """'100B' -> 1e11, '2T' -> 2e12, '1.5k' -> 1500, '3e9' -> 3e9 (parameters, tokens, counts)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _finite_positive(field, value, float(value), allow_zero)
-    text = _text(value).lower()
+    text = _text(field, value).lower()
     m = re.fullmatch(_NUMBER + r"\s*([kmbgtp]?)\s*(?:tokens?|params?)?", text)
     if text.startswith("-"):
         raise GpuplanError(field, value, "must be greater than zero")
@@ -63,7 +74,7 @@ def parse_duration_s(field: str, value: object) -> float:
     """'60d' -> 5184000 s; '8w', '36h', '50ms', '1.5s', '2mo' (30 d), '1y' (365 d)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         raise GpuplanError(field, value, "give a unit, e.g. 60d, 8w, 36h, 50ms")
-    text = _text(value).lower()
+    text = _text(field, value).lower()
     if text.startswith("-"):
         raise GpuplanError(field, value, "must be greater than zero")
     if re.fullmatch(_NUMBER, text):
@@ -86,7 +97,7 @@ def parse_usd(field: str, value: object) -> float:
 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return money.to_usd(_finite_positive(field, value, float(value), True), money.display())
-    text, code = money.split_currency(field, _text(value))
+    text, code = money.split_currency(field, _text(field, value))
     text = text.lower()
     if text.startswith("-"):
         raise GpuplanError(field, value, "must be zero or more")
@@ -96,9 +107,30 @@ def parse_usd(field: str, value: object) -> float:
     return money.to_usd(_finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], True), code)
 
 
+_PF_DAY_UNIT = r"(pf[- ]?d(?:ays?)?|petaflop(?:/s)?[- ]?days?|flops?|)"  # empty: PF-days
+
+
+def parse_pf_days(field: str, value: object) -> float:
+    """A compute budget in petaflop/s-days: '5000', '5k PF-days', '5000PFd'; or in FLOPs, '3.14e23 FLOPs'
+    (1 PF-day = 1e15 FLOP/s x 86,400 s = 8.64e19 FLOPs, Brown et al. 2020's unit)."""
+    from recommender.formulas.compute import pf_days
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _finite_positive(field, value, float(value), False)
+    text = _text(field, value).lower()
+    if text.startswith("-"):
+        raise GpuplanError(field, value, "must be greater than zero")
+    m = re.fullmatch(_NUMBER + r"\s*([kmbgtp]?)\s*" + _PF_DAY_UNIT, text)
+    if not m:
+        raise GpuplanError(field, value, "cannot parse as compute; use PF-days, e.g. 5000PFd, 5k PF-days, "
+                           "or FLOPs, e.g. 3.14e23FLOPs")
+    x = _finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], False)
+    return pf_days(x) if m.group(3).startswith("flop") else x
+
+
 def parse_rate_per_s(field: str, value: object) -> float:
     """'20rps', '20/s', '1200/min', '20' -> requests per second."""
-    text = _text(value).lower()
+    text = _text(field, value).lower()
     m = re.fullmatch(_NUMBER + r"\s*(rps|/s|req/s|/min|rpm|)", text)
     if not m:
         raise GpuplanError(field, value, "cannot parse as a rate; use e.g. 20rps, 1200/min")
@@ -123,7 +155,7 @@ def fmt_usd(x: float) -> str:
 
 def parse_fraction(field: str, value: object) -> float:
     """'30%' or '0.3' -> 0.3, a share in (0, 1]."""
-    text = _text(value).lower()
+    text = _text(field, value).lower()
     pct = text.endswith("%")
     try:
         x = float(text.rstrip("%")) / (100.0 if pct else 1.0)

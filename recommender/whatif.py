@@ -4,6 +4,7 @@ best plan and what changed against the file as written.
     --vary deadline=30d,60d,90d --vary budget=2M,4M      6 scenarios (+ the base)
     --vary gpus=h100-sxm+b200,mi300x                      '+' joins the items of one list value
     --vary price.h100-sxm.spot=1.80,2.20                  a price for every provider of H100 spot
+    --vary compute=2000PFd,5000PFd                        a compute budget (PF-days of model FLOPs)
 
 A short name is looked up in constraints, workload, model and the top level (deadline ->
 constraints.deadline, tokens -> workload.tokens); a dotted path is taken as written. Every grid
@@ -14,6 +15,7 @@ as `gpuplan solve`, with only the best plan asked for.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 import yaml
@@ -26,7 +28,8 @@ from recommender.serve_planner import ServePlan, fleet_summary
 
 SECTIONS = (("constraints", Constraints), ("workload", Workload), ("model", ModelSection))
 ALIASES = {"power": "power_kw", "gpu": "gpus", "vendor": "vendors", "provider": "providers",
-           "acquisitions": "acquisition", "precisions": "precision", "batch": "global_batch"}
+           "acquisitions": "acquisition", "precisions": "precision", "batch": "global_batch",
+           "compute": "compute_budget", "pf_days": "compute_budget"}
 
 
 class WhatIfRow(BaseModel):
@@ -103,6 +106,9 @@ def parse_vary(spec: str) -> tuple[str, list[tuple[str, str]]]:
         v = v.strip()
         if not v:
             raise GpuplanError("vary", spec, "an empty value in the list")
+        if re.match(r"0[0-9]", v):  # '1,000' split into '1' and '000'
+            raise GpuplanError("vary", spec, "commas separate the values here, so no thousands separators: "
+                               "write 1M or 1000000, not 1,000,000")
         text = v
         if "+" in v or _is_list(path):
             text = yaml.safe_dump([x.strip() for x in v.split("+")], default_flow_style=True).strip()

@@ -38,7 +38,7 @@ def test_evaluate_table():
     (["--ep", "8", "--count", "64"], "ep=8: expert parallelism needs a mixture-of-experts model"),
     (["--method", "dora"], "method=dora: must be one of full, lora, qlora"),
     (["--lora-rank", "8"], "lora-rank=8: applies to --method lora or qlora"),
-    (["--tp", "8", "--dp", "4", "--count", "64"], "count=64: must equal tp*pp*dp"),
+    (["--tp", "8", "--dp", "4", "--count", "64"], "count=64: must equal tp*pp*cp*dp"),
     (["--model", "llama-2-70"], "model=llama-2-70: unknown model; did you mean 'llama-2-70b'"),
 ])
 def test_bad_input_one_line_exit_2(args, needle):

@@ -1,6 +1,7 @@
 """No input produces a traceback: each crash the fuzzer found (issue 16) has a test named after it,
-every exit status the README documents is checked, and a bounded Hypothesis fuzz over the CLI
-confirms that whatever is typed ends in exit 0, 2, 3 or 4 with no Python traceback."""
+every exit status the README documents is checked, and bounded Hypothesis fuzzes over the CLI, over
+scenario-file contents (the schema's fields given junk) and over whatif / pareto arguments confirm
+that whatever is typed ends in exit 0, 2, 3 or 4 with no Python traceback."""
 
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli import app
+from recommender import scenario as scenario_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -167,3 +169,121 @@ def test_cli_subprocess_has_no_traceback():
     """The installed entry point too (not only the in-process runner)."""
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "solve", "."], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+# -- a bounded fuzz over scenario-file contents, whatif and pareto -------------------------------
+
+BASE_DOC = {"model": {"preset": "gpt-2-124m"}, "workload": {"kind": "pretrain", "tokens": "1B"},
+            "constraints": {"gpus": ["h100-sxm"]}, "top": 1}
+SECTION_MODELS = {"model": scenario_mod.ModelSection, "workload": scenario_mod.Workload,
+                  "constraints": scenario_mod.Constraints, "site": scenario_mod.Site,
+                  "catalog": scenario_mod.CatalogSection}
+LIST_ITEMS = {"accelerators": scenario_mod.CustomAccelerator, "prices": scenario_mod.Price}
+JUNK = st.one_of(
+    st.sampled_from([None, True, False, -1, 0, 1, 2.5, -3.5, float("nan"), float("inf"), 10**30, "", "abc",
+                     "1,5", "1,000", "-5T", "0", "60d", "1h", "$2M", "¥1M", "5000PFd", "1e22FLOPs", "5rps",
+                     "50ms", "h100-sxm", "a100", "nope", "lora", "serve", "pretrain", "finetune", "fp8", "bf16",
+                     "spot", "buy", "compute", "latency", [], ["h100-sxm"], ["nope"], [1, None], {}, {"a": 1},
+                     {"h100-sxm": "x"}, {"h100-sxm": 8}, [{"gpu": "h100-sxm"}], "1e400", ".inf", "1T"]),
+    st.text(max_size=5), st.integers(-10, 10**6), st.floats(allow_nan=True, allow_infinity=True))
+
+
+@st.composite
+def scenario_docs(draw):
+    """The small valid training document with 1-3 edits: a schema field set to junk (wrong type,
+    out of range), an unknown key, a whole section replaced, or a catalog list of junk entries."""
+    import copy
+
+    doc = copy.deepcopy(BASE_DOC)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["field", "field", "field", "unknown", "section", "top", "list"]))
+        section = draw(st.sampled_from(sorted(SECTION_MODELS)))
+        if kind == "field":
+            fields = sorted(SECTION_MODELS[section].model_fields)
+            node = doc.setdefault(section, {})
+            if isinstance(node, dict):
+                node[draw(st.sampled_from(fields))] = draw(JUNK)
+        elif kind == "unknown":
+            node = doc.setdefault(section, {})
+            if isinstance(node, dict):
+                node[draw(st.sampled_from(["nope", "dedline", "gpu", "1", "params_b"]))] = draw(JUNK)
+        elif kind == "section":
+            doc[section] = draw(JUNK)
+        elif kind == "top":
+            doc[draw(st.sampled_from(["name", "objective", "top", "market", "extra"]))] = draw(JUNK)
+        else:
+            name = draw(st.sampled_from(sorted(LIST_ITEMS)))
+            fields = sorted(LIST_ITEMS[name].model_fields)
+            items = draw(st.lists(st.one_of(JUNK, st.dictionaries(st.sampled_from(fields), JUNK, max_size=4)),
+                                  max_size=2))
+            catalog_node = doc.setdefault("catalog", {})
+            if isinstance(catalog_node, dict):
+                catalog_node[name] = items
+    return doc
+
+
+def _run_on(doc, args_after):
+    """Run the CLI on `doc` written to a temporary scenario file: [command, FILE, *args_after]."""
+    import os
+    import tempfile
+
+    import yaml
+
+    fd, path = tempfile.mkstemp(suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(doc, f, allow_unicode=True)
+        args = [args_after[0], path, *args_after[1:]]
+        return args, run(args)
+    finally:
+        os.unlink(path)
+
+
+FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+@settings(max_examples=150, **FUZZ)
+@given(scenario_docs(), st.booleans())
+def test_fuzz_scenario_file_contents(doc, as_json):
+    _, r = _run_on(doc, ["solve"] + (["--json"] if as_json else []))
+    assert r.exit_code in (0, 2, 3, 4), (doc, r.exit_code, r.output)
+    assert "Traceback" not in r.output, (doc, r.output)
+
+
+VARY_NAMES = ["deadline", "budget", "tokens", "gpus", "compute", "pf_days", "top", "objective", "max_gpus",
+              "power", "precision", "acquisition", "own", "goodput", "kind", "workload.kind", "constraints.nope",
+              "price.h100-sxm.spot", "price.h100-sxm", "price.nope.spot", "price.h100-sxm.gold", "price", "", "x.y.z"]
+VARY_VALUES = st.sampled_from(["30d", "1h", "1,000", "000", "$2M", "0", "-1", "abc", "h100-sxm", "a100+h100-sxm",
+                               "nope", "1.80", "$1.5", "5000PFd", "1e20FLOPs", "10", "1", "cost", "time",
+                               "compute", "serve", "bf16+fp8", "spot", "h100-sxm:8", "", "1e400", "nan", "[1]",
+                               "[1", "{", "a: b: c", "'", "null", "{a: 1}"])
+SET_PATHS = ["constraints.deadline", "constraints.budget", "constraints.compute_budget", "constraints.max_gpus",
+             "workload.tokens", "workload.kind", "model.preset", "model.params", "top", "objective",
+             "constraints", "site.pue", "catalog.prices", "nope.deeper", "model.preset.x", "price.h100-sxm.spot"]
+
+
+@settings(max_examples=60, **FUZZ)
+@given(st.lists(st.tuples(st.sampled_from(VARY_NAMES), st.lists(VARY_VALUES, min_size=1, max_size=2)),
+                min_size=1, max_size=2),
+       st.lists(st.tuples(st.sampled_from(SET_PATHS), VARY_VALUES), max_size=2), st.booleans())
+def test_fuzz_whatif_vary_and_set(varies, sets, as_json):
+    args = ["whatif"]
+    for name, values in varies:
+        args += ["--vary", f"{name}={','.join(values)}"]
+    for path, value in sets:
+        args += ["--set", f"{path}={value}"]
+    args, r = _run_on(BASE_DOC, args + (["--json"] if as_json else []))
+    assert r.exit_code in (0, 2, 3, 4), (args, r.exit_code, r.output)
+    assert "Traceback" not in r.output, (args, r.output)
+
+
+@settings(max_examples=40, **FUZZ)
+@given(st.lists(st.tuples(st.sampled_from(SET_PATHS), VARY_VALUES), max_size=2),
+       st.sampled_from(["e2e", "ttft", "tpot", "days", "", "nope"]), st.booleans())
+def test_fuzz_pareto_arguments(sets, latency, as_json):
+    args = ["pareto", "--no-plot", "--latency", latency]
+    for path, value in sets:
+        args += ["--set", f"{path}={value}"]
+    args, r = _run_on(BASE_DOC, args + (["--json"] if as_json else []))
+    assert r.exit_code in (0, 2, 3, 4), (args, r.exit_code, r.output)
+    assert "Traceback" not in r.output, (args, r.output)

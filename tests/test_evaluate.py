@@ -19,7 +19,8 @@ def test_json_contract_fields():
     data = ev().model_dump(mode="json")
     for key in CONTRACT:
         assert key in data, key
-    assert set(data["memory_breakdown_gib"]) == {"weights", "gradients", "optimizer", "activations", "overhead"}
+    assert set(data["memory_breakdown_gib"]) == {"weights", "gradients", "optimizer", "activations", "logits",
+                                                 "gathered", "framework", "fragmentation", "overhead", "optimizer_paged"}
 
 
 def test_internal_consistency():
@@ -30,7 +31,9 @@ def test_internal_consistency():
     assert e.cost_usd == pytest.approx(e.gpu_hours * e.price_usd_per_gpu_hour)
     assert e.mfu == pytest.approx(e.tflops_per_gpu / 312)
     mb = e.memory_breakdown_gib
-    assert e.memory_gib_per_gpu == pytest.approx(mb.weights + mb.gradients + mb.optimizer + mb.activations + mb.overhead)
+    assert e.memory_gib_per_gpu == pytest.approx(mb.weights + mb.gradients + mb.optimizer + mb.activations + mb.logits
+                                                 + mb.gathered + mb.framework + mb.fragmentation)
+    assert mb.overhead == pytest.approx(mb.framework + mb.fragmentation)
     assert e.fits == (e.memory_gib_per_gpu <= e.memory_limit_gib)
 
 
@@ -86,7 +89,7 @@ def test_more_gpus_finish_sooner():
     (dict(model="mixtral-8x7b", tp=1, pp=1, ep=3, count=24), "ep", "must divide the 8 experts"),
     (dict(model="mixtral-8x7b", ep=4, count=8, tp=4, pp=1), "ep", "must divide dp"),
     (dict(method="qlora", gpu="h100-sxm", precision="fp8"), "precision", "QLoRA computes in 16 bits"),
-    (dict(dp=10, count=2048), "count", "must equal tp\\*pp\\*dp"),
+    (dict(dp=10, count=2048), "count", "must equal tp\\*pp\\*cp\\*dp"),
     (dict(count=100), "count", "multiple of tp\\*pp"),
     (dict(precision="fp8"), "precision", "no published fp8 peak"),
     (dict(precision="fp4"), "precision", "must be one of"),

@@ -90,7 +90,7 @@ def test_lora_and_qlora_states_by_hand():
     adapters = 4 * 2 * (512 + 8 * 288)
     lora = toy_eval(job=dict(method="lora", lora_rank=rank)).memory_breakdown_gib
     assert lora.weights * GIB == pytest.approx(2 * TOTAL + 2 * adapters)  # frozen 16-bit base + adapters
-    assert lora.gradients * GIB == pytest.approx(2 * adapters)            # adapters only
+    assert lora.gradients * GIB == pytest.approx(4 * adapters)            # adapters only, fp32 accumulation
     assert lora.optimizer * GIB == pytest.approx(12 * adapters)
     q = toy_eval(job=dict(method="qlora", lora_rank=rank)).memory_breakdown_gib
     linear = TOTAL - (2 * 100 * 64 + 64 + 2 * 128 + 2 * 512)  # all but embeddings, norms, routers
@@ -102,17 +102,17 @@ def test_qlora_65b_fits_one_48gb_gpu():
     """Dettmers et al. 2023 (QLoRA), abstract: a 65B model fine-tunes on a single 48 GB GPU
     (LLaMA-65B, r = 64 on all linear layers, batch 1, 512 tokens, gradient checkpointing). The
     paper's Fig. 6 puts the footprint at about 45.0 GB; the model's states and activations come
-    within 2% of it. QLoRA leaves no room for our 10% default headroom (its paged optimizer
-    absorbs spikes), so the claim is checked at headroom 0, and 16-bit LoRA must not fit."""
+    within 5% of it. One GPU has no NCCL communicator, and the states are allocated once (no
+    fragmentation), so the honest total fits under the default 10% headroom; 16-bit LoRA does not."""
     kw = dict(model="llama-65b", tokens="1B", seq_len="512", global_batch="8192", gpu="l40s", count=1, zero=0,
-              recompute="full", lora_rank="64", headroom="0")
+              recompute="full", lora_rank="64")
     q = api.evaluate_config(method="qlora", **kw)
     assert q.fits and q.memory_capacity_gib == 48
     mb = q.memory_breakdown_gib
+    assert mb.framework == pytest.approx(0.5)  # the CUDA context only
     allocated_gb = (q.memory_gib_per_gpu - mb.overhead) * GIB / 1e9
     assert allocated_gb == pytest.approx(45.0, rel=0.05)
     assert not api.evaluate_config(method="lora", **kw).fits
-    assert not api.evaluate_config(method="qlora", **(kw | {"headroom": None})).fits  # default headroom: no
 
 
 # (settings, published GB, source). Allocated memory (torch max_memory_allocated) excludes the
@@ -139,9 +139,11 @@ def test_7b_finetune_memory_matches_published(kw, published, source):
 
 def deepseek_v3_pretraining():
     """DeepSeek-AI 2024 (arXiv 2412.19437): 14.8T tokens at 4K, batch 15,360, on H800s with 16-way
-    PP, 64-way EP, ZeRO-1 DP and no TP (Sec. 3.2, 4.2), FP8 (Sec. 3.3)."""
+    PP, 64-way EP, ZeRO-1 DP and no TP (Sec. 3.2, 4.2), FP8 (Sec. 3.3), the all-to-all overlapped
+    with the other micro-batch's compute by DualPipe (Sec. 3.2.1: --ep-overlap)."""
     return api.evaluate_config(model="deepseek-v3", tokens="14.8T", seq_len="4096", global_batch=str(15360 * 4096),
-                               gpu="h800", count="2048", tp="1", pp="16", ep="64", zero="1", precision="fp8")
+                               gpu="h800", count="2048", tp="1", pp="16", ep="64", zero="1", precision="fp8",
+                               ep_overlap=True)
 
 
 def test_deepseek_v3_gpu_hours_within_25_percent():

@@ -174,3 +174,39 @@ def test_frontier_frame_has_a_row_per_point():
     fr = s.pareto()
     df = report.frontier_frame(fr)
     assert list(df["#"]) == list(range(1, len(fr.points) + 1)) and df["vs #1"].iloc[0] == "cheapest"
+
+
+def _csv_and_json(args, tmp_path):
+    import csv as csvmod
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out = tmp_path / "f.csv"
+    r = CliRunner().invoke(app, ["pareto", *args, "--no-plot", "--json", "--csv", str(out)])
+    assert r.exit_code == 0, r.output
+    return list(csvmod.DictReader(out.open())), json.loads(r.stdout)
+
+
+def test_pareto_csv_cells_are_plain_numbers_equal_to_the_json(tmp_path):
+    rows, fr = _csv_and_json([str(FILES / "lora-finetune.yaml")], tmp_path)
+    assert list(rows[0])[:4] == ["point", "days", "cost_usd", "cost_vs_first"]
+    assert len(rows) == len(fr["points"])
+    for row, pt in zip(rows, fr["points"]):
+        assert float(row["cost_usd"]) == pytest.approx(pt["cost_usd"], rel=1e-12)
+        assert float(row["days"]) == pytest.approx(pt["days"], rel=1e-12)
+        assert int(row["gpus"]) == pt["plan"]["count"]
+        assert float(row["cost_vs_first"]) == pytest.approx(pt["cost_usd"] / fr["points"][0]["cost_usd"] - 1)
+    assert not any("$" in v for row in rows for v in row.values())
+
+
+def test_serving_pareto_csv_cells_equal_the_json(tmp_path):
+    small = ["--set", "constraints.gpus=[h100-sxm]", "--set", "model.preset=llama-3-8b", "--set",
+             "constraints.precision=[bf16]", "--set", "workload.users=50", "--set", "constraints.acquisition=[spot]"]
+    rows, fr = _csv_and_json([str(FILES / "serve-70b-chat.yaml"), *small], tmp_path)
+    assert list(rows[0])[:5] == ["point", "e2e_ms", "cost_per_hour_usd", "horizon_cost_usd", "cost_vs_first"]
+    for row, pt in zip(rows, fr["points"]):
+        assert float(row["e2e_ms"]) == pytest.approx(pt["latency_ms"], rel=1e-12)
+        assert float(row["cost_per_hour_usd"]) == pytest.approx(pt["cost_per_hour_usd"], rel=1e-12)
+        assert float(row["horizon_cost_usd"]) == pytest.approx(pt["cost_usd"], rel=1e-12)

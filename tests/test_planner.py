@@ -96,3 +96,62 @@ def test_compute_objective_without_a_model_sizes_one():
 def test_diverse_gives_one_plan_per_accelerator():
     r = plan(JOB, Limits(deadline_days=30), SPACE, objective="cost", top=5, diverse=True)
     assert sorted(p.accelerator for p in r.plans) == ["a100-80g", "h100-sxm"]
+
+
+# -- compute budgets in PF-days (issue 16) -------------------------------------------------------
+# JOB by hand (PaLM App. B, 6N + 12 L H Q T per token): N = 6,853,824,384 matmul parameters, L = 31,
+# H = 4,224, T = 4,096: 41,122,946,304 + 6,436,159,488 = 47,559,105,792 FLOPs a token; x 2e11 tokens
+# = 9.5118e21 FLOPs = 110.09 PF-days (1 PF-day = 8.64e19 FLOPs).
+JOB_FLOPS_PER_TOKEN = 47_559_105_792
+JOB_PF_DAYS = 110.0905
+
+
+def test_compute_budget_above_the_jobs_flops_is_met_and_stated():
+    r = plan(JOB, Limits(compute_pf_days=200), SPACE, objective="cost", top=2)
+    assert r.status == "optimal" and r.plans
+    assert all(p.pf_days == pytest.approx(JOB_PF_DAYS, rel=1e-5) for p in r.plans)
+    assert "compute budget 200 PF-days: the job needs 110 PF-days of model FLOPs on any layout (55%)." in r.explanation
+    assert r.plans[0] == plan(JOB, Limits(), SPACE, objective="cost", top=1).plans[0]
+
+
+def test_compute_budget_below_the_jobs_flops_is_infeasible_with_the_least_budget():
+    r = plan(JOB, Limits(compute_pf_days=100), SPACE, objective="cost")
+    assert r.status == "infeasible" and not r.plans
+    assert r.explanation == ["No plan meets all limits. Conflicting: compute_budget."]
+    fix = [x for x in r.relaxations if x.constraint == "compute_budget"]
+    assert fix and fix[0].given == "100 PF-days" and fix[0].needed == "compute budget >= 111 PF-days"
+    # the plan the fix names is the cheapest one (ties on PF-days go in the objective's order)
+    best = plan(JOB, Limits(), SPACE, objective="cost", top=1).plans[0]
+    assert fix[0].plan.startswith(f"{best.count} x {best.accelerator} ")
+
+
+def test_compute_budget_caps_the_tokens_under_the_compute_objective():
+    """1,000 PF-days = 8.64e22 FLOPs = 8.64e22 / 47,559,105,792 = 1.8167e12 tokens, on every plan that
+    reaches it within the horizon; those tie on tokens and are ranked by cost."""
+    r = plan(JOB, Limits(compute_pf_days=1000), SPACE, objective="compute", top=3)
+    assert r.status == "optimal" and len(r.plans) == 3
+    for p in r.plans:
+        assert p.total_flops == pytest.approx(8.64e22, rel=1e-9)
+        assert p.tokens == pytest.approx(8.64e22 / JOB_FLOPS_PER_TOKEN, rel=1e-9)
+    costs = [p.cost_usd for p in r.plans]
+    assert costs == sorted(costs)
+    assert any(line.startswith("compute budget binds (1,000 PF-days)") for line in r.explanation)
+
+
+def test_compute_objective_with_a_budget_that_binds_first_ignores_a_large_compute_budget():
+    money = plan(JOB, Limits(budget_usd=20_000), SPACE, objective="compute", top=1).plans[0]
+    both = plan(JOB, Limits(budget_usd=20_000, compute_pf_days=1e6), SPACE, objective="compute", top=1)
+    assert both.plans[0].tokens == pytest.approx(money.tokens)
+    assert not any("compute budget binds" in line for line in both.explanation)
+
+
+def test_cli_compute_budget_infeasible_exit_3_and_bad_value_exit_2():
+    base = [sys.executable, str(ROOT / "cli.py"), "train", "--params", "7B", "--tokens", "200B",
+            "--gpus", "h100-sxm", "--seq-len", "4096", "--compute-budget"]
+    r = subprocess.run(base + ["50PFd", "--json"], capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stdout)["relaxations"][0]["needed"].startswith("compute budget >= ")
+    r = subprocess.run(base + ["lots"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "gpuplan: error: compute-budget=lots: cannot parse as compute; use PF-days, e.g. 5000PFd, 5k PF-days, "
+        "or FLOPs, e.g. 3.14e23FLOPs"]

@@ -128,3 +128,37 @@ top: 2
         assert any(x.price_usd_per_gpu_hour == 0.5 for x in catalog.prices_for("h100-sxm") if x.provider == "lambda")
     from recommender import catalog
     assert "my-chip" not in catalog.accelerators()  # the override ends with the solve
+
+
+def test_compute_budget_in_a_file_is_the_cli_flag(tmp_path):
+    doc = {"model": {"params": "7B"}, "workload": {"kind": "pretrain", "tokens": "200B"},
+           "constraints": {"gpus": ["h100-sxm"], "compute_budget": "5k PF-days"}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    fn, kw = scenario.load(path).typed()
+    assert fn == "train" and kw["compute_budget"] == "5k PF-days"
+    with pytest.raises(GpuplanError, match=r"s.yaml:\d+: constraints.compute_budget=lots: cannot parse as compute"):
+        scenario.load(path, ["constraints.compute_budget=lots"])
+
+
+def test_compute_budget_does_not_apply_to_serving():
+    serve = ROOT / "constraints" / "serve-70b-chat.yaml"
+    with pytest.raises(GpuplanError, match="constraints.compute_budget=100: applies to training and fine-tuning only"):
+        scenario.load(serve, ["constraints.compute_budget=100"])
+
+
+# regressions from the scenario fuzz (tests/test_errors.py)
+@pytest.mark.parametrize("sets,match", [
+    (["top=[1"], r"set=top=\[1: the value is not valid YAML"),
+    (["price.h100-sxm.spot={"], r"set=price.h100-sxm.spot=\{: the value is not valid YAML"),
+    (["catalog.prices=30d", "price.h100-sxm.spot=2"], "the file's catalog is not a section with a list of prices"),
+    (["catalog=3", "price.h100-sxm=2"], "the file's catalog is not a section with a list of prices"),
+])
+def test_set_with_unreadable_yaml_or_into_a_non_section_is_an_input_error(sets, match):
+    with pytest.raises(GpuplanError, match=match):
+        scenario.load(ROOT / "constraints" / "lora-finetune.yaml", sets)
+
+
+def test_set_a_price_after_emptying_the_catalog():
+    s = scenario.load(ROOT / "constraints" / "lora-finetune.yaml", ["catalog=", "price.h100-sxm.spot=2"])
+    assert [(p.gpu, p.tier, p.usd_per_gpu_hour) for p in s.catalog.prices] == [("h100-sxm", "spot", 2.0)]

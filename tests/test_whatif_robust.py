@@ -147,3 +147,46 @@ def test_cli_solve_robust_json():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["result"]["plans"] and len(out["robustness"]["rows"]) >= 4
+
+
+def test_whatif_csv_cells_are_plain_numbers_equal_to_the_json(tmp_path):
+    """Money in cost_usd, days in days, the varied deadline as deadline_days; no '$3.55k' strings."""
+    import csv as csvmod
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out = tmp_path / "w.csv"
+    r = CliRunner().invoke(app, ["whatif", str(LORA), "--vary", "deadline=2d,7d", "--vary", "budget=$50,$1k",
+                                 "--json", "--csv", str(out)])
+    assert r.exit_code == 0, r.output
+    data, rows = json.loads(r.stdout), list(csvmod.DictReader(out.open()))
+    assert list(rows[0]) == ["scenario", "deadline_days", "budget_usd", "status", "best_plan", "accelerator", "gpus",
+                             "days", "cost_usd", "vs_base"]
+    assert [row["scenario"] for row in rows] == ["base", "1", "2", "3", "4"]
+    for row, js in zip(rows, data["rows"]):
+        if js["plan"] is None:
+            assert row["cost_usd"] == row["days"] == row["gpus"] == ""
+            continue
+        assert float(row["cost_usd"]) == pytest.approx(js["cost_usd"], rel=1e-12)
+        assert float(row["days"]) == pytest.approx(js["days"], rel=1e-12)
+        assert int(row["gpus"]) == js["plan"]["count"]
+    assert [row["deadline_days"] for row in rows[1:]] == ["2.0", "2.0", "7.0", "7.0"]
+    assert [row["budget_usd"] for row in rows[1:]] == ["50.0", "1000.0", "50.0", "1000.0"]
+    assert not any("$" in v for row in rows for v in row.values() if v != row["best_plan"])
+
+
+def test_whatif_varies_a_compute_budget_in_pf_days():
+    wi = whatif.run(str(LORA), ["compute=1PFd,1e6"])
+    assert wi.varied == ["constraints.compute_budget"]
+    low, high = wi.rows[1], wi.rows[2]
+    assert low.status == "infeasible" and low.summary.startswith("no plan; fix: compute budget >= ")
+    assert high.status == "optimal" and high.vs_base == "same plan"
+
+
+@pytest.mark.parametrize("spec", ["budget=$1,000,000", "max_gpus=1,000"])
+def test_vary_values_with_thousands_separators_are_rejected_not_split(spec):
+    """'--vary budget=$1,000,000' would be the values $1, 000 and 000: rejected, with the fix."""
+    with pytest.raises(GpuplanError, match="no thousands separators: write 1M or 1000000"):
+        whatif.parse_vary(spec)

@@ -11,6 +11,11 @@ Sources:
   parallelism: s*b*h/t*(34 + 5*a*s/h); selective recomputation drops the 5*a*s/h term; full
   recomputation keeps only the 2*s*b*h layer input. 1F1B keeps min(p, m) micro-batches in
   flight on the first pipeline stage (Narayanan et al. 2021, Sec. 2.2.1).
+- Dao et al. 2022, "FlashAttention", Sec. 3.1: the attention scores are never materialized; the
+  backward pass recomputes them from the output and the softmax statistics.
+- Memory outside the model (CUDA context, NCCL buffers, allocator fragmentation) and the FSDP /
+  ZeRO working sets: see `framework_bytes`, `zero3_working_bytes`, `zero2_bucket_bytes`, with
+  the figures in catalog/assumptions.yaml.
 """
 
 from __future__ import annotations
@@ -30,6 +35,16 @@ STATE_BYTES = {
     "fp8": (2, 2, 12),   # fp8 GEMMs keep bf16/fp32 states as bf16 mixed precision does
     "fp32": (4, 4, 8),   # fp32 weights and grads, fp32 Adam m + v (no separate master copy)
 }
+# Gradients accumulate in an fp32 buffer under 16-bit training with ZeRO 0-2: Megatron-LM's
+# default (--accumulate-allreduce-grads-in-fp32 with bf16; its docs/distrib_optimizer.md table:
+# "bf16 param, fp32 grads: 18 bytes, 6 + 12/d distributed") and DeepSpeed's bf16 optimizer. FSDP /
+# ZeRO-3 keeps 16-bit gradient shards beside fp32 parameter shards: 16 bytes a parameter, sharded.
+GRAD_ACCUM_BYTES = {"bf16": 4, "fp8": 4}
+# FSDP (v1) units that mix frozen and trained parameters (a LoRA block wrapped whole) allocate
+# gradients for all of them: "the gradient memory usage will be higher than expected (namely,
+# equivalent to not freezing those parameters)", PyTorch FSDP docs; Lightning-AI/litgpt#1417
+# (LoRA recipes wrap each Block). 16-bit shards of the base's gradients, under ZeRO-3 only.
+FSDP1_FROZEN_GRAD_BYTES = 2.0
 # QLoRA's adapters: BF16 weights and gradients, 32-bit paged AdamW m and v, no FP32 master copy
 # (Dettmers et al. 2023, Sec. 3-4 and Fig. 6, where the optimizer bar is 4x the adapters' bar)
 QLORA_ADAPTER_BYTES = (2, 2, 8)
@@ -50,35 +65,54 @@ class ModelStates:
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
-    """Bytes per GPU on the busiest pipeline stage."""
+    """Bytes per GPU on the busiest pipeline stage, by what holds them."""
 
     weights: object
     gradients: object
     optimizer: object
-    activations: object
-    overhead: object
+    activations: object        # stored layer activations (+ the layer being recomputed)
+    logits: object = 0.0       # the loss's logits buffer
+    gathered: object = 0.0     # ZeRO-3 / FSDP unsharded working set, ZeRO-2 gradient bucket
+    framework: object = 0.0    # CUDA context, NCCL communicators' buffers
+    fragmentation: object = 0.0  # allocator reserved minus allocated
+    # paged optimizer (QLoRA Sec. 3): its states live in unified memory and are evicted to host
+    # memory while the forward and backward passes need the room, and paged back for the step,
+    # when the activations are freed: the peak holds the larger of the two, not both
+    optimizer_paged: bool = False
+
+    @property
+    def overhead(self):
+        return self.framework + self.fragmentation
 
     @property
     def total(self):
-        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+        passes = self.activations + self.logits + self.gathered
+        held = np.maximum(self.optimizer, passes) if self.optimizer_paged else self.optimizer + passes
+        return _scalar(self.weights + self.gradients + held + self.framework + self.fragmentation)
 
 
 def model_states(params, precision: str = "bf16", zero=0, dp=1, frozen=0.0, frozen_bytes=2.0,
-                 state_bytes: tuple[float, float, float] | None = None) -> ModelStates:
+                 state_bytes: tuple[float, float, float] | None = None, frozen_grad_bytes=0.0) -> ModelStates:
     """ZeRO Sec. 3.1: (2 + 2 + 12) * params bytes for mixed-precision Adam, sharded over dp.
 
     Stage >= 1 divides optimizer states by dp, >= 2 also gradients, 3 also weights.
-    ZeRO paper Fig. 1 check: 7.5B params, dp = 64 -> 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
+    ZeRO paper Fig. 1 check (fp16): 7.5B params, dp = 64 -> 120 / 31.4 / 16.6 / 1.9 GB for stages
+    0-3. bf16 and fp8 keep fp32 gradients at stages 0-2 (GRAD_ACCUM_BYTES).
     `frozen` parameters (a LoRA/QLoRA base) keep weights only, `frozen_bytes` each (2: 16-bit;
     QLoRA's NF4 with double quantization: 4.127 bits, Dettmers et al. 2023 Sec. 3), sharded
     under stage 3 like the trained weights (FSDP with LoRA). `state_bytes` overrides the
     (weights, gradients, optimizer) bytes of the trained parameters (QLORA_ADAPTER_BYTES).
+    `frozen_grad_bytes`: gradient bytes FSDP allocates for a frozen base under ZeRO-3 (see
+    FSDP1_FROZEN_GRAD_BYTES).
     """
     w, g, o = state_bytes or STATE_BYTES[precision]
     zero, dp = np.asarray(zero), np.asarray(dp)
+    if state_bytes is None and precision in GRAD_ACCUM_BYTES:
+        g = np.where(zero >= 3, g, GRAD_ACCUM_BYTES[precision])
     return ModelStates(
         weights=_scalar((params * w + np.asarray(frozen) * frozen_bytes) / np.where(zero >= 3, dp, 1)),
-        gradients=_scalar(params * g / np.where(zero >= 2, dp, 1)),
+        gradients=_scalar((params * g + np.asarray(frozen) * np.where(zero >= 3, frozen_grad_bytes, 0.0))
+                          / np.where(zero >= 2, dp, 1)),
         optimizer=_scalar(params * o / np.where(zero >= 1, dp, 1)),
     )
 
@@ -111,26 +145,41 @@ def stage_routed_params(model, tp=1, pp=1, ep=1):
 
 
 def activation_bytes_per_layer(seq, micro_batch, hidden, heads, ffn, kv_heads=None, gated=False,
-                               tp=1, recompute="none", sequence_parallel=True):
+                               tp=1, recompute="none", sequence_parallel=True, attention="flash", cp=1,
+                               dropout=True):
     """Korthikanti 2022 Sec. 4, per transformer layer and micro-batch, 16-bit activations.
 
     Written as the paper's sum of stored tensors, generalized to GQA (K and V are kv/heads the
-    size of Q) and to any FFN size and gated MLPs; for MHA with a plain 4h FFN it is exactly
-    s*b*h*(34 + 5*a*s/h) (no TP), s*b*h*(10 + 24/t + 5*a*s/(h*t)) (TP), s*b*h/t*(34 + 5*a*s/h)
-    (TP + SP). Selective recomputation drops the 5*a*s/h term; full keeps 2*s*b*h (/t with SP).
+    size of Q) and to any FFN size and gated MLPs; for MHA with a plain 4h FFN and `attention=
+    "eager"` it is exactly s*b*h*(34 + 5*a*s/h) (no TP), s*b*h*(10 + 24/t + 5*a*s/(h*t)) (TP),
+    s*b*h/t*(34 + 5*a*s/h) (TP + SP). Selective recomputation drops the 5*a*s/h term; full keeps
+    2*s*b*h (/t with SP).
+
+    `attention="flash"` (the default: FlashAttention, Dao et al. 2022 Sec. 3.1, and PyTorch's
+    fused SDPA, which modern stacks run) never stores the a*s^2 scores: it keeps the output
+    (already counted as the output projection's input) and the softmax statistics, one fp32
+    logsumexp per head and token (4*a*s*b bytes), whatever the recomputation. Context
+    parallelism (`cp`) splits the sequence, so every term is taken at s/cp (Megatron-LM's context
+    parallel and ring attention keep only their shard of Q, K, V and the outputs). Without
+    `dropout` (Llama, Qwen, Mistral, MPT) no dropout masks are stored: 2*s*b*h less per layer, and
+    under eager attention 2 of the 5*a*s/h (the mask and the dropped-out scores' copy: 3).
     """
-    s, b, h, a = seq, np.asarray(micro_batch), hidden, heads
+    s, b, h, a = seq / np.asarray(cp), np.asarray(micro_batch), hidden, heads
     t = np.asarray(tp)
     g = (kv_heads or heads) / heads
     f_over_h = ffn / hidden
     # not split by TP: 2 LayerNorm inputs (4), QKV input (2), MLP input (2), 2 dropout masks (2)
-    replicated = 10.0
-    # split by TP: Q (2), K and V (4g), output-projection input (2); MLP: fc outputs and act
-    mlp_mult = 6.0 if gated else 4.0
+    replicated = 10.0 if dropout else 8.0
+    # split by TP: Q (2), K and V (4g), output-projection input (2); MLP per f/h: plain, the fc1
+    # output and the activation's output (2 + 2); gated (SwiGLU as eager PyTorch runs it, in
+    # Hugging Face, torchtitan, torchtune): the gate and up outputs, the SiLU output and the
+    # product (2 + 2 + 2 + 2; Megatron's fused SwiGLU recomputes the SiLU and keeps 6)
+    mlp_mult = 8.0 if gated else 4.0
     split = 2.0 + 4.0 * g + 2.0 + mlp_mult * f_over_h
-    scores = 5.0 * a * s / h  # softmax output (2), its dropout mask (1) and output (2), per a*s^2*b
     rc = np.asarray(recompute)
-    scores = np.where(rc == "none", scores, 0.0)
+    eager = np.asarray(attention) == "eager"
+    # eager: softmax output (2), its dropout mask (1) and output (2), per a*s^2*b; flash: fp32 lse
+    scores = np.where(eager, np.where(rc == "none", (5.0 if dropout else 2.0) * a * s / h, 0.0), 4.0 * a / h)
     if sequence_parallel:
         per_layer = s * b * h * (replicated + split + scores) / t
     else:
@@ -146,40 +195,133 @@ def mlp_width(model) -> int:
     return max(model.ffn, (model.experts_per_token + model.shared_experts) * model.moe_ffn)
 
 
-def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16", vp=1):
-    """Activations on the first pipeline stage (the busiest under 1F1B), in bytes.
+def in_flight(pp, micro_batches, vp=1, stage=0):
+    """Micro-batches whose activations pipeline stage `stage` (0 = first) holds at its peak.
 
-    layers/pp layers x min(pp, m) micro-batches in flight (x (1 + (p-1)/(p v)) under the
-    interleaved schedule with v > 1 chunks, Korthikanti Sec. 4.2.3), + the fp32 logits of the loss
-    (4*s*b*V/t bytes, counted on the busiest stage to stay conservative), + under full
-    recomputation one layer's working set while it is recomputed.
+    1F1B (Narayanan et al. 2021 Sec. 2.2.1): stage r runs p - r - 1 warm-up forwards before its
+    first backward, so it holds min(p - r, m) micro-batches: p on the first stage, 1 on the last.
+    Interleaved with v chunks per GPU (Megatron-LM's schedule): (p - r - 1) * 2 + (v - 1) * p
+    warm-up chunk-forwards, plus the one in flight, each of layers/(p v) layers, so in units of
+    a whole stage's micro-batch ((p - r - 1) * 2 + (v - 1) * p + 1) / v; on the first stage that
+    is p * (1 + (p - 1)/(p v)), Korthikanti et al. 2022 Sec. 4.2.3.
+    """
+    p, m, v = np.asarray(pp), np.asarray(micro_batches), np.asarray(vp)
+    r = np.minimum(np.asarray(stage), p - 1)
+    chunks = np.where(v > 1, (p - r - 1) * 2 + (v - 1) * p + 1, p - r)
+    return _scalar(np.minimum(m * v, chunks) / v)
+
+
+# bytes per logit element around the loss. standard: the head's 16-bit output, its fp32 copy for a
+# stable softmax / log-softmax kept for the backward pass, and that pass's fp32 gradient (PyTorch's
+# cross_entropy on `logits.float()`, as torchtitan and Hugging Face compute the loss). fused: a
+# fused or chunked kernel (flash-attn's cross_entropy in llm-foundry, Megatron-LM's
+# --cross-entropy-loss-fusion, Liger, torchtune's chunked loss) keeps the 16-bit logits and writes a
+# 16-bit gradient, never the fp32 copies
+LOGIT_BYTES = {"standard": 2.0 + 4.0 + 4.0, "fused": 2.0 + 2.0}
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Activation-side bytes on the busiest pipeline stage (first or last)."""
+
+    stored: object     # layer activations kept for the backward pass, all micro-batches in flight
+    working: object    # under full recomputation: one layer's activations while it is re-run
+    logits: object     # the loss's logits buffer (last stage only; pp = 1: the one stage)
+
+    @property
+    def total(self):
+        return self.stored + self.working + self.logits
+
+
+def activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16", vp=1,
+                     attention="flash", cp=1, loss="standard") -> Activations:
+    """Activations of the busiest pipeline stage: the first holds in_flight(stage 0) micro-batches
+    of its layers, the last only in_flight(last) but also the logits of the loss (LOGIT_BYTES x
+    s x b x V/t: the head is vocabulary-parallel over tp, the sequence split over cp), which for a
+    large vocabulary at a small hidden size is the larger. Both stages are charged the fullest
+    stage's layer count. Under full recomputation one layer's activations are re-materialized
+    while it is recomputed (the `working` term).
     """
     tp, pp, mb = np.asarray(tp), np.asarray(pp), np.asarray(micro_batch)
     kw = dict(hidden=model.hidden, heads=model.heads, ffn=mlp_width(model), kv_heads=model.kv_heads,
-              gated=model.mlp == "gated")
-    per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw)
-    vp = np.asarray(vp)
-    in_flight = np.minimum(pp, np.asarray(micro_batches)) * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
-    stored = stage_layers(model.layers, pp) * per_layer * in_flight
-    logits = 4.0 * seq * mb * model.vocab / tp
+              gated=model.mlp == "gated", attention=attention, cp=cp, dropout=model.dropout)
+    scale = ACTIVATION_SCALE[precision]
+    per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw) * scale
+    layers = stage_layers(model.layers, pp)
+    first = layers * per_layer * in_flight(pp, micro_batches, vp, 0)
+    last = layers * per_layer * in_flight(pp, micro_batches, vp, pp - 1)
+    logits = LOGIT_BYTES[loss] * seq / np.asarray(cp) * mb * model.vocab / tp
     working = np.where(np.asarray(recompute) == "full",
-                       activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw), 0.0)
-    return _scalar((stored + logits + working) * ACTIVATION_SCALE[precision])
+                       activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw) * scale, 0.0)
+    last_busier = (pp == 1) | (last + logits > first)
+    return Activations(stored=_scalar(np.where(last_busier, last, first)), working=_scalar(working),
+                       logits=_scalar(np.where(last_busier, logits, 0.0)))
 
 
-def zero3_prefetch_bytes(model, tp, zero, precision="bf16", ep=1, bytes_per_param=None):
-    """ZeRO-3 gathers the current and the prefetched layer's full weights: 2 layers, 16-bit
-    (or `bytes_per_param`, e.g. a QLoRA base), routed experts split over ep."""
+def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16", vp=1,
+                     attention="flash", cp=1, loss="standard"):
+    """Total of `activation_terms`, in bytes."""
+    return _scalar(activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision, vp,
+                                    attention, cp, loss).total)
+
+
+def layer_params(model, tp=1, ep=1):
+    """Parameters of one transformer block on one GPU: split over tp, routed experts over ep."""
     routed = model.routed_expert_params
-    per_layer = (model.total_params - model.embedding_params - routed + routed / np.asarray(ep)) / model.layers
-    b = STATE_BYTES[precision][0] if bytes_per_param is None else bytes_per_param
-    return _scalar(np.where(np.asarray(zero) == 3, 2 * per_layer / np.asarray(tp) * b, 0.0))
+    return _scalar((model.total_params - model.embedding_params - routed + routed / np.asarray(ep))
+                   / model.layers / np.asarray(tp))
 
 
-def overhead_bytes(dynamic_bytes, fixed_gib: float, fragmentation: float):
-    """Framework overhead: a fixed part (CUDA context, NCCL buffers, kernels' workspaces) plus
-    allocator fragmentation as a fraction of the dynamic memory (states + activations)."""
-    return _scalar(fixed_gib * GIB + fragmentation * np.asarray(dynamic_bytes))
+def zero3_working_bytes(model, tp, pp, zero, weight_bytes=2.0, grad_bytes=2.0, ep=1):
+    """FSDP / ZeRO-3's unsharded working set: the block being computed and the one prefetched
+    (FSDP's default forward and backward prefetch; DeepSpeed's stage3_prefetch_bucket_size)
+    gathered in 16 bits (under pipeline parallelism every block of the stage, and its gradients
+    unsharded in fp32), the root unit (embedding, final norm, head: FSDP2 keeps the root
+    gathered from forward to backward) gathered as well, and in the backward pass one unit's
+    unsharded gradients before their reduce-scatter. `grad_bytes` 0 for a frozen base (LoRA)."""
+    zero3 = np.asarray(zero) == 3
+    layer = layer_params(model, tp, ep)
+    pp = np.asarray(pp)
+    root = np.where(pp == 1, model.embedding_params, model.embedding_params
+                    - (0 if model.tied_embeddings else model.vocab * model.hidden)) / np.asarray(tp)
+    per_unit = 2.0 * layer + root
+    working = per_unit * weight_bytes + np.maximum(layer, root) * grad_bytes
+    # with a pipeline, FSDP keeps every block of the stage gathered from its forward to its
+    # backward (torchtitan: reshard_after_forward=not pp_enabled), and PyTorch's pipeline schedules
+    # turn gradient reduction off for every micro-batch but the last (set_requires_gradient_sync
+    # (False)), so the stage's gradients accumulate unsharded, in the fp32 reduce dtype
+    stage = stage_layers(model.layers, pp) * layer + root
+    piped = stage * weight_bytes + stage * np.where(np.asarray(grad_bytes) > 0, PP_FSDP_GRAD_BYTES, 0.0)
+    return _scalar(np.where(zero3, np.where(pp > 1, piped, working), 0.0))
+
+
+PP_FSDP_GRAD_BYTES = 4.0  # unsharded fp32 gradients of a pipeline stage under FSDP (see zero3_working_bytes)
+
+# DeepSpeed ZeRO-2's gradient bucket (zero_optimization.reduce_bucket_size, default 5e8 elements,
+# DeepSpeed config docs): gradients are reduced through it before they are partitioned
+ZERO2_BUCKET_ELEMENTS = 5e8
+
+
+def zero2_bucket_bytes(trained_params, zero, grad_bytes=2.0):
+    """ZeRO-2 reduces gradients through a bucket of up to 5e8 elements before partitioning."""
+    return _scalar(np.where(np.asarray(zero) == 2,
+                            np.minimum(ZERO2_BUCKET_ELEMENTS, np.asarray(trained_params)) * grad_bytes, 0.0))
+
+
+def framework_bytes(tp=1, pp=1, dp=1, ep=1, cp=1, context_gib=0.5, nccl_group_gib=0.64, nccl_a2a_gib=3.05):
+    """Memory outside PyTorch's allocator: the CUDA context (with cuBLAS / cuDNN workspaces) and
+    one NCCL communicator's buffers per parallel group in use (tp, pp, dp, cp > 1; an all-to-all
+    expert group connects every peer over all channels, so costs more). Values: catalog/
+    assumptions.yaml (cuda_context_gib, nccl_group_gib, nccl_all_to_all_gib)."""
+    groups = sum(np.where(np.asarray(x) > 1, 1.0, 0.0) for x in (tp, pp, dp, cp))
+    return _scalar(context_gib * GIB + groups * nccl_group_gib * GIB
+                   + np.where(np.asarray(ep) > 1, nccl_a2a_gib * GIB, 0.0))
+
+
+def fragmentation_bytes(dynamic_bytes, fraction: float):
+    """PyTorch's caching allocator reserves more than it allocates: the gap grows with the memory
+    that is allocated and freed every step (activations, gathered weights, logits), a fraction of it."""
+    return _scalar(fraction * np.asarray(dynamic_bytes))
 
 
 def fits(total_bytes, capacity_gib: float, headroom: float):

@@ -49,11 +49,12 @@ class StepTime:
     pp_comm: object          # point-to-point activations between stages
     dp_comm_exposed: object  # gradient reduction left after overlap with the last backward
     ep_comm: object = 0.0    # MoE all-to-all, not hidden behind compute
+    cp_comm: object = 0.0    # context-parallel K/V ring exchange left after overlap with attention
 
     @property
     def total(self):
         return (self.compute + self.memory + self.bubble + self.tp_comm + self.pp_comm + self.dp_comm_exposed
-                + self.ep_comm)
+                + self.ep_comm + self.cp_comm)
 
 
 def link_bandwidth(group_span, gpus_per_node, intra_gb_s, inter_gb_s):
@@ -98,12 +99,87 @@ def sync_bytes(trained, zero, grad_bytes=2.0, frozen=0.0, frozen_bytes=2.0):
                             2.0 * trained * grad_bytes))
 
 
+def gemm_seconds(m, n, k, peak_tflops, efficiency, half_width):
+    """One (m x k) @ (k x n) matmul: 2mnk FLOPs at `efficiency` of the peak, reduced for a small
+    dimension d = min(m, n, k) by d / (d + half_width): tile and wave quantization and the memory-
+    bound regime leave a thin or small GEMM far below peak (NVIDIA's Matrix Multiplication
+    Background guide: GEMMs narrower than a few hundred run memory-bound; CUTLASS tiles are 128-256
+    wide). `half_width` is the dimension at which half the large-GEMM efficiency is reached, fitted
+    on published runs (catalog/time_model.yaml)."""
+    d = np.minimum(np.minimum(m, n), k)
+    return 2.0 * m * n * k / (peak_tflops * 1e12 * efficiency * d / (d + half_width))
+
+
+def layer_gemm_seconds(model, tokens, tp, ep, peak_tflops, efficiency, half_width, moe: bool, lora_rank=0):
+    """The forward matmuls of one transformer block on one GPU, from their shapes: attention's
+    projections (column-parallel, the output row-parallel over tp), the MLP (its up / gate maps
+    column-parallel, down row-parallel) or, in a MoE block, the k routed experts a token goes to
+    (each expert sees tokens * k * ep / experts of them) and the shared experts; with LoRA, two
+    skinny rank-r matmuls beside each map."""
+    tp, ep = np.asarray(tp), np.asarray(ep)
+
+    def maps_seconds(maps, m):
+        total = 0.0
+        for i, (din, dout) in enumerate(maps):
+            column = i < len(maps) - 1
+            n, k = (dout / tp, din) if column else (dout, din / tp)
+            total = total + gemm_seconds(m, n, k, peak_tflops, efficiency, half_width)
+            if lora_rank:
+                total = total + gemm_seconds(m, lora_rank, k, peak_tflops, efficiency, half_width) \
+                    + gemm_seconds(m, n, lora_rank, peak_tflops, efficiency, half_width)
+        return total
+
+    t = maps_seconds(model._attention_maps(), tokens)
+    if not moe:
+        return t + maps_seconds(model._mlp_maps(model.ffn), tokens)
+    per_expert = np.maximum(1.0, tokens * model.experts_per_token * ep / model.experts)
+    routed = model.experts_per_token * np.asarray(tokens) / per_expert  # expert GEMMs per GPU
+    t = t + routed * maps_seconds(model._mlp_maps(model.moe_ffn), per_expert)
+    if model.shared_experts:
+        t = t + model.shared_experts * maps_seconds(model._mlp_maps(model.moe_ffn), tokens)
+    return t
+
+
+def compute_seconds(model, seq, tokens, tp, pp, ep, recompute, gemm_peak_tflops, attention_peak_tflops,
+                    gemm_efficiency, attention_efficiency, half_width, frozen_base=False, lora_rank=0):
+    """Math of one micro-batch on one GPU of the busiest pipeline stage (`tokens` of it on this
+    GPU, each attending over `seq`): every block's matmuls from their shapes (`layer_gemm_seconds`)
+    run once forward and twice backward (activation and weight gradients; a frozen base has no
+    weight gradients, only its adapters do), once more under full recomputation; the attention
+    core (FlashAttention: QK^T and AV, 4 * s * attention_width FLOPs a token forward, half of them
+    under the causal mask, 2x forward for the backward pass) at its own efficiency of the 16-bit
+    peak, re-run forward under selective or full recomputation; and the output head. FP8 training
+    passes the FP8 peak and efficiency for the matmuls only: attention stays in 16 bits."""
+    rc = np.asarray(recompute)
+    layers = stage_layers(model.layers, pp)
+    moe_share = model.moe_layers / model.layers
+
+    def forward(rank):
+        dense = layer_gemm_seconds(model, tokens, tp, ep, gemm_peak_tflops, gemm_efficiency, half_width, False, rank)
+        if not model.moe_layers:
+            return dense
+        moe = layer_gemm_seconds(model, tokens, tp, ep, gemm_peak_tflops, gemm_efficiency, half_width, True, rank)
+        return dense * (1 - moe_share) + moe * moe_share
+
+    base = forward(0)
+    fwd = forward(lora_rank) if lora_rank else base
+    gemms = fwd * (2.0 + (0.0 if frozen_base else 1.0) + np.where(rc == "full", 1.0, 0.0))
+    if frozen_base:  # the adapters still get weight gradients
+        gemms = gemms + (fwd - base)
+    attn_fwd = 4.0 * np.asarray(tokens) * seq * model.attention_width / tp * 0.5
+    attn_passes = 3.0 + np.where(rc == "none", 0.0, 1.0)
+    attention = attn_fwd * attn_passes / (attention_peak_tflops * 1e12 * attention_efficiency)
+    head = 3.0 * gemm_seconds(tokens, model.vocab / tp, model.hidden, gemm_peak_tflops, gemm_efficiency, half_width)
+    return _scalar(layers * (gemms + attention) + head), _scalar(layers * attention)
+
+
 def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidden, layers,
               tp, pp, dp, vp=1, dp_sync_bytes, peak_tflops, efficiency, gpus_per_node,
               intra_gb_s, inter_gb_s, comm_efficiency, act_bytes=2.0,
               recompute="selective", activation_bytes_per_layer=0.0, memory_bw_gb_s=None,
               ep=1, expert_sync_bytes=0.0, moe_layers=0, experts_per_token=0, ep_overlap=False,
-              dispatch_bytes=None, node_limit=None, weight_stream_bytes=0.0) -> StepTime:
+              dispatch_bytes=None, node_limit=None, weight_stream_bytes=0.0, cp=1, kv_width=None,
+              attention_flops_per_token=0.0, compute_s=None, attention_s=None, zero=0) -> StepTime:
     """One optimizer step under 1F1B with m micro-batches per data-parallel rank.
 
     compute per micro-batch = FLOPs(tokens in it) / (tp * pp) / (peak * efficiency)
@@ -112,13 +188,23 @@ def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidd
     `expert_sync_bytes` over the dp/ep ranks holding the same experts. `weight_stream_bytes` is
     memory traffic per forward or backward pass that does not scale with tokens (QLoRA
     dequantizing every base weight to 16 bits before its matmul).
+
+    Context parallelism (cp > 1; Megatron-LM's context parallel, ring attention, Liu et al. 2023):
+    every GPU of a cp group takes s/cp tokens of each sequence (two chunks, so the causal mask's
+    work is balanced), so all per-GPU terms see s*b/cp tokens; its attention needs every other
+    rank's K and V: cp - 1 ring steps of a (s/cp)*b*kv_width/t chunk of K and V each, in the
+    forward pass, and of K, V and their gradients in the backward pass, overlapped with the
+    attention math (`attention_flops_per_token`); the gradients are reduced over dp*cp ranks.
     """
-    tp, pp, dp, vp = np.asarray(tp), np.asarray(pp), np.asarray(dp), np.asarray(vp)
+    tp, pp, dp, vp, cp = np.asarray(tp), np.asarray(pp), np.asarray(dp), np.asarray(vp), np.asarray(cp)
     mb, m = np.asarray(micro_batch), np.asarray(micro_batches)
-    tokens_mb = seq * mb
+    tokens_mb = seq * mb / cp
     busiest = stage_layers(layers, pp)  # the pipeline runs at its fullest stage's pace
-    t_math = (hardware_flops_per_token * tokens_mb / (tp * pp) * (busiest * pp / layers)
-              / (peak_tflops * 1e12 * efficiency))
+    if compute_s is None:  # one efficiency for all the math (kept for calibration sweeps)
+        t_math = (hardware_flops_per_token * tokens_mb / (tp * pp) * (busiest * pp / layers)
+                  / (peak_tflops * 1e12 * efficiency))
+    else:  # per-operation times (compute_seconds)
+        t_math = np.asarray(compute_s)
     passes = np.where(np.asarray(recompute) == "full", 3.0, 2.0)
     t_mem = (0.0 if not memory_bw_gb_s else
              passes * (busiest * np.asarray(activation_bytes_per_layer) * act_bytes / 2.0
@@ -140,15 +226,31 @@ def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidd
         comm_efficiency, act_bytes, dispatch_bytes, node_limit, recompute)
     t_a2a = np.where(ep_overlap, np.maximum(0.0, t_a2a - t_math), t_a2a)
 
+    # context parallel: K and V (and their gradients backward) around the ring, per layer
+    kv = hidden if kv_width is None else kv_width
+    cp_bw = link_bandwidth(tp * cp, gpus_per_node, intra_gb_s, inter_gb_s) * comm_efficiency
+    ring = (cp - 1) * tokens_mb * 2.0 * kv * act_bytes / tp * (1.0 + 2.0)  # forward K,V; backward K,V,dK,dV
+    t_attn = (np.asarray(attention_s) if attention_s is not None else
+              np.asarray(attention_flops_per_token) * tokens_mb / (tp * pp) * (busiest * pp / layers)
+              / (peak_tflops * 1e12 * efficiency))
+    t_cp = np.where(cp > 1, np.maximum(0.0, busiest * ring / cp_bw - t_attn), 0.0)
+
     # data parallel: gradient all-reduce (ZeRO-3: 1.5x), overlapped with the last backward pass
+    dp = dp * cp  # context-parallel ranks hold the same weights: gradients reduce over dp*cp
     dp_bw = link_bandwidth(tp * pp * dp, gpus_per_node, intra_gb_s, inter_gb_s) * comm_efficiency
     edp = dp / ep
     t_dp = (np.where(dp > 1, (dp - 1) / dp * np.asarray(dp_sync_bytes), 0.0)
             + np.where(edp > 1, (edp - 1) / edp * np.asarray(expert_sync_bytes), 0.0)) / dp_bw
     backward_window = 2.0 / 3.0 * t_math
     t_dp_exposed = np.maximum(0.0, t_dp - backward_window)
+    # FSDP / ZeRO-3 without a pipeline gathers the weights and reduce-scatters the gradients layer by
+    # layer in every micro-batch, prefetching the next layer's behind the current one's forward and
+    # backward math: what the micro-batch's math cannot hide is exposed, m times. (With a pipeline
+    # the stage stays gathered and reduces once, on the last micro-batch: as ZeRO-1/2, above.)
+    per_layer = (np.asarray(zero) == 3) & (pp == 1)
+    t_dp_exposed = np.where(per_layer, m * np.maximum(0.0, t_dp - t_math), t_dp_exposed)
 
-    slot = t_math + t_tp + t_pp + t_a2a
+    slot = t_math + t_tp + t_pp + t_a2a + t_cp
     return StepTime(
         compute=_scalar(m * t_math),
         memory=_scalar(m * t_mem),
@@ -157,6 +259,7 @@ def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidd
         pp_comm=_scalar(m * t_pp),
         dp_comm_exposed=_scalar(t_dp_exposed),
         ep_comm=_scalar(m * t_a2a),
+        cp_comm=_scalar(m * t_cp),
     )
 
 
