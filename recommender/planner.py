@@ -260,8 +260,17 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
         notes.append("no published inter-node bandwidth, so limited to the GPUs one scale-up domain holds: "
                      + ", ".join(limited))
     if "fp8" in space.precisions:
-        notes.append("fp8 runs matmuls at the fp8 peak with the bf16-calibrated efficiency: not calibrated "
-                     "on a published fp8 run, likely optimistic")
+        notes.append(f"fp8 runs only the matmuls at the fp8 peak, at {catalog.assumption('fp8_training_efficiency_ratio'):.2f} "
+                     "of bf16's share of its peak (fitted on published FP8 runs); attention and communication stay 16-bit")
+    if plans:
+        notes.append("days and cost in (brackets): the time model's error band, the 5th-95th percentile of its "
+                     "leave-one-source-out errors on published runs of that accelerator family (docs/VALIDATION.md)")
+        p = plans[0]
+        high = p.total_days - p.days + p.days_high
+        if limits.deadline_days is not None and high > limits.deadline_days:
+            notes.append(f"#1 meets the {limits.deadline_days:g}-day deadline at the point estimate, not at the band's "
+                         f"high end ({high:,.0f} days): a faster row below, or --deadline {limits.deadline_days / high * limits.deadline_days:,.0f}d, "
+                         "keeps that margin")
     for p in plans:
         if p.acquisition == "reserved" and p.provider and not p.owned_gpus:
             pr = pricing(catalog.accelerator(p.accelerator), "reserved", (p.provider,), days=p.days)
