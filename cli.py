@@ -46,6 +46,16 @@ LayersOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the number o
 HiddenOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the hidden size.")]
 HeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the attention heads.")]
 AttentionOpt = Annotated[str, typer.Option(metavar="flash|eager", help="Attention kernel: flash (FlashAttention / fused SDPA, the default: no s^2 scores stored) or eager.")]
+CountOpt = Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*cp*dp).")]
+DpOpt = Annotated[Opt, typer.Option(metavar="N", help="Data-parallel degree (instead of --count).")]
+TpOpt = Annotated[str, typer.Option(metavar="N", help="Tensor-parallel degree.")]
+PpOpt = Annotated[str, typer.Option(metavar="N", help="Pipeline-parallel degree.")]
+VpOpt = Annotated[str, typer.Option(metavar="N", help="Virtual pipeline stages per GPU (interleaved 1F1B).")]
+CpOpt = Annotated[str, typer.Option(metavar="N", help="Context-parallel degree: each sequence split over N GPUs (ring attention).")]
+ZeroOpt = Annotated[str, typer.Option(metavar="0-3", help="ZeRO stage 0-3.")]
+RecomputeOpt = Annotated[str, typer.Option(metavar="none|selective|full", help="Activation recomputation: none|selective|full.")]
+MicroBatchOpt = Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")]
+PrecisionOneOpt = Annotated[str, typer.Option(metavar="PRECISION", help="bf16|fp16|fp8|fp32.")]
 StackOpt = Annotated[Opt, typer.Option(metavar="megatron|pytorch", help="Training stack the kernels' speed is for: megatron (Megatron-LM / NeMo / TE) or pytorch (FSDP: torchtitan, llm-foundry, HF). Default: megatron for pre-training, pytorch for fine-tuning.")]
 LossOpt = Annotated[str, typer.Option(metavar="standard|fused", help="Loss kernel: standard (cross-entropy on fp32 logits) or fused (fused / chunked cross-entropy: no fp32 logits held).")]
 KvHeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the KV heads (GQA/MQA).")]
@@ -145,16 +155,16 @@ def evaluate(
     tokens: TokensOpt = None,
     global_batch: BatchOpt = None,
     gpu: Annotated[str, typer.Option(metavar="ID", help="Accelerator id or alias, e.g. h100-sxm, 'A100 80GB'.")] = "h100-sxm",
-    count: Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*cp*dp).")] = None,
-    dp: Annotated[Opt, typer.Option(metavar="N", help="Data-parallel degree (instead of --count).")] = None,
-    tp: Annotated[str, typer.Option(metavar="N", help="Tensor-parallel degree.")] = "1",
-    pp: Annotated[str, typer.Option(metavar="N", help="Pipeline-parallel degree.")] = "1",
-    vp: Annotated[str, typer.Option(metavar="N", help="Virtual pipeline stages per GPU (interleaved 1F1B).")] = "1",
-    cp: Annotated[str, typer.Option(metavar="N", help="Context-parallel degree: each sequence split over N GPUs (ring attention).")] = "1",
-    zero: Annotated[str, typer.Option(metavar="0-3", help="ZeRO stage 0-3.")] = "1",
-    recompute: Annotated[str, typer.Option(metavar="none|selective|full", help="Activation recomputation: none|selective|full.")] = "selective",
-    micro_batch: Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")] = "1",
-    precision: Annotated[str, typer.Option(metavar="LIST", help="bf16|fp16|fp8|fp32.")] = "bf16",
+    count: CountOpt = None,
+    dp: DpOpt = None,
+    tp: TpOpt = "1",
+    pp: PpOpt = "1",
+    vp: VpOpt = "1",
+    cp: CpOpt = "1",
+    zero: ZeroOpt = "1",
+    recompute: RecomputeOpt = "selective",
+    micro_batch: MicroBatchOpt = "1",
+    precision: PrecisionOneOpt = "bf16",
     acquisition: Annotated[str, typer.Option(metavar="LIST", help="cloud|spot|reserved|serverless|buy.")] = "cloud",
     provider: Annotated[Opt, typer.Option(metavar="NAME", help="Cloud provider (default: cheapest published).")] = None,
     headroom: Annotated[Opt, typer.Option(metavar="SHARE", help="Memory kept free, as a fraction (default 0.10).")] = None,
@@ -213,16 +223,16 @@ def calibrate(
     seq_len: SeqLenOpt = None,
     global_batch: BatchOpt = None,
     gpu: Annotated[str, typer.Option(metavar="ID", help="The accelerator the run used.")] = "h100-sxm",
-    count: Annotated[Opt, typer.Option(metavar="N", help="GPU count (= tp*pp*cp*dp).")] = None,
-    dp: Annotated[Opt, typer.Option(metavar="N", help="Data-parallel degree (instead of --count).")] = None,
-    tp: Annotated[str, typer.Option(metavar="N", help="Tensor-parallel degree.")] = "1",
-    pp: Annotated[str, typer.Option(metavar="N", help="Pipeline-parallel degree.")] = "1",
-    vp: Annotated[str, typer.Option(metavar="N", help="Virtual pipeline stages per GPU.")] = "1",
-    cp: Annotated[str, typer.Option(metavar="N", help="Context-parallel degree.")] = "1",
-    zero: Annotated[str, typer.Option(metavar="0-3", help="ZeRO stage 0-3.")] = "1",
-    recompute: Annotated[str, typer.Option(metavar="none|selective|full", help="Activation recomputation.")] = "selective",
-    micro_batch: Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")] = "1",
-    precision: Annotated[str, typer.Option(metavar="PRECISION", help="bf16|fp16|fp8|fp32.")] = "bf16",
+    count: CountOpt = None,
+    dp: DpOpt = None,
+    tp: TpOpt = "1",
+    pp: PpOpt = "1",
+    vp: VpOpt = "1",
+    cp: CpOpt = "1",
+    zero: ZeroOpt = "1",
+    recompute: RecomputeOpt = "selective",
+    micro_batch: MicroBatchOpt = "1",
+    precision: PrecisionOneOpt = "bf16",
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
     stack: StackOpt = None,

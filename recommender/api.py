@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from recommender import catalog
 from recommender.errors import GpuplanError, did_you_mean
 from recommender.evaluate import Evaluation, evaluate
 from recommender.spec import ModelSpec, TrainJob, TrainLayout
 from recommender.units import parse_count, parse_int
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022 (arXiv 2203.15556), Table 3: ~20 tokens/param
 ACQUISITIONS = {"cloud": "on_demand", "on-demand": "on_demand", "on_demand": "on_demand",
@@ -308,6 +310,8 @@ def _write_calibrations(path, rows) -> None:
 
 def catalog_frame(vendor: str | None = None, min_memory_gib: float | None = None) -> pd.DataFrame:
     """Accelerators with their headline figures, cheapest on-demand price and source."""
+    import pandas as pd
+
     rows = []
     for acc in catalog.accelerators().values():
         if vendor and acc.vendor.lower() != vendor.lower():
@@ -336,6 +340,8 @@ def catalog_frame(vendor: str | None = None, min_memory_gib: float | None = None
 
 
 def prices_frame(gpu: str) -> pd.DataFrame:
+    import pandas as pd
+
     acc = catalog.accelerator(gpu)
     rows = [p.model_dump(mode="json") for p in catalog.prices_for(acc.id)]
     buy = [p.model_dump(mode="json") | {"tier": "buy"} for p in catalog.purchase_prices() if p.accelerator == acc.id]
@@ -405,6 +411,8 @@ def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) ->
 
 def models_frame(family: str | None = None, search: str | None = None) -> pd.DataFrame:
     """Presets with their architecture, derived and published parameter counts, and source."""
+    import pandas as pd
+
     rows = []
     for m in catalog.models().values():
         if family and m.family.lower() != family.lower():

@@ -7,6 +7,7 @@ an unknown name raises GpuplanError with a "did you mean" and the list of valid 
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import json
 import math
@@ -14,7 +15,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from pydantic import ValidationError
 
@@ -36,8 +36,8 @@ def normalize(name: str) -> str:
 
 
 def _rows(filename: str) -> list[dict]:
-    frame = pd.read_csv(DATA_DIR / filename, dtype=str, keep_default_na=False)
-    return [{k: v for k, v in row.items() if v != ""} for row in frame.to_dict("records")]
+    with (DATA_DIR / filename).open(newline="", encoding="utf-8") as f:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
 def _build(kind, rows: list[dict], filename: str, listy: tuple[str, ...] = ()):
@@ -113,9 +113,8 @@ class TimeBand:
 
 @functools.cache
 def time_bands() -> dict[str, TimeBand]:
-    frame = pd.read_csv(DATA_DIR / "time_bands.csv")
     return {r["family"]: TimeBand(r["family"], float(r["error_low"]), float(r["error_high"]), int(r["rows"]), r["basis"])
-            for r in frame.to_dict("records")}
+            for r in _rows("time_bands.csv")}
 
 
 def time_band(accelerator_id: str, kernels: str | None = None) -> TimeBand:
@@ -135,8 +134,8 @@ def calibration_path():
 
 @functools.cache
 def _calibrations(path: str, mtime: float) -> dict[tuple[str, str], dict]:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return {(r["accelerator"], r["stack"]): r for r in frame.to_dict("records")}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {(r["accelerator"], r["stack"]): r for r in csv.DictReader(f)}
 
 
 def user_calibrations() -> dict[tuple[str, str], dict]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from recommender import money
 from recommender.units import fmt_count, fmt_usd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def console() -> Console:
@@ -140,6 +143,8 @@ def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None,
                  csv_df: pd.DataFrame | None = None) -> None:
     """The table on the console; with csv_path, also as CSV (`csv_df`: plain numbers with units in
     the headers, where the shown table formats them)."""
+    import pandas as pd
+
     if csv_path:
         (df if csv_df is None else csv_df).to_csv(csv_path if csv_path != "-" else sys.stdout, index=False)
         if csv_path == "-":
@@ -156,6 +161,8 @@ def render_frame(df: pd.DataFrame, title: str = "", csv_path: str | None = None,
 
 
 def train_frame(result) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for p in result.plans:
         rows.append({
@@ -192,6 +199,8 @@ def _money_header(name: str) -> str:
 
 def train_csv(result) -> pd.DataFrame:
     """The ranked plans as plain numbers, units in the headers (money in the display currency)."""
+    import pandas as pd
+
     return pd.DataFrame([{
         "rank": p.rank, "accelerator": p.accelerator, "gpus": p.count, "tp": p.tp, "pp": p.pp, "dp": p.dp,
         "vp": p.vp, "ep": p.ep, "zero": p.zero, "recompute": p.recompute, "micro_batch": p.micro_batch,
@@ -206,6 +215,8 @@ def train_csv(result) -> pd.DataFrame:
 
 def serve_csv(result) -> pd.DataFrame:
     """One row per fleet part, plain numbers, units in the headers."""
+    import pandas as pd
+
     rows = []
     for p in result.plans:
         for pt in p.parts:
@@ -223,6 +234,8 @@ def serve_csv(result) -> pd.DataFrame:
 
 def evaluation_csv(ev) -> pd.DataFrame:
     """`evaluate --csv`: the whole evaluation as one row of plain numbers (nested breakdowns flattened)."""
+    import pandas as pd
+
     flat = pd.json_normalize(ev.model_dump(mode="json"), sep=".")
     return flat.drop(columns=[c for c in flat.columns if c == "warnings"])
 
@@ -263,6 +276,8 @@ def _pct(x) -> str | None:
 
 def serve_frame(result) -> pd.DataFrame:
     """One row per plan; a mixed fleet adds one indented row per part."""
+    import pandas as pd
+
     rows = []
     sym = money.symbol()
 
@@ -321,6 +336,8 @@ def render_serve(result, csv_path: str | None = None) -> None:
 
 
 def frontier_frame(fr) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     base = fr.points[0].cost_usd if fr.points else None
     for pt in fr.points:
@@ -360,6 +377,8 @@ def frontier_chart(fr, title: str) -> bytes:
 
 def frontier_csv(fr) -> pd.DataFrame:
     """The frontier's points as plain numbers, units in the headers (money in the display currency)."""
+    import pandas as pd
+
     rows = []
     base = fr.points[0].cost_usd if fr.points else None
     for pt in fr.points:
@@ -395,6 +414,8 @@ def render_frontier(fr, csv_path: str | None = None) -> None:
 
 
 def whatif_frame(wi) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for r in wi.rows:
         row = {"#": r.scenario}
@@ -430,6 +451,8 @@ def _varied_columns(path: str) -> tuple[str, object] | None:
 def whatif_csv(wi) -> pd.DataFrame:
     """One row per scenario as plain numbers, units in the headers (money in the display currency); a
     varied quantity as its number (budget_usd, deadline_days, ...), other varied settings as given."""
+    import pandas as pd
+
     from recommender.errors import GpuplanError
 
     rows = []
@@ -466,6 +489,8 @@ def render_whatif(wi, csv_path: str | None = None) -> None:
 
 
 def robust_frame(rb) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for r in rb.rows:
         rows.append({"input": r.what, "as written": r.base, "move": r.direction,

@@ -224,7 +224,7 @@ class ModelSpec(Strict):
         """All routed experts' weights: the part expert parallelism shards (shared experts are not)."""
         return self.moe_layers * self.experts * self.expert_params
 
-    def _attention_maps(self) -> list[tuple[int, int]]:
+    def attention_maps(self) -> list[tuple[int, int]]:
         """(in, out) of every linear map in one layer's attention."""
         h, a = self.hidden, self.heads
         if self.attention == "mla":
@@ -236,7 +236,7 @@ class ModelSpec(Strict):
         d, kv = self.dim_head, self.kv_heads
         return [(h, a * d), (h, kv * d), (h, kv * d), (a * d, h)]
 
-    def _mlp_maps(self, inner: int) -> list[tuple[int, int]]:
+    def mlp_maps(self, inner: int) -> list[tuple[int, int]]:
         """(in, out) of an MLP's linear maps: gate and up (gated) or up, then down."""
         return [(self.hidden, inner)] * (2 if self.mlp == "gated" else 1) + [(inner, self.hidden)]
 
@@ -245,17 +245,17 @@ class ModelSpec(Strict):
         paper does, Dettmers et al. 2023 Sec. 4): r * (d_in + d_out) per map (Hu et al. 2021, Sec. 4.1).
         `active`: only the experts a token is routed to (MoE)."""
         width = lambda maps: sum(i + o for i, o in maps)  # noqa: E731
-        attn = width(self._attention_maps())
+        attn = width(self.attention_maps())
         dense = self.layers - self.moe_layers
-        total = dense * (attn + width(self._mlp_maps(self.ffn)))
+        total = dense * (attn + width(self.mlp_maps(self.ffn)))
         if self.is_moe:
             experts = (self.experts_per_token if active else self.experts) + self.shared_experts
-            total += self.moe_layers * (attn + experts * width(self._mlp_maps(self.moe_ffn)))
+            total += self.moe_layers * (attn + experts * width(self.mlp_maps(self.moe_ffn)))
         return rank * total
 
     def lora_routed_params(self, rank: int) -> int:
         """The adapters on routed experts: the part of `lora_params` expert parallelism shards."""
-        return rank * self.moe_layers * self.experts * sum(i + o for i, o in self._mlp_maps(self.moe_ffn or 1))
+        return rank * self.moe_layers * self.experts * sum(i + o for i, o in self.mlp_maps(self.moe_ffn or 1))
 
     @functools.cached_property
     def block_linear_params(self) -> int:

@@ -129,14 +129,14 @@ def layer_gemm_seconds(model, tokens, tp, ep, peak_tflops, efficiency, half_widt
                     + gemm_seconds(m, n, lora_rank, peak_tflops, efficiency, half_width)
         return total
 
-    t = maps_seconds(model._attention_maps(), tokens)
+    t = maps_seconds(model.attention_maps(), tokens)
     if not moe:
-        return t + maps_seconds(model._mlp_maps(model.ffn), tokens)
+        return t + maps_seconds(model.mlp_maps(model.ffn), tokens)
     per_expert = np.maximum(1.0, tokens * model.experts_per_token * ep / model.experts)
     routed = model.experts_per_token * np.asarray(tokens) / per_expert  # expert GEMMs per GPU
-    t = t + routed * maps_seconds(model._mlp_maps(model.moe_ffn), per_expert)
+    t = t + routed * maps_seconds(model.mlp_maps(model.moe_ffn), per_expert)
     if model.shared_experts:
-        t = t + model.shared_experts * maps_seconds(model._mlp_maps(model.moe_ffn), tokens)
+        t = t + model.shared_experts * maps_seconds(model.mlp_maps(model.moe_ffn), tokens)
     return t
 
 
