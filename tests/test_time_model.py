@@ -131,18 +131,18 @@ def test_planned_layouts_re_evaluate_within_one_percent():
     """Every plan `train` returns, interleaved ones included, re-evaluates to the same days (within
     1%) through `evaluate`, with its --vp."""
     rng = random.Random(7)
-    seen_vp = False
-    for _ in range(4):
-        model = rng.choice(["llama-3-8b", "llama-2-70b", "qwen2.5-32b"])
-        tokens = rng.choice(["200B", "1T"])
-        result = api.train(model=model, tokens=tokens, gpus="h100-sxm,a100-80g", top=3, acquisition="cloud")
+    cases = [("gpt-3-175b", "300B", "60d"), ("llama-2-70b", "2T", "60d")]
+    cases += [(rng.choice(["llama-3-8b", "qwen2.5-32b"]), rng.choice(["200B", "1T"]), None) for _ in range(2)]
+    interleaved = 0
+    for model, tokens, deadline in cases:
+        result = api.train(model=model, tokens=tokens, deadline=deadline, gpus="h100-sxm,a100-80g", top=5)
         for p in result.plans:
-            seen_vp |= p.vp > 1
+            interleaved += p.vp > 1
             e = api.evaluate_config(model=model, tokens=tokens, gpu=p.accelerator, count=p.count, tp=p.tp, pp=p.pp,
                                     vp=p.vp, zero=p.zero, recompute=p.recompute, micro_batch=p.micro_batch,
                                     precision=p.precision, acquisition=p.acquisition, provider=p.provider)
             assert e.days == pytest.approx(p.days, rel=0.01)
-    assert isinstance(seen_vp, bool)
+    assert interleaved >= 2
 
 
 def test_calibrate_changes_the_efficiency_the_next_train_uses():
