@@ -29,6 +29,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import published_runs as pr  # noqa: E402
 
 from recommender import catalog  # noqa: E402
 from recommender.evaluate import evaluate  # noqa: E402
@@ -190,63 +193,35 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
-RUNS = ROOT / "benchmarks" / "published_runs.csv"
-MEGATRON_FAMILY = {"mbridge", "nemo2407", "mcore2024", "megatron2021"}  # distributed optimizer by default
-# llm-foundry's models default to loss_fn 'fused_crossentropy' (flash-attn's kernel); Megatron-Bridge
-# and NeMo recipes may fuse it (cross_entropy_loss_fusion): unpublished, so the frugal setting
-FUSED_LOSS = {"llmfoundry", "mbridge", "nemo2407", "mcore2024"}
 # torchtitan's H100s are Grand Teton's 96 GB HBM2e parts (benchmarks/published_runs_sources.md)
 CAPACITY_GIB = {("torchtitan", "h100-sxm"): 96e9 / GIB}
 
 
-def _cell(row, key, default=None):
-    v = row.get(key)
-    return default if v is None or (isinstance(v, float) and np.isnan(v)) else v
-
-
-def run_memory(row) -> dict:
+def run_memory(run: pr.Run) -> dict:
     """A published run that really ran: the least memory gpuplan predicts for it over the settings
-    its source does not publish (recomputation, micro-batch 1, no interleaving), against the
-    device's physical memory. Context-parallel rows use `cp`."""
-    h, heads = int(row["hidden"]), int(row["heads"])
-    ffn = int(_cell(row, "ffn", 4 * h))
-    gated = bool(_cell(row, "gated_mlp", ffn != 4 * h))
-    seq = int(row["seq_len"])
-    spec = ModelSpec(id=str(row["row_id"]), name=str(row["model"]), layers=int(row["layers"]), hidden=h, heads=heads,
-                     kv_heads=int(_cell(row, "kv_heads", heads)), ffn=ffn, vocab=int(_cell(row, "vocab", 50257)),
-                     seq_len=seq, mlp="gated" if gated else "plain", tied_embeddings=False, source=row["source"])
-    precision = {"mxfp8": "fp8", "nvfp4": "fp8"}.get(str(_cell(row, "precision", "bf16")), str(_cell(row, "precision", "bf16")))
-    tp, pp, cp = int(_cell(row, "tp", 1)), int(_cell(row, "pp", 1)), int(_cell(row, "cp", 1))
-    gpus = int(row["gpus"])
-    dp = int(_cell(row, "dp", gpus // (tp * pp * cp)))
-    zero = int(_cell(row, "zero", 1 if row["source_id"] in MEGATRON_FAMILY else 0))
-    mb = int(_cell(row, "micro_batch", 1))
-    if row["source_id"] == "torchtitan" and pp > 1:
-        mb = 1  # torchtitan's pipelined tables give the local batch; its split into micro-batches is unpublished
-    batch = float(_cell(row, "global_batch_seqs", dp * mb)) * seq
-    job = TrainJob(model=spec, tokens=1e9, global_batch_tokens=batch, seq_len=seq,
-                   loss="fused" if row["source_id"] in FUSED_LOSS else "standard")
-    recomputes = [row["recompute"]] if _cell(row, "recompute") else ["none", "selective", "full"]
-    if row["source_id"] == "torchtitan" and recomputes == ["selective"]:
+    its source does not publish (recomputation; micro-batch 1, no interleaving where not given),
+    against the device's physical memory."""
+    row, seq = run.row, run.spec.seq_len
+    job = TrainJob(model=run.spec, tokens=1e9, global_batch_tokens=run.batch_seqs * seq, seq_len=seq,
+                   loss="fused" if run.source in pr.FUSED_LOSS else "standard")
+    recomputes = [run.recompute] if run.recompute else ["none", "selective", "full"]
+    if run.source == "torchtitan" and recomputes == ["selective"]:
         recomputes = ["selective", "full"]  # per-op SAC stores less than Megatron's selective, more than full
     best = None
     for rc in recomputes:
-        layout = TrainLayout(accelerator=row["gpu"], tp=tp, pp=pp, dp=dp, cp=cp, vp=int(_cell(row, "vp", 1)),
-                             zero=zero, recompute=rc, micro_batch=mb, precision=precision)
+        layout = TrainLayout(accelerator=row["gpu"], tp=run.tp, pp=run.pp, dp=run.dp, cp=run.cp, vp=run.vp,
+                             zero=run.zero, recompute=rc, micro_batch=run.micro_batch, precision=run.precision)
         ev = evaluate(job, layout)
         if best is None or ev.memory_gib_per_gpu < best.memory_gib_per_gpu:
             best = ev
-    capacity = CAPACITY_GIB.get((row["source_id"], row["gpu"]), best.memory_capacity_gib)
-    return dict(row_id=int(row["row_id"]), source=row["source_id"], model=row["model"], gpu=row["gpu"],
-                layout=f"TP{tp} PP{pp} CP{cp} DP{dp} ZeRO-{zero} mb{mb} {best.recompute}", seq=seq,
+    capacity = CAPACITY_GIB.get((run.source, row["gpu"]), best.memory_capacity_gib)
+    return dict(row_id=int(row["row_id"]), source=run.source, model=row["model"], gpu=row["gpu"],
+                layout=f"{run.layout_text} ZeRO-{run.zero} {best.recompute}", seq=seq,
                 predicted=best.memory_gib_per_gpu, capacity=capacity, over=best.memory_gib_per_gpu > capacity)
 
 
 def published_runs() -> list[dict]:
-    import pandas as pd
-
-    frame = pd.read_csv(RUNS)
-    return [run_memory(r) for r in frame.to_dict("records")]
+    return [run_memory(r) for r in pr.runs()]
 
 
 def main(write: bool = False) -> None:

@@ -33,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import published_runs as pr  # noqa: E402
+
 from recommender import catalog  # noqa: E402
 from recommender.evaluate import training_terms  # noqa: E402
-from recommender.spec import ModelSpec, TrainJob, TrainLayout  # noqa: E402
+from recommender.spec import TrainJob, TrainLayout  # noqa: E402
 
-RUNS = ROOT / "benchmarks" / "published_runs.csv"
 BANDS = ROOT / "catalog" / "time_bands.csv"
 LOSO = ROOT / "benchmarks" / "time_loso.csv"  # the cross-validated predictions, with each fold's parameters
 FAMILY = {"a100-40g": "ampere", "a100-80g": "ampere", "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper",
@@ -45,54 +46,31 @@ FAMILY = {"a100-40g": "ampere", "a100-80g": "ampere", "h100-sxm": "hopper", "h20
 FAMILIES = ("ampere", "hopper", "blackwell")
 GLOBALS = ("gemm_half_width", "attention_efficiency_ratio", "fp8_training_efficiency_ratio")
 RATIOS = tuple(f"pytorch_ratio_{f}" for f in FAMILIES)  # per family: PyTorch-native / Megatron-TE
-STACK = {"llmfoundry": "pytorch", "torchtitan": "pytorch", "trainy": "pytorch"}  # the rest: Megatron-LM / NeMo
 BOUNDS = {"ampere": (0.3, 1.0), "hopper": (0.3, 1.0), "blackwell": (0.3, 1.0), "gemm_half_width": (0.05, 20.0),
           "attention_efficiency_ratio": (0.2, 1.5), "fp8_training_efficiency_ratio": (0.3, 1.0),
           **{r: (0.3, 1.5) for r in RATIOS}}
-MEGATRON_FAMILY = {"mbridge", "nemo2407", "mcore2024", "megatron2021"}
-
-
-def _cell(row, key, default=None):
-    v = row.get(key)
-    return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
 def load_rows() -> list[dict]:
     """The published runs with a throughput figure, as (job, layout, metric, published)."""
-    import pandas as pd
-
     rows = []
-    for r in pd.read_csv(RUNS).to_dict("records"):
+    for run in pr.runs():
+        r = run.row
         metric = next((m for m in ("tokens_per_s_per_gpu", "model_tflops_per_gpu", "hfu_pct")
-                       if _cell(r, m) is not None), None)
+                       if pr.cell(r, m) is not None), None)
         if metric is None or r["gpu"] not in FAMILY:
             continue
-        h, heads = int(r["hidden"]), int(r["heads"])
-        ffn = int(_cell(r, "ffn", 4 * h))
-        seq = int(r["seq_len"])
-        spec = ModelSpec(id=f"row{r['row_id']}", name=str(r["model"]), layers=int(r["layers"]), hidden=h,
-                         heads=heads, kv_heads=int(_cell(r, "kv_heads", heads)), ffn=ffn,
-                         vocab=int(_cell(r, "vocab", 51200)), seq_len=seq,
-                         mlp="gated" if bool(_cell(r, "gated_mlp", ffn != 4 * h)) else "plain", source=r["source"])
-        precision = str(_cell(r, "precision", "bf16"))
-        precision = {"mxfp8": "fp8", "nvfp4": "fp8"}.get(precision, precision)
-        tp, pp, cp = int(_cell(r, "tp", 1)), int(_cell(r, "pp", 1)), int(_cell(r, "cp", 1))
-        dp = int(_cell(r, "dp", r["gpus"] // (tp * pp * cp)))
-        mb = int(_cell(r, "micro_batch", 1))
-        if r["source_id"] == "torchtitan" and pp > 1:
-            mb = 1  # torchtitan's pipelined tables give the local batch, not the micro-batch
-        batch = float(_cell(r, "global_batch_seqs", dp * mb))
-        zero = int(_cell(r, "zero", 1 if r["source_id"] in MEGATRON_FAMILY else 0))
-        recompute = str(_cell(r, "recompute", "selective"))
-        job = TrainJob(model=spec, tokens=1e9, global_batch_tokens=batch * seq, seq_len=seq,
-                       stack=STACK.get(r["source_id"], "megatron"))
-        layout = TrainLayout(accelerator=r["gpu"], tp=tp, pp=pp, dp=dp, cp=cp, vp=int(_cell(r, "vp", 1)), zero=zero,
-                             recompute=recompute, micro_batch=mb, precision=precision)
-        published = float(r[metric]) * (catalog.accelerator(r["gpu"]).peak_tflops(precision) / 100
+        seq = run.spec.seq_len
+        recompute = run.recompute or "selective"
+        job = TrainJob(model=run.spec, tokens=1e9, global_batch_tokens=run.batch_seqs * seq, seq_len=seq,
+                       stack="pytorch" if run.source in pr.PYTORCH_STACK else "megatron")
+        layout = TrainLayout(accelerator=r["gpu"], tp=run.tp, pp=run.pp, dp=run.dp, cp=run.cp, vp=run.vp,
+                             zero=run.zero, recompute=recompute, micro_batch=run.micro_batch, precision=run.precision)
+        published = float(r[metric]) * (catalog.accelerator(r["gpu"]).peak_tflops(run.precision) / 100
                                         if metric == "hfu_pct" else 1.0)
-        rows.append(dict(row_id=int(r["row_id"]), source=r["source_id"], family=FAMILY[r["gpu"]], gpu=r["gpu"],
-                         precision=precision, model=r["model"], job=job, layout=layout, metric=metric,
-                         published=published, layout_text=f"TP{tp} PP{pp} CP{cp} DP{dp} mb{mb} {recompute}"))
+        rows.append(dict(row_id=int(r["row_id"]), source=run.source, family=FAMILY[r["gpu"]], gpu=r["gpu"],
+                         precision=run.precision, model=r["model"], job=job, layout=layout, metric=metric,
+                         published=published, layout_text=f"{run.layout_text} {recompute}"))
     return rows
 
 

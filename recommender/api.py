@@ -270,7 +270,6 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
                           evaluate_kwargs.get("precision", "bf16"), "cloud", None, evaluate_kwargs.get("ep", 1),
                           False, evaluate_kwargs.get("vp", 1), evaluate_kwargs.get("cp", 1))
     _write_calibrations(path, kept)  # predict "before" from the catalog's value
-    catalog.user_calibrations.cache_clear()
     before = evaluate(job, layout, headroom=0.0)
     rate = lambda e: evaluate(job, layout, headroom=0.0, efficiency=e).tokens_per_s_per_gpu  # noqa: E731
     lo, hi = 0.01, 1.0
@@ -289,7 +288,6 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
                         f"(TP x PP x DP), {layout.precision}, seq {job.seq_len}",
                as_of=datetime.date.today().isoformat())
     _write_calibrations(path, kept + [row])
-    catalog.user_calibrations.cache_clear()
     after = evaluate(job, layout, headroom=0.0)
     return dict(accelerator=acc.id, stack=job.kernels, path=str(path), measured_tokens_per_s_per_gpu=target,
                 before_tokens_per_s_per_gpu=before.tokens_per_s_per_gpu, after_tokens_per_s_per_gpu=after.tokens_per_s_per_gpu,

@@ -117,7 +117,7 @@ def time_bands() -> dict[str, TimeBand]:
             for r in _rows("time_bands.csv")}
 
 
-def time_band(accelerator_id: str, kernels: str | None = None) -> TimeBand:
+def time_band(accelerator_id: str) -> TimeBand:
     """The band for this accelerator: its family's, or the wider pooled band for parts no published
     run calibrates; a user's own measurement (`gpuplan calibrate`) keeps the family's band."""
     e = efficiency(accelerator_id)
@@ -133,7 +133,7 @@ def calibration_path():
 
 
 @functools.cache
-def _calibrations(path: str, mtime: float) -> dict[tuple[str, str], dict]:
+def _calibrations(path: str, stamp: tuple[int, int]) -> dict[tuple[str, str], dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return {(r["accelerator"], r["stack"]): r for r in csv.DictReader(f)}
 
@@ -144,10 +144,8 @@ def user_calibrations() -> dict[tuple[str, str], dict]:
     path = calibration_path()
     if not path.is_file():
         return {}
-    return _calibrations(str(path), path.stat().st_mtime)
-
-
-user_calibrations.cache_clear = _calibrations.cache_clear
+    st = path.stat()
+    return _calibrations(str(path), (st.st_mtime_ns, st.st_size))  # re-read whenever the file changes
 
 
 def efficiency_for(accelerator_id: str, kernels: str) -> Efficiency | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from recommender import catalog
 from recommender.errors import GpuplanError
@@ -28,8 +28,13 @@ class MemoryGiB(BaseModel):
     gathered: float = 0.0
     framework: float = 0.0
     fragmentation: float = 0.0
-    overhead: float  # framework + fragmentation
     optimizer_paged: bool = False  # QLoRA's paged optimizer: the peak holds max(optimizer, passes)
+
+    @computed_field
+    @property
+    def overhead(self) -> float:
+        """Memory outside the model's tensors: framework + fragmentation."""
+        return self.framework + self.fragmentation
 
 
 class StepTimeS(BaseModel):
@@ -254,6 +259,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     p = gpu_params(job, tp, pp, ep)
     fb = base_weight_bytes(job, precision)
     sb = memory.QLORA_ADAPTER_BYTES if job.method == "qlora" else None
+    frozen_base = job.method != "full"
     fg = memory.FSDP1_FROZEN_GRAD_BYTES if job.method == "lora" else 0.0
     states = memory.model_states(p.trained, precision, zero, shard, frozen=p.frozen, frozen_bytes=fb,
                                  state_bytes=sb, frozen_grad_bytes=fg)
@@ -264,7 +270,6 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     weights = states.weights + expert_states.weights
     grads = states.gradients + expert_states.gradients
     optim = states.optimizer + expert_states.optimizer
-    frozen_base = job.method != "full"
     gathered = (memory.zero3_working_bytes(m, tp, pp, zero, fb if frozen_base else STATE_BYTES_16,
                                            0.0 if frozen_base else STATE_BYTES_16, ep)
                 + memory.zero2_bucket_bytes(p.trained + p.trained_experts, zero,
@@ -286,16 +291,15 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     compute_s, attention_s = performance.compute_seconds(
         m, job.seq_len, job.seq_len * mb / cp, tp, pp, ep, recompute, acc.peak_tflops(precision),
         acc.peak_tflops(attention_precision) or acc.peak_tflops(precision), matmul_efficiency(efficiency, precision),
-        efficiency * a("attention_efficiency_ratio"), gemm_half_width(acc, precision), frozen_base=job.method != "full",
-        lora_rank=0 if job.method == "full" else job.lora_rank)
+        efficiency * a("attention_efficiency_ratio"), gemm_half_width(acc, precision), frozen_base=frozen_base,
+        lora_rank=job.lora_rank if frozen_base else 0)
     st = performance.step_time(
-        hardware_flops_per_token=fpt.hardware, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
+        compute_s=compute_s, attention_s=attention_s, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
         hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp, cp=cp,
-        kv_width=m.attention_width * (m.kv_heads or m.heads) / m.heads, attention_flops_per_token=fpt.attention,
-        compute_s=compute_s, attention_s=attention_s, zero=zero,
+        kv_width=m.attention_width * (m.kv_heads or m.heads) / m.heads, zero=zero,
         dp_sync_bytes=performance.sync_bytes(p.trained, zero, gb, p.frozen, fb),
         expert_sync_bytes=performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb),
-        peak_tflops=acc.peak_tflops(precision), efficiency=efficiency, gpus_per_node=acc.domain,
+        gpus_per_node=acc.domain,
         intra_gb_s=intra, inter_gb_s=inter, comm_efficiency=a("comm_efficiency"),
         act_bytes=4.0 if precision == "fp32" else 2.0,
         recompute=recompute, memory_bw_gb_s=acc.memory_bw_gb_s, weight_stream_bytes=stream,
@@ -495,7 +499,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
                                        optimizer=gib(mem.optimizer), activations=gib(mem.activations),
                                        logits=gib(mem.logits), gathered=gib(mem.gathered),
                                        framework=gib(mem.framework), fragmentation=gib(mem.fragmentation),
-                                       overhead=gib(mem.overhead), optimizer_paged=mem.optimizer_paged),
+                                       optimizer_paged=mem.optimizer_paged),
         tokens=job.tokens, seq_len=job.seq_len, global_batch_seqs=effective_batch,
         micro_batches=micro_batches, total_flops=total_flops,
         hardware_flops=fpt.hardware * job.tokens, flops_6nd=compute.kaplan_6nd(m.active_params, job.tokens),

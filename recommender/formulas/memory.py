@@ -258,13 +258,6 @@ def activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, 
                        logits=_scalar(np.where(last_busier, logits, 0.0)))
 
 
-def activation_bytes(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16", vp=1,
-                     attention="flash", cp=1, loss="standard"):
-    """Total of `activation_terms`, in bytes."""
-    return _scalar(activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision, vp,
-                                    attention, cp, loss).total)
-
-
 def layer_params(model, tp=1, ep=1):
     """Parameters of one transformer block on one GPU: split over tp, routed experts over ep."""
     routed = model.routed_expert_params

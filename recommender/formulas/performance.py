@@ -173,16 +173,17 @@ def compute_seconds(model, seq, tokens, tp, pp, ep, recompute, gemm_peak_tflops,
     return _scalar(layers * (gemms + attention) + head), _scalar(layers * attention)
 
 
-def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidden, layers,
-              tp, pp, dp, vp=1, dp_sync_bytes, peak_tflops, efficiency, gpus_per_node,
+def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden, layers,
+              tp, pp, dp, vp=1, dp_sync_bytes, gpus_per_node,
               intra_gb_s, inter_gb_s, comm_efficiency, act_bytes=2.0,
               recompute="selective", activation_bytes_per_layer=0.0, memory_bw_gb_s=None,
               ep=1, expert_sync_bytes=0.0, moe_layers=0, experts_per_token=0, ep_overlap=False,
               dispatch_bytes=None, node_limit=None, weight_stream_bytes=0.0, cp=1, kv_width=None,
-              attention_flops_per_token=0.0, compute_s=None, attention_s=None, zero=0) -> StepTime:
+              zero=0) -> StepTime:
     """One optimizer step under 1F1B with m micro-batches per data-parallel rank.
 
-    compute per micro-batch = FLOPs(tokens in it) / (tp * pp) / (peak * efficiency)
+    compute per micro-batch = `compute_s` (`compute_seconds`: the busiest stage's math, of which
+    `attention_s` is the attention core)
     step = m * (compute + tp_comm + pp_comm + ep_comm) + (p - 1)/v * (same slot) + exposed dp
     reduction. `dp_sync_bytes` (see `sync_bytes`) are reduced over all dp ranks,
     `expert_sync_bytes` over the dp/ep ranks holding the same experts. `weight_stream_bytes` is
@@ -194,17 +195,13 @@ def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidd
     work is balanced), so all per-GPU terms see s*b/cp tokens; its attention needs every other
     rank's K and V: cp - 1 ring steps of a (s/cp)*b*kv_width/t chunk of K and V each, in the
     forward pass, and of K, V and their gradients in the backward pass, overlapped with the
-    attention math (`attention_flops_per_token`); the gradients are reduced over dp*cp ranks.
+    attention math (`attention_s`); the gradients are reduced over dp*cp ranks.
     """
     tp, pp, dp, vp, cp = np.asarray(tp), np.asarray(pp), np.asarray(dp), np.asarray(vp), np.asarray(cp)
     mb, m = np.asarray(micro_batch), np.asarray(micro_batches)
     tokens_mb = seq * mb / cp
     busiest = stage_layers(layers, pp)  # the pipeline runs at its fullest stage's pace
-    if compute_s is None:  # one efficiency for all the math (kept for calibration sweeps)
-        t_math = (hardware_flops_per_token * tokens_mb / (tp * pp) * (busiest * pp / layers)
-                  / (peak_tflops * 1e12 * efficiency))
-    else:  # per-operation times (compute_seconds)
-        t_math = np.asarray(compute_s)
+    t_math = np.asarray(compute_s)
     passes = np.where(np.asarray(recompute) == "full", 3.0, 2.0)
     t_mem = (0.0 if not memory_bw_gb_s else
              passes * (busiest * np.asarray(activation_bytes_per_layer) * act_bytes / 2.0
@@ -230,9 +227,7 @@ def step_time(*, hardware_flops_per_token, seq, micro_batch, micro_batches, hidd
     kv = hidden if kv_width is None else kv_width
     cp_bw = link_bandwidth(tp * cp, gpus_per_node, intra_gb_s, inter_gb_s) * comm_efficiency
     ring = (cp - 1) * tokens_mb * 2.0 * kv * act_bytes / tp * (1.0 + 2.0)  # forward K,V; backward K,V,dK,dV
-    t_attn = (np.asarray(attention_s) if attention_s is not None else
-              np.asarray(attention_flops_per_token) * tokens_mb / (tp * pp) * (busiest * pp / layers)
-              / (peak_tflops * 1e12 * efficiency))
+    t_attn = np.asarray(attention_s)
     t_cp = np.where(cp > 1, np.maximum(0.0, busiest * ring / cp_bw - t_attn), 0.0)
 
     # data parallel: gradient all-reduce (ZeRO-3: 1.5x), overlapped with the last backward pass
