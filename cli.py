@@ -529,8 +529,12 @@ def serve(
     tp: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: tensor-parallel degree per replica.")] = None,
     pp: Annotated[str, typer.Option(metavar="N", help="Fixed configuration: pipeline stages per replica.")] = "1",
     replicas: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: replicas (default: enough for the demand).")] = None,
-    batch: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: batch (default: largest meeting the targets).")] = None,
+    batch: Annotated[Opt, typer.Option(metavar="N", help="Fixed configuration: slot cap, the most sequences at once (default: the one with the most capacity within the targets).")] = None,
     headroom: Annotated[Opt, typer.Option(metavar="SHARE", help="Memory kept free, as a fraction (default 0.10).")] = None,
+    percentile: Annotated[str, typer.Option(metavar="p50|p90|p99", help="The percentile the --ttft / --tpot / --e2e targets hold at (default p99).")] = "p99",
+    length_dist: Annotated[str, typer.Option(metavar="exponential|fixed", help="Output lengths around the --output mean: exponential (default) or fixed.")] = "exponential",
+    token_budget: Annotated[Opt, typer.Option(metavar="TOKENS", help="Tokens per engine step (max_num_batched_tokens; default: vLLM V1's, 8192 or 2048).")] = None,
+    max_seqs: Annotated[Opt, typer.Option(metavar="N", help="Most sequences a replica runs at once (max_num_seqs; default: vLLM V1's, 1024 or 256).")] = None,
     goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,
@@ -552,7 +556,8 @@ def serve(
                        budget=budget, max_gpus=max_gpus, power_kw=power_kw, gpus=gpus, vendors=vendors,
                        providers=providers, precision=precision, kv_precision=kv_precision,
                        acquisition=acquisition, own=own, top=top, amortize=amortize, time_limit=time_limit,
-                       gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom)
+                       gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom,
+                       percentile=percentile, length_dist=length_dist, token_budget=token_budget, max_seqs=max_seqs)
     _print_serve(result, json_out, csv)
 
 

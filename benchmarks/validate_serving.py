@@ -33,7 +33,8 @@ START, END = "<!-- serving-table:start -->", "<!-- serving-table:end -->"
 
 def predict(run: dict) -> float:
     w = ServeWorkload(model=catalog.model(run["model"]), prompt_tokens=run["workload"]["prompt"],
-                      output_tokens=run["workload"]["output"])
+                      output_tokens=run["workload"]["output"],
+                      length_dist=run["workload"].get("lengths", "exponential"))
     ev = evaluate_serving(w, ServeLayout(accelerator=run["gpu"], **run["layout"]))
     if run["metric"] == "closed_loop_tokens_per_s":
         return ev.batch * w.output_tokens / (ev.e2e_ms / 1e3)

@@ -627,6 +627,18 @@ def parse_tokens(field: str, value) -> int:
     return parse_int(field, re.sub(r"\s*(tokens?|tok)$", "", text))
 
 
+def parse_percentile(text) -> float:
+    """p50 | p90 | p95 | p99 | p99.9, or a fraction such as 0.99."""
+    t = str(text).strip().lower()
+    try:
+        v = float(t[1:]) / 100.0 if t.startswith("p") else float(t)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 < v < 1.0:
+        raise GpuplanError("percentile", text, "must be p50, p90, p95, p99 (or a fraction between 0 and 1)")
+    return v
+
+
 @dataclass
 class ServeQuery:
     """What `serve` solves (no fixed --gpu): the workload, the limits and the search space."""
@@ -644,7 +656,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
                 providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5,
                 amortize=False, time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None,
-                headroom=None):
+                headroom=None, percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None):
     """Parse and check `serve`'s arguments: a ServeQuery, or with --gpu the fixed configuration's
     evaluated result (a ServeResult)."""
     from recommender import serve_planner as sp
@@ -659,7 +671,10 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         rate_rps=None if rate is None else parse_rate_per_s("rate", rate),
         users=None if users is None else parse_int("users", users),
         think_time_s=dur("think-time", think_time) or 0.0, ttft_s=dur("ttft", ttft), tpot_s=dur("tpot", tpot),
-        e2e_s=dur("e2e", e2e), horizon_days=parse_days("horizon", horizon))
+        e2e_s=dur("e2e", e2e), horizon_days=parse_days("horizon", horizon),
+        percentile=parse_percentile(percentile), length_dist=str(length_dist).lower(),
+        token_budget=None if token_budget is None else parse_int("token-budget", token_budget),
+        max_seqs=None if max_seqs is None else parse_int("max-seqs", max_seqs))
     if w.context > spec.seq_len:
         raise GpuplanError("prompt", prompt, f"prompt + output = {w.context} tokens exceeds {spec.id}'s "
                            f"{spec.seq_len}-token context")
@@ -699,7 +714,8 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
           horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
           providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
-          time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None):
+          time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None,
+          percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None):
     """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
     fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
     q = serve_query(**locals())
@@ -741,26 +757,32 @@ def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, p
 
     with prices.naming([acc.id]):
         part = evaluate_serving(w, layout, headroom=headroom, amortize=amortize, owned=owned.get(acc.id, 0))
-    demand = w.output_tokens_per_s
+    demand = w.demand
     hours = w.horizon_days * HOURS_PER_DAY
-    plan = sp._fleet_plan(1, [part], demand or part.tokens_per_s, hours, "best")
+    plan = sp._fleet_plan(1, [part], hours, "best")
+    unit = "users" if w.closed else "requests/s"
     explanation = []
     if not part.fits:
         explanation.append(f"does not fit: {part.memory_gib_per_gpu:.1f} GiB per GPU needed, "
                            f"{part.memory_limit_gib:.1f} GiB usable of {part.memory_capacity_gib:g} GiB")
     elif part.missed_targets:
-        explanation.append("misses " + ", ".join(part.missed_targets) + f" even at batch {part.batch}")
-    elif demand is not None and part.tokens_per_s < demand * (1 - 1e-9):
-        explanation.append(f"{part.replicas} replicas give {part.tokens_per_s:,.0f} tokens/s, below the "
-                           f"{demand:,.0f} demanded")
+        explanation.append("misses " + ", ".join(part.missed_targets) + f" at p{w.percentile * 100:g} with "
+                           f"{part.replicas} replicas ({part.load_per_replica:,.2f} {unit} each)"
+                           + (f"; a replica meets them up to {part.capacity_per_replica:,.2f} {unit}"
+                              if part.capacity_per_replica else "; no load meets them"))
+    elif demand is None:
+        explanation.append("maximum offline throughput: every slot busy" if layout.batch is None else
+                           f"every one of the {part.batch} slots busy")
     else:
-        explanation.append(f"batch {part.batch} is the largest meeting every target"
-                           if (w.ttft_s or w.tpot_s or w.e2e_s) and layout.batch is None else
-                           ("maximum offline throughput: the batch with the most tokens/s that fits"
-                            if layout.batch is None else f"batch fixed at {part.batch}"))
+        explanation.append(f"slot cap {part.batch} (max_num_seqs) gives the most capacity within the targets: "
+                           f"{part.capacity_per_replica:,.2f} {unit} per replica" if layout.batch is None else
+                           f"slot cap fixed at {part.batch}: {part.capacity_per_replica:,.2f} {unit} per replica "
+                           "within the targets")
     status = "evaluated" if part.fits and not part.missed_targets else ("does not fit" if not part.fits
                                                                         else "misses targets")
+    rps = part.requests_per_s
     return sp.ServeResult(status=status, objective="fixed", solve_seconds=time.perf_counter() - t0,
-                          requests_per_s=w.requests_per_s or part.requests_per_s,
-                          demand_tokens_per_s=demand or part.tokens_per_s, plans=[plan], relaxations=[],
-                          explanation=explanation, notes=[], candidates=1, replica_types=1)
+                          requests_per_s=rps, demand_tokens_per_s=rps * w.output_tokens, users=w.users,
+                          think_time_s=w.think_time_s if w.closed else None, percentile=w.percentile,
+                          plans=[plan], relaxations=[],
+                          explanation=explanation, notes=[sp.queue_note(w)], candidates=1, replica_types=1)

@@ -222,8 +222,10 @@ def serve_csv(result) -> pd.DataFrame:
         for pt in p.parts:
             rows.append({
                 "rank": p.rank, "accelerator": pt.accelerator, "gpus": pt.count, "replicas": pt.replicas,
-                "tp": pt.tp, "pp": pt.pp, "precision": pt.precision, "batch": pt.batch, "ttft_ms": pt.ttft_ms,
-                "tpot_ms": pt.tpot_ms, "tokens_per_s": pt.tokens_per_s,
+                "tp": pt.tp, "pp": pt.pp, "precision": pt.precision, "slots": pt.batch,
+                "percentile": pt.percentile, "ttft_ms": pt.ttft_ms, "tpot_ms": pt.tpot_ms, "e2e_ms": pt.e2e_ms,
+                "served_tokens_per_s": pt.served_tokens_per_s, "capacity_tokens_per_s": pt.tokens_per_s,
+                "utilization": pt.utilization,
                 _money_header("cost_per_hour"): money.in_display(pt.cost_per_hour_usd),
                 _money_header("fleet_cost_per_mtok"): money.in_display(p.cost_per_million_tokens_usd),
                 "acquisition": pt.acquisition, "provider": pt.provider,
@@ -274,6 +276,10 @@ def _pct(x) -> str | None:
     return None if x is None else f"{x:.0%}"
 
 
+def pct(p) -> str:
+    return f"{p.percentile * 100:g}"
+
+
 def serve_frame(result) -> pd.DataFrame:
     """One row per plan; a mixed fleet adds one indented row per part."""
     import pandas as pd
@@ -287,8 +293,8 @@ def serve_frame(result) -> pd.DataFrame:
         return {
             "#": rank, "accelerator": p.accelerator, "GPUs": p.count,
             "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else ""), "prec": p.precision,
-            "batch": p.batch, "TTFT ms": round(p.ttft_ms), "TPOT ms": round(p.tpot_ms, 1),
-            "tok/s": f"{p.tokens_per_s:,.0f}",
+            "slots": p.batch, f"TTFT p{pct(p)}": round(p.ttft_ms), f"TPOT p{pct(p)}": round(p.tpot_ms, 1),
+            "tok/s": f"{p.served_tokens_per_s:,.0f}", "load": _pct(p.utilization),
             f"{sym}/h": None if p.cost_per_hour_usd is None else f"{money.in_display(p.cost_per_hour_usd):,.2f}",
             f"{sym}/Mtok": (None if not fleet_cost or p.cost_per_million_tokens_usd is None
                             else f"{money.in_display(p.cost_per_million_tokens_usd):,.3f}"),
@@ -299,7 +305,7 @@ def serve_frame(result) -> pd.DataFrame:
     for p in result.plans:
         row = line(p.rank, p)
         if len(p.parts) > 1:  # the parts' rows below carry the layout
-            row.update({"replicas": f"{p.replicas} in {len(p.parts)} types", "batch": "",
+            row.update({"replicas": f"{p.replicas} in {len(p.parts)} types", "slots": "",
                         "prec": "+".join(dict.fromkeys(pt.precision for pt in p.parts))})
         row["vs #1"] = p.vs_best
         rows.append(row)
@@ -315,23 +321,34 @@ def serve_frame(result) -> pd.DataFrame:
 def render_serve(result, csv_path: str | None = None) -> None:
     c = console()
     head = f"status: {result.status}" + ("" if result.status != "feasible" else " (time limit: not proven optimal)")
-    if result.objective == "fixed":
-        c.print(f"[bold]{head}[/bold]; one fixed configuration; {result.requests_per_s:,.2f} requests/s = "
-                f"{result.demand_tokens_per_s:,.0f} output tokens/s")
+    if result.users is not None:
+        demand = (f"{result.users:,} users thinking {result.think_time_s:g} s"
+                  + ("" if result.requests_per_s is None else
+                     f" = {result.requests_per_s:,.2f} requests/s = {result.demand_tokens_per_s:,.0f} output tokens/s "
+                     "served by #1"))
+    elif result.requests_per_s is not None:
+        demand = f"{result.requests_per_s:,.2f} requests/s = {result.demand_tokens_per_s:,.0f} output tokens/s"
     else:
-        c.print(f"[bold]{head}[/bold]; objective {result.objective}; demand {result.requests_per_s:,.2f} "
-                f"requests/s = {result.demand_tokens_per_s:,.0f} output tokens/s; {result.replica_types:,} replica "
-                f"types from {result.candidates:,}; {result.solve_seconds:.2f} s")
+        demand = "offline"
+    pc = f"latencies p{result.percentile * 100:g}"
+    if result.objective == "fixed":
+        c.print(f"[bold]{head}[/bold]; one fixed configuration; {demand}; {pc}")
+    else:
+        c.print(f"[bold]{head}[/bold]; objective {result.objective}; demand {demand}; {pc}; "
+                f"{result.replica_types:,} replica types from {result.candidates:,}; {result.solve_seconds:.2f} s")
     if result.plans:
         render_frame(serve_frame(result), csv_path=csv_path, csv_df=serve_csv(result))
     render_reasons(c, result)
     if result.plans:
         p = result.plans[0]
         pt = max(p.parts, key=lambda x: x.tokens_per_s)
-        c.print(f"#1: {p.utilization:.0%} of its capacity used at the demand; end-to-end {p.e2e_ms / 1e3:,.2f} s; "
-                f"decode is {pt.decode_bound}-bound ({pt.decode_step_ms:.1f} ms a step, prefill {pt.prefill_ms:.0f} ms); "
+        load = ("" if p.utilization is None else
+                f"{p.utilization:.0%} of its saturated throughput in use, {pt.queue_share:.1%} of requests wait for a "
+                f"slot; ")
+        c.print(f"#1: {load}end-to-end p{pct(p)} {p.e2e_ms / 1e3:,.2f} s; decode is {pt.decode_bound}-bound "
+                f"({pt.decode_step_ms:.1f} ms a step with every slot busy, a prompt {pt.prefill_ms:.0f} ms of compute); "
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
-                f"KV cache per GPU (max batch {pt.max_batch}); "
+                f"paged KV cache per GPU (slots up to {pt.max_batch}, token budget {pt.token_budget:,}); "
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))
 
 

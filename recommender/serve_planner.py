@@ -18,9 +18,11 @@ from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
 from recommender.serve_solver import ServeModel
 from recommender.serving import TARGETS as SERVE_TARGETS
-from recommender.serving import (BATCH_SERIES, HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
-                                 evaluate_serving, largest_fitting_batch, meets, replica_cost_per_hour, serving_terms,
-                                 target_edges)
+from recommender.formulas import queueing as qm
+from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload, capacities,
+                                 best_slots, stack_steps, take,
+                                 evaluate_serving, full_slot_curve, light_load, meets, replica_cost_per_hour,
+                                 replica_memory, replica_steps, slot_candidates, slot_cap)
 from recommender.units import fmt_usd
 
 TARGETS = ("ttft", "tpot", "e2e")
@@ -79,47 +81,65 @@ def precisions_for(acc, wanted: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _replica_rows(w: ServeWorkload, acc, precision: str, kv: str, headroom: float, efficiency: float,
-                  max_pp: int) -> pd.DataFrame:
-    """Every (TP, PP, batch) of one accelerator and precision whose memory fits."""
+def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: float, efficiency: float,
+                   max_pp: int) -> list[tuple[int, int, int]]:
+    """Every (TP, PP, slot cap) of one accelerator and precision worth pricing: the slot caps come
+    from the paged-KV memory limit and slot_candidates."""
     m = w.model
     links = link_rates(acc)[0]
     tps = [t for t in (1, 2, 4, 8, 16) if t <= acc.domain and m.heads % t == 0 and (t == 1 or links)]
-    mb = lambda t, p: int(largest_fitting_batch(w, acc, precision, kv, t, p, headroom))  # noqa: E731
+    caps = lambda t, p: int(slot_cap(w, acc, precision, kv, t, p, headroom)[0])  # noqa: E731
     pps = [1]
-    if not any(mb(t, 1) >= 1 for t in tps):
+    if not any(caps(t, 1) >= 1 for t in tps):
         pps = []
         p = 2
         while p <= min(max_pp, m.layers):
             span_ok = lambda t: acc.span_problem(t * p) is None  # noqa: E731
-            if any(span_ok(t) and mb(t, p) >= 1 for t in tps):
+            if any(span_ok(t) and caps(t, p) >= 1 for t in tps):
                 pps = [p] + ([2 * p] if 2 * p <= min(max_pp, m.layers) else [])
                 break
             p *= 2
-    rows = []
-    for p in pps:
-        for t in tps:
-            if acc.span_problem(t * p):
-                continue
-            bmax = mb(t, p)
-            if bmax < 1:
-                continue
-            edges = target_edges(w, acc, precision, kv, t, p, bmax, efficiency, headroom)
-            extra = {int(v) for v in edges.values() if int(v) >= 1}
-            for b in sorted({b for b in BATCH_SERIES if b < bmax} | {bmax} | extra):
-                rows.append((t, p, b))
-    if not rows:
-        return pd.DataFrame()
-    tp, pp, batch = (np.array(x) for x in zip(*rows))
-    terms = serving_terms(w, acc, precision, kv, tp, pp, batch, efficiency, headroom)
-    lat = terms.latency
-    return pd.DataFrame({
-        "accelerator": acc.id, "vendor": acc.vendor, "precision": precision, "kv_precision": kv,
-        "tp": tp, "pp": pp, "gpus": tp * pp, "batch": batch,
-        "ttft": np.atleast_1d(lat.ttft), "tpot": np.atleast_1d(lat.tpot), "e2e": np.atleast_1d(lat.e2e),
-        "thr": np.atleast_1d(lat.tokens_per_s), "mem_gib": np.atleast_1d(terms.memory.total) / 2**30,
-        "fits": np.atleast_1d(terms.fits),
-    })
+    types = [(t, p, caps(t, p)) for p in pps for t in tps if not acc.span_problem(t * p)]
+    types = [x for x in types if x[2] >= 1]
+    if not types:
+        return []
+    tp0, pp0, cap0 = (np.array(x) for x in zip(*types))
+    curves = full_slot_curve(replica_steps(w, acc, precision, kv, tp0, pp0, cap0, efficiency,
+                                           width=int(cap0.max()) + 1), w)
+    return [(t, p, b) for (t, p, c), curve in zip(types, curves) for b in slot_candidates(w, curve, c)]
+
+
+def _group_steps(w: ServeWorkload, df: pd.DataFrame) -> qm.Steps:
+    """The queue model's step terms for the rows of df (any mix of accelerators), in df's order."""
+    parts, order = [], []
+    for (acc_id, prec, kv), idx in df.groupby(["accelerator", "precision", "kv_precision"], sort=True).indices.items():
+        acc = catalog.accelerator(acc_id)
+        parts.append(replica_steps(w, acc, prec, kv, df.tp.values[idx], df.pp.values[idx], df.batch.values[idx],
+                                   serve_efficiency(acc_id)))
+        order.append(idx)
+    s = stack_steps(parts)
+    back = np.empty(len(df), dtype=np.int64)
+    back[np.concatenate(order)] = np.arange(len(df))
+    return qm.Steps(s.compute[back], s.memory[back], s.fixed[back], s.per_token[back], s.slots[back], s.budget[back])
+
+
+def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
+    """df with each row's latency percentiles at its capacity (ttft, tpot, e2e; at light load where
+    its capacity is 0) and at light load (ttft0, tpot0, e2e0): the explanations' figures, computed
+    only where they are asked for."""
+    if df.empty or "ttft" in df:
+        return df
+    types = df.drop_duplicates(TYPE_COLUMNS).reset_index(drop=True)
+    s = _group_steps(w, types)
+    light = light_load(w, s)
+    fig = qm.figures(s, w.queue, np.where(types.cap.values > 0, types.cap.values, light))
+    floor = qm.figures(s, w.queue, light)
+    lat = types[TYPE_COLUMNS].assign(ttft=fig.ttft, tpot=fig.tpot, e2e=fig.e2e, ttft0=floor.ttft, tpot0=floor.tpot,
+                                     e2e0=floor.e2e)
+    return df.merge(lat, on=TYPE_COLUMNS, how="left", sort=False)
+
+
+TYPE_COLUMNS = ["accelerator", "precision", "kv_precision", "tp", "pp", "batch"]
 
 
 def serve_efficiency(acc_id: str) -> float:
@@ -129,42 +149,66 @@ def serve_efficiency(acc_id: str) -> float:
 
 
 def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
-    """Every fitting replica type x acquisition, priced per replica-hour over the horizon."""
+    """Every fitting replica type (accelerator, precision, TP, PP, slot cap) with its capacity within
+    the targets (one vectorized queueing solve over all of them) x acquisition, priced per
+    replica-hour over the horizon."""
     a = catalog.assumption
     headroom = a("memory_headroom") if space.headroom is None else space.headroom
-    frames = []
+    rows = []
     for acc_id in space.accelerators:
         acc = catalog.accelerator(acc_id)
         if acc.memory_gib is None or acc.memory_bw_gb_s is None:
             continue
-        eff = catalog.efficiency(acc.id)
         e = serve_efficiency(acc.id)
         for prec in precisions_for(acc, space.precisions):
-            df = _replica_rows(w, acc, prec, kv_for(prec, space.kv_precision), headroom, e, space.max_pp)
-            if df.empty:
-                continue
-            df["calibrated"] = bool(eff and eff.calibrated)
-            acqs = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
-            if acc.id in space.owned:
-                acqs.append(("owned", None))
-            for q, price in acqs:
-                part = df.copy()
-                part["acquisition"] = q
-                part["provider"] = None if price is None or q == "buy" else price.provider
-                part["cost_ph"] = replica_cost_per_hour(price, acc, part.gpus.values, w.horizon_days, space.amortize,
-                                                        owned=q == "owned")
-                part["power_kw"] = (np.nan if acc.tdp_w is None else
-                                    costf.facility_power_kw(part.gpus.values, acc.tdp_w, a("pue")))
-                frames.append(part)
-    if not frames:
+            kv = kv_for(prec, space.kv_precision)
+            rows += [(acc.id, acc.vendor, prec, kv, t, p, b)
+                     for t, p, b in _replica_types(w, acc, prec, kv, headroom, e, space.max_pp)]
+    if not rows:
         return pd.DataFrame()
+    types = pd.DataFrame(rows, columns=["accelerator", "vendor", "precision", "kv_precision", "tp", "pp", "batch"])
+    s = _group_steps(w, types)
+    kind = types.groupby(["accelerator", "precision", "tp", "pp"], sort=False).ngroup().values
+    keep = best_slots(w, s, kind)
+    types = types.iloc[keep].reset_index(drop=True)
+    s = take(s, keep)
+    cap, light = capacities(w, s)
+    st = qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s)))
+    types["gpus"] = types.tp * types.pp
+    types["cap"] = cap
+    types["thr"] = np.where(cap > 0, st.throughput * w.output_tokens, 0.0)
+    types["step_full"] = qm.full_slot_step(s, w.queue)
+    for c, _ in SERVE_TARGETS:
+        types[f"miss_{c}"] = ~light[c] if c in light else False
+    frames = []
+    for (acc_id, prec), idx in types.groupby(["accelerator", "precision"], sort=False).indices.items():
+        acc = catalog.accelerator(acc_id)
+        df = types.iloc[idx].reset_index(drop=True)
+        mem = replica_memory(w, acc, prec, df.kv_precision.values[0], df.tp.values, df.pp.values, df.batch.values)
+        df["mem_gib"] = np.atleast_1d(mem.total) / 2**30
+        df["fits"] = np.atleast_1d(mem.total) <= acc.memory_gib * 2**30 * (1.0 - headroom)
+        eff = catalog.efficiency(acc.id)
+        df["calibrated"] = bool(eff and eff.calibrated)
+        acqs = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
+        if acc.id in space.owned:
+            acqs.append(("owned", None))
+        for q, price in acqs:
+            part = df.copy()
+            part["acquisition"] = q
+            part["provider"] = None if price is None or q == "buy" else price.provider
+            part["cost_ph"] = replica_cost_per_hour(price, acc, part.gpus.values, w.horizon_days, space.amortize,
+                                                    owned=q == "owned")
+            part["power_kw"] = (np.nan if acc.tdp_w is None else
+                                costf.facility_power_kw(part.gpus.values, acc.tdp_w, a("pue")))
+            frames.append(part)
     return pd.concat(frames, ignore_index=True)
 
 
 def missed(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
+    """Per row and target: does the row miss it at every load (at the percentile)?"""
     out = pd.DataFrame(index=df.index)
     for c, f in SERVE_TARGETS:
-        out[c] = ~np.broadcast_to(meets(df[c].values, getattr(w, f)), len(df))
+        out[c] = df[f"miss_{c}"].values.astype(bool) if getattr(w, f) is not None else np.zeros(len(df), dtype=bool)
     return out
 
 
@@ -184,7 +228,7 @@ def prune(df: pd.DataFrame, w: ServeWorkload, by_latency: bool = False) -> pd.Da
     keep = np.ones(len(df), dtype=bool)
     key = df.accelerator + "|" + df.acquisition + "|" + df.provider.fillna("")
     for _, idx in df.groupby(key, sort=True).indices.items():
-        g, t = df.gpus.values[idx], df.thr.values[idx]
+        g, t = df.gpus.values[idx], df.cap.values[idx]
         ms = miss[idx]
         order = np.lexsort((-t, g))  # fewest GPUs, then most throughput first
         kept: list[int] = []
@@ -208,7 +252,6 @@ class ServePlan(ServeFigures):
 
     rank: int
     demand_tokens_per_s: float
-    utilization: float
     horizon_cost_usd: float | None
     vs_best: str
     parts: list[ServePart]
@@ -225,8 +268,11 @@ class ServeResult(BaseModel):
     status: str
     objective: str
     solve_seconds: float
-    requests_per_s: float
-    demand_tokens_per_s: float
+    requests_per_s: float | None          # open loop: the rate given; closed loop: what #1 serves
+    demand_tokens_per_s: float | None
+    users: int | None = None
+    think_time_s: float | None = None
+    percentile: float = 0.99
     plans: list[ServePlan]
     relaxations: list[Relaxation]
     explanation: list[str]
@@ -267,7 +313,7 @@ def _fleet(limits: ServeLimits) -> dict[str, float]:
 
 def _rank(df: pd.DataFrame) -> np.ndarray:
     """A fixed order of the rows for the last tie-break: lower latency, fewer GPUs, then names."""
-    keys = df[["e2e", "tpot", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]].copy()
+    keys = df[["step_full", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]].copy()
     order = keys.sort_values(list(keys.columns), kind="mergesort").index.values
     rank = np.empty(len(df), dtype=np.int64)
     rank[order] = np.arange(len(df))
@@ -291,7 +337,7 @@ def _describe(df: pd.DataFrame, rows: list[tuple[int, int]], hours: float) -> st
     for i, r in rows:
         x = df.iloc[i]
         parts.append(f"{r} x {x.accelerator} {x.acquisition} (TP {x.tp}"
-                     + (f" x PP {x.pp}" if x.pp > 1 else "") + f", {x.precision}, batch {x.batch})")
+                     + (f" x PP {x.pp}" if x.pp > 1 else "") + f", {x.precision}, {x.batch} slots)")
     cost = sum(df.cost_ph.values[i] * r for i, r in rows)
     return " + ".join(parts) + (f": {fmt_usd(cost)}/h ({fmt_usd(cost * hours)} over the horizon)"
                                 if not math.isnan(cost) else "")
@@ -302,9 +348,7 @@ def _fleet_figures(df: pd.DataFrame, rows: list[tuple[int, int]]) -> dict[str, f
         "cost": sum(df.cost_ph.values[i] * r for i, r in rows),
         "gpus": sum(int(df.gpus.values[i]) * r for i, r in rows),
         "power": sum(df.power_kw.values[i] * r for i, r in rows),
-        "ttft": max(df.ttft.values[i] for i, _ in rows),
-        "tpot": max(df.tpot.values[i] for i, _ in rows),
-        "e2e": max(df.e2e.values[i] for i, _ in rows),
+        **({c: max(df[c].values[i] for i, _ in rows) for c in TARGETS} if "ttft" in df else {}),
     }
 
 
@@ -336,7 +380,7 @@ class _Query:
                 pools.append((idx, cap))
         self.masks = _row_masks(df, w, limits)
         self.fleet = _fleet(limits)
-        self.pm = ServeModel(df.thr.values, df.gpus.values, df.cost_ph.values, df.power_kw.values, _rank(df),
+        self.pm = ServeModel(df.cap.values, df.gpus.values, df.cost_ph.values, df.power_kw.values, _rank(df),
                              demand, self.masks, self.fleet, self.hours, pools, time_limit_s)
         self.enforce = set(self.masks) | set(self.fleet)
 
@@ -379,7 +423,7 @@ class _Query:
         the targets missed, so that any latency bound can be asked exactly (batches: the 1-1.5-2
         series, the largest that fits and each target's edge)."""
         if self._relaxed is None:
-            df = prune(self.full, self.w, by_latency=True)
+            df = prune(with_latencies(self.full, self.w), self.w, by_latency=True)
             self._relaxed = _Query(df, self.w, self.limits, self.demand, self.space, self.time_limit_s, self.full)
         return self._relaxed
 
@@ -427,18 +471,28 @@ def closest_targets(df_all: pd.DataFrame, w: ServeWorkload) -> list[str]:
         t = getattr(w, f"{c}_s")
         if t is None or df_all.empty:
             continue
-        best = df_all.loc[df_all[c].idxmin()]
-        if not meets(best[c], t):
+        best = df_all.loc[df_all[f"{c}0"].idxmin()]
+        if not meets(best[f"{c}0"], t):
             name = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency"}[c]
             lines.append(f"{name} <= {t * 1e3:g} ms cannot be met on any accelerator in the space; the closest is "
-                         f"{best[c] * 1e3:,.1f} ms ({best.accelerator}, TP {best.tp}"
+                         f"{best[f'{c}0'] * 1e3:,.1f} ms at light load ({best.accelerator}, TP {best.tp}"
                          + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, batch {best.batch})")
     return lines
 
 
+def share(w: ServeWorkload, cap: float, demand: float, total: float) -> float:
+    """The load one replica of capacity `cap` gets when the demand is split in proportion to
+    capacity: a whole number of users (at most its capacity) in a closed loop."""
+    x = cap * demand / total
+    return float(min(math.ceil(x - 1e-9), cap)) if w.closed else x
+
+
 def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], space: ServeSpace,
              limits: ServeLimits, demand: float) -> list[ServePart]:
-    """Re-evaluate each part with the one-configuration evaluator and assert every limit."""
+    """Re-evaluate each part with the one-configuration evaluator at its share of the demand (in
+    proportion to capacity, as a load balancer weighted by capacity splits it) and check every
+    limit."""
+    total = sum(float(df.cap.values[i]) * r for i, r in rows)
     parts = []
     for i, r in rows:
         x = df.iloc[i]
@@ -448,17 +502,13 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
                              acquisition="on_demand" if owned else x.acquisition,
                              provider=None if owned or x.acquisition == "buy" else x.provider)
         ev = evaluate_serving(w, layout, headroom=space.headroom, amortize=space.amortize,
-                              owned=int(x.gpus) * int(r) if owned else 0)
+                              owned=int(x.gpus) * int(r) if owned else 0, load=share(w, float(x.cap), demand, total))
         check(ev.fits, f"replica does not fit: {ev.accelerator} TP{ev.tp} batch {ev.batch}")
-        check(abs(ev.tokens_per_s_per_replica - x.thr) <= 1e-9 * x.thr,
-              f"throughput {ev.tokens_per_s_per_replica} re-evaluated, {x.thr} in the table")
-        for c in TARGETS:
-            t = getattr(w, f"{c}_s")
-            if t is not None:
-                check(getattr(ev, f"{c}_ms") <= t * 1e3 * (1 + REL_TOL), f"{c} target missed")
+        check(abs(ev.capacity_per_replica - x.cap) <= 1e-9 * x.cap,
+              f"capacity {ev.capacity_per_replica} re-evaluated, {x.cap} in the table")
+        check(not ev.missed_targets, f"{', '.join(ev.missed_targets)} missed at the part's share of the demand")
         parts.append(ev)
-    capacity = sum(p.tokens_per_s for p in parts)
-    check(capacity >= demand * (1 - REL_TOL), f"capacity {capacity} below the demand {demand}")
+    check(total >= demand * (1 - REL_TOL), f"capacity {total} below the demand {demand}")
     hours = w.horizon_days * HOURS_PER_DAY
     if limits.max_gpus is not None:
         check(sum(p.count for p in parts) <= limits.max_gpus, "over the GPU limit")
@@ -471,12 +521,10 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
     return parts
 
 
-def _fleet_plan(rank: int, parts: list[ServePart], demand: float, hours: float, vs_best: str) -> ServePlan:
+def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -> ServePlan:
     capacity = sum(p.tokens_per_s for p in parts)
-    if len(parts) > 1:  # each part serves its share of the demand, and is priced per token on it
-        parts = [p.model_copy(update={"cost_per_million_tokens_usd": None if p.cost_per_hour_usd is None else
-                                      p.cost_per_hour_usd / (demand * p.tokens_per_s / capacity * 3600) * 1e6})
-                 for p in parts]
+    served = sum(p.served_tokens_per_s for p in parts)
+    saturated = sum(p.served_tokens_per_s / p.utilization for p in parts if p.utilization)
     main = max(parts, key=lambda p: (p.tokens_per_s, p.count))
     cph = None if any(p.cost_per_hour_usd is None for p in parts) else sum(p.cost_per_hour_usd for p in parts)
     power = None if any(p.facility_power_kw is None for p in parts) else sum(p.facility_power_kw for p in parts)
@@ -486,8 +534,10 @@ def _fleet_plan(rank: int, parts: list[ServePart], demand: float, hours: float, 
         replicas=sum(p.replicas for p in parts), tp=main.tp, pp=main.pp, precision=main.precision,
         kv_precision=main.kv_precision, batch=main.batch, ttft_ms=max(p.ttft_ms for p in parts),
         tpot_ms=max(p.tpot_ms for p in parts), e2e_ms=max(p.e2e_ms for p in parts), tokens_per_s=capacity,
-        demand_tokens_per_s=demand, utilization=demand / capacity,
-        cost_per_hour_usd=cph, cost_per_million_tokens_usd=None if cph is None else cph / (demand * 3600) * 1e6,
+        served_tokens_per_s=served, demand_tokens_per_s=served, percentile=main.percentile,
+        utilization=served / saturated if saturated else None,
+        cost_per_hour_usd=cph, cost_per_million_tokens_usd=None if cph is None or not served else
+        cph / (served * 3600) * 1e6,
         horizon_cost_usd=None if cph is None else cph * hours, acquisition=join("acquisition"),
         provider=main.provider, memory_gib_per_gpu=max(p.memory_gib_per_gpu for p in parts),
         fits=all(p.fits for p in parts), break_even_utilization=main.break_even_utilization,
@@ -500,10 +550,9 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         raise GpuplanError("objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
     t0 = time.perf_counter()
     notes = list(notes or [])
-    rps = w.requests_per_s
-    if rps is None:
+    demand = w.demand
+    if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
-    demand = rps * w.output_tokens
     full = replica_table(w, space)
     if full.empty:
         raise GpuplanError("model", w.model.id, "no accelerator in the search space can hold one replica of this "
@@ -518,6 +567,8 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
             notes.append("no published TDP, so not chosen under a power limit: " + ", ".join(no_tdp))
         usable &= full.power_kw.notna()
     df = prune(full[usable].reset_index(drop=True), w)
+    if objective == "latency":
+        df = with_latencies(df, w)
     if df.empty:
         raise GpuplanError("gpus", ",".join(space.accelerators), "none of these accelerators has a published "
                            "price (cloud or purchase); serving plans are priced per hour")
@@ -540,7 +591,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         core = first.core if first is not None and first.core else sorted(enforce)
         core = q.minimal_core(core)
         explanation.append("No fleet meets all limits. Conflicting: " + ", ".join(core) + ".")
-        explanation += closest_targets(full, w)
+        explanation += closest_targets(with_latencies(full, w), w)
         relaxations = q.relaxations()
     else:
         excluded = np.zeros(len(df), dtype=bool)
@@ -552,7 +603,8 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
             fig = _fleet_figures(df, rows)
             if best is None:
                 best = fig
-            plans.append(_fleet_plan(len(plans) + 1, parts, demand, hours, _versus(fig, best)))
+            fig["e2e"] = max(pt.e2e_ms for pt in parts)
+            plans.append(_fleet_plan(len(plans) + 1, parts, hours, _versus(fig, best)))
             # the next plan uses none of this one's (accelerator, acquisition) pairs it pays for
             paid = [(df.accelerator.values[i], df.acquisition.values[i]) for i, _ in rows
                     if df.acquisition.values[i] != "owned"] or \
@@ -581,19 +633,36 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         notes.append("8- and 4-bit plans assume the quantized model meets your quality bar; "
                      "restrict with --precision bf16 if it must not be quantized")
     notes += prices.age_notes(pt for p in plans for pt in p.parts) + catalog.assumption_notes()
-    if w.users is not None:
-        notes.append(f"{w.users:,} users with {w.think_time_s:g} s think time and a "
-                     f"{(w.response_target_s or 0) * 1e3:,.0f} ms promised response: "
-                     f"{rps:,.2f} requests/s (response time law, rate = users / (think + response))")
+    notes.append(queue_note(w))
+    served = plans[0].served_tokens_per_s if plans else None
+    rps = w.rate_rps if not w.closed else (None if served is None else served / w.output_tokens)
     return ServeResult(status=status, objective=objective, solve_seconds=time.perf_counter() - t0,
-                       requests_per_s=rps, demand_tokens_per_s=demand, plans=plans, relaxations=relaxations,
+                       requests_per_s=rps, demand_tokens_per_s=None if rps is None else rps * w.output_tokens,
+                       users=w.users, think_time_s=w.think_time_s if w.closed else None, percentile=w.percentile,
+                       plans=plans, relaxations=relaxations,
                        explanation=explanation, notes=notes, candidates=len(full), replica_types=len(df))
+
+
+def queue_note(w: ServeWorkload) -> str:
+    """How the demand and the latency percentiles are modelled, in one line."""
+    q = w.queue
+    if w.demand is None:
+        load = "offline: every slot busy"
+    elif w.closed:
+        load = (f"{w.users:,} users, each waiting for its answer then thinking {w.think_time_s:g} s on average "
+                "(closed loop, users spread over replicas in proportion to capacity)")
+    else:
+        load = f"Poisson arrivals at {w.rate_rps:g} requests/s (open loop, split over replicas in proportion to capacity)"
+    return (f"latencies are p{w.percentile * 100:g} from a queueing model of continuous batching with chunked "
+            f"prefill (vLLM V1 scheduler: slot cap = batch, token budget per step); {load}; output lengths "
+            f"{w.length_dist} with mean {w.output_tokens:,} (p{w.percentile * 100:g}: {q.output_quantile:,.0f}), "
+            f"prompts {w.prompt_tokens:,} tokens; checked against a discrete-event simulation (docs/SERVING.md)")
 
 
 def fleet_summary(p: ServePlan) -> str:
     """A fleet in one line: replicas x accelerator, how they are had, TP/PP, precision, batch, per part."""
     return " + ".join(f"{pt.replicas} x {pt.accelerator} {pt.acquisition} (TP {pt.tp}"
-                      + (f" x PP {pt.pp}" if pt.pp > 1 else "") + f", {pt.precision}, batch {pt.batch})"
+                      + (f" x PP {pt.pp}" if pt.pp > 1 else "") + f", {pt.precision}, {pt.batch} slots)"
                       for pt in p.parts)
 
 
@@ -606,7 +675,8 @@ def _versus(fig: dict, best: dict) -> str:
 def _explain(q: _Query, plans: list[ServePlan], objective: str) -> list[str]:
     what = {"cost": "cheapest", "latency": "lowest end-to-end latency (then cheapest)"}[objective]
     lines = [f"#1 is the {what} fleet over {len(q.df):,} non-dominated replica types covering "
-             f"{q.demand:,.0f} output tokens/s."]
+             + (f"{q.demand:,.0f} users" if q.w.closed else f"{q.demand:,.2f} requests/s")
+             + f" with p{q.w.percentile * 100:g} TTFT / TPOT within the targets."]
     if not plans or objective != "cost":
         return lines
     base = plans[0].cost_per_hour_usd

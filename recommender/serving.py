@@ -5,7 +5,7 @@ one-configuration evaluator that `gpuplan serve --gpu ...` and the serving plann
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,70 +15,79 @@ from recommender.errors import GpuplanError
 from recommender.evaluate import Pricing, job_cost, link_rates, pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import performance
+from recommender.formulas import queueing as qm
 from recommender.formulas import serving as sv
 from recommender.formulas.compute import _scalar
 from recommender.formulas.memory import GIB
 from recommender.spec import Accelerator, ModelSpec, Strict
 
 HOURS_PER_DAY = 24.0
-# batch sizes the planner lists per replica type: a 1-1.5-2 series (1, 2, 3, 4, 6, 8, 12, ...), plus the
-# largest that fits and, per latency target, the largest batch meeting it (exact, by bisection)
-BATCH_SERIES = sorted({int(round(b * m)) for b in (2 ** k for k in range(0, 15)) for m in (1.0, 1.5)})
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+KV_BLOCK_TOKENS = 16   # vLLM's default KV block: a sequence wastes half a block on average
 
 
 class ServeWorkload(Strict):
-    """What is served: prompt and output lengths, demand, latency targets, horizon."""
+    """What is served: prompt and output lengths (means), demand, latency targets (at a
+    percentile), the engine's scheduler limits, horizon."""
 
     model: ModelSpec
     prompt_tokens: int = Field(gt=0)
     output_tokens: int = Field(gt=0)
-    rate_rps: float | None = Field(None, gt=0)       # demand in requests/s; None = offline
-    users: int | None = Field(None, gt=0)
+    rate_rps: float | None = Field(None, gt=0)       # open loop: Poisson requests/s; None = offline
+    users: int | None = Field(None, gt=0)            # closed loop: users who think between requests
     think_time_s: float = Field(0.0, ge=0)
     ttft_s: float | None = Field(None, gt=0)
     tpot_s: float | None = Field(None, gt=0)
     e2e_s: float | None = Field(None, gt=0)
+    percentile: float = Field(0.99, gt=0, lt=1)
+    length_dist: str = "exponential"                 # output lengths: exponential (geometric) or fixed
+    token_budget: int | None = Field(None, ge=16)    # max_num_batched_tokens; None: the engine default
+    max_seqs: int | None = Field(None, ge=1)         # max_num_seqs cap; None: the engine default
     horizon_days: float = Field(365.0, gt=0)
 
     @model_validator(mode="after")
     def _demand(self) -> "ServeWorkload":
         if self.rate_rps is not None and self.users is not None:
             raise GpuplanError("rate", self.rate_rps, "give either --rate or --users, not both")
-        if self.users is not None and self.think_time_s == 0 and self.response_target_s is None:
-            raise GpuplanError("users", self.users, "with no think time, give a latency target (--e2e, or "
-                               "--ttft and --tpot) so the request rate is bounded: rate = users / (think + latency)")
+        if self.length_dist not in qm.LENGTH_DISTS:
+            raise GpuplanError("length-dist", self.length_dist, f"must be one of {', '.join(qm.LENGTH_DISTS)}")
         return self
 
     @property
-    def response_target_s(self) -> float | None:
-        """The end-to-end latency users are promised: --e2e, else TTFT + (O - 1) TPOT targets."""
-        if self.e2e_s is not None:
-            return self.e2e_s
-        if self.ttft_s is not None and self.tpot_s is not None:
-            return self.ttft_s + (self.output_tokens - 1) * self.tpot_s
-        return None
+    def closed(self) -> bool:
+        return self.users is not None
 
     @property
-    def requests_per_s(self) -> float | None:
-        """Demand: given, or users / (think time + promised latency) (response time law)."""
-        if self.rate_rps is None and self.users is None:
-            return None
-        return sv.request_rate(self.users, self.think_time_s, self.response_target_s, self.rate_rps)
-
-    @property
-    def output_tokens_per_s(self) -> float | None:
-        r = self.requests_per_s
-        return None if r is None else r * self.output_tokens
+    def demand(self) -> float | None:
+        """What the fleet must cover: users (closed loop) or requests/s (open loop)."""
+        return float(self.users) if self.closed else self.rate_rps
 
     @property
     def context(self) -> int:
-        """Tokens a sequence holds in the KV cache at its end."""
+        """Tokens a sequence of mean length holds in the KV cache at its end."""
         return self.prompt_tokens + self.output_tokens
 
     @property
+    def queue(self) -> qm.Workload:
+        return qm.Workload(prompt=float(self.prompt_tokens), output=float(self.output_tokens),
+                           percentile=self.percentile, closed=self.closed, think_s=self.think_time_s,
+                           length_dist=self.length_dist)
+
+    @property
     def mean_decode_context(self) -> float:
-        """Context a decode step attends to, averaged over the generation."""
-        return self.prompt_tokens + self.output_tokens / 2.0
+        """Context a decode step attends to, averaged over the running sequences: the prompt plus
+        the tokens generated so far (queueing.Workload.mean_age)."""
+        return self.prompt_tokens + self.queue.mean_age
+
+    def resident_tokens(self, slots):
+        """KV tokens per running sequence with paged KV (vLLM's PagedAttention): prompt + generated
+        so far, plus half a block, plus the percentile's margin on the sum over the slots (a normal
+        approximation: z sd / sqrt(slots) per sequence), so the cache overflows (and the engine
+        preempts) at most (1 - p) of the time."""
+        q = self.queue
+        z = NormalDist().inv_cdf(self.percentile)
+        return (self.prompt_tokens + q.mean_age + KV_BLOCK_TOKENS / 2.0
+                + z * q.age_sd / np.sqrt(np.maximum(np.asarray(slots, dtype=float), 1.0)))
 
 
 class ServeLayout(Strict):
@@ -107,42 +116,156 @@ class ServeLayout(Strict):
         return self.tp * self.pp
 
 
-@dataclass(frozen=True)
-class ServeTerms:
-    """Every intermediate quantity of one replica configuration (or arrays of them)."""
-
-    memory: sv.ServeMemory
-    fits: object
-    decode: sv.PassTime
-    prefill: sv.PassTime
-    latency: sv.Latency
-
-
 def bw(acc: Accelerator, span):
     """GB/s a GPU reaches inside a group of `span` GPUs (training's link rule, shared)."""
     intra, inter = link_rates(acc)
     return performance.link_bandwidth(span, acc.domain, intra or 0.0, inter or 0.0) / sv.GB
 
 
-def serving_terms(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, batch,
-                  efficiency: float, headroom: float) -> ServeTerms:
-    """The formulas applied to replica configurations: scalars or equal-shape arrays."""
+def engine_limits(w: ServeWorkload, acc: Accelerator) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens): the workload's, else vLLM V1's OpenAI-server
+    defaults (vllm/engine/arg_utils.py, EngineArgs.get_batch_defaults: 1024 and 8192 on GPUs of at
+    least 70 GiB other than A100, else 256 and 2048)."""
+    a = catalog.assumption
+    big = acc.memory_gib is not None and acc.memory_gib >= 70 and not acc.id.startswith("a100")
+    seqs = int(a("engine_max_seqs_large" if big else "engine_max_seqs"))
+    budget = int(a("engine_token_budget_large" if big else "engine_token_budget"))
+    return (w.max_seqs or seqs), (w.token_budget or budget)
+
+
+def replica_memory(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, slots):
+    """Bytes per GPU with `slots` sequences resident: weights, paged KV for the tokens actually
+    held (ServeWorkload.resident_tokens), one step's activations over the token budget, overhead."""
+    a = catalog.assumption
+    budget = engine_limits(w, acc)[1]
+    return sv.serve_memory(w.model, precision, kv_precision, slots, w.resident_tokens(slots), tp, pp,
+                           a("framework_overhead_gib"), a("allocator_fragmentation"),
+                           step_tokens=np.maximum(budget, np.asarray(slots)))
+
+
+def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, headroom: float):
+    """The most sequences a replica may run at once: the largest whose paged KV cache fits (exact,
+    bisection on the monotone memory), at most max_num_seqs, and at most what the token budget
+    holds with the prompts of the sequences that replace finishing ones, B (1 + P / O) <= budget.
+    0: not even the weights fit."""
+    tp, pp = np.broadcast_arrays(np.atleast_1d(tp), np.atleast_1d(pp))
+    seqs, budget = engine_limits(w, acc)
+    limit = acc.memory_gib * GIB * (1.0 - headroom)
+    lo = np.zeros(tp.shape, dtype=np.int64)
+    hi = np.full(tp.shape, seqs, dtype=np.int64)
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        ok = np.asarray(replica_memory(w, acc, precision, kv_precision, tp, pp, mid).total) <= limit
+        lo = np.where(ok & (lo < hi), mid, lo)
+        hi = np.where(~ok & (lo < hi), mid - 1, hi)
+    prefill_bound = max(int(budget * w.output_tokens // (w.prompt_tokens + w.output_tokens)), 1)
+    return np.minimum(lo, prefill_bound)
+
+
+def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, slots,
+                  efficiency: float, width: int | None = None) -> qm.Steps:
+    """The queue model's step terms for rows (tp, pp, slots): decode compute / memory / fixed
+    seconds at n = 0..width-1 running sequences (a replica step is PP stage steps), and seconds of
+    replica time per prompt token (its prefill compute and communication, spread over the stages)."""
     a = catalog.assumption
     m = w.model
-    tp, pp, batch = np.asarray(tp), np.asarray(pp), np.asarray(batch)
-    mem = sv.serve_memory(m, precision, kv_precision, batch, w.context, tp, pp, a("framework_overhead_gib"),
-                          a("allocator_fragmentation"))
-    fits = np.asarray(mem.total) <= acc.memory_gib * GIB * (1.0 - headroom)
+    tp, pp, slots = (np.atleast_1d(np.asarray(x)) for x in (tp, pp, slots))
+    if width is None:
+        width = int(slots.max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
     peak = acc.peak_tflops(sv.MATH[precision])
     comm = dict(comm_efficiency=a("comm_efficiency"), allreduce_latency_s=a("allreduce_latency_us") * 1e-6)
+    t2, p2 = tp[:, None], pp[:, None]
     hw = dict(peak_tflops=peak, efficiency=efficiency, memory_bw_gb_s=acc.memory_bw_gb_s,
-              bw_efficiency=a("memory_bw_efficiency"), tp_bw_gb_s=np.maximum(bw(acc, tp), 1e-9),
-              pp_bw_gb_s=np.maximum(bw(acc, tp * pp), 1e-9))
-    dec = sv.decode_stage_time(m, precision, kv_precision, batch, w.mean_decode_context, tp, pp, **hw, **comm,
+              bw_efficiency=a("memory_bw_efficiency"), tp_bw_gb_s=np.maximum(bw(acc, t2), 1e-9),
+              pp_bw_gb_s=np.maximum(bw(acc, t2 * p2), 1e-9))
+    n = np.maximum(np.arange(width), 1)[None, :].astype(float)
+    dec = sv.decode_stage_time(m, precision, kv_precision, n, w.mean_decode_context, t2, p2, **hw, **comm,
                                layer_overhead_s=a("decode_layer_overhead_us") * 1e-6)
-    pre = sv.prefill_time(m, precision, w.prompt_tokens, tp, pp, **hw, **comm)
-    lat = sv.latency(dec.total, pre.total, batch, pp, w.output_tokens)
-    return ServeTerms(mem, _scalar(fits), dec, pre, lat)
+    pre = sv.prefill_time(m, precision, w.prompt_tokens, t2, p2, **hw, **comm)
+    shape = (len(tp), width)
+    full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).copy()  # noqa: E731
+    per_token = (np.asarray(pre.compute) + np.asarray(pre.tp_comm) + np.asarray(pre.pp_comm)) / w.prompt_tokens / p2
+    budget = engine_limits(w, acc)[1]
+    return qm.Steps(compute=full(p2 * dec.compute), memory=full(p2 * dec.memory),
+                    fixed=full(p2 * (np.asarray(dec.tp_comm) + dec.pp_comm + dec.overhead)),
+                    per_token=np.broadcast_to(per_token, (len(tp), 1))[:, 0].astype(float),
+                    slots=slots.astype(np.int64), budget=np.full(len(tp), float(budget)))
+
+
+def stack_steps(parts: list[qm.Steps]) -> qm.Steps:
+    """Rows of several accelerators in one Steps, padded to the widest (edge values repeated)."""
+    width = max(p.compute.shape[1] for p in parts)
+    pad = lambda x: np.pad(x, ((0, 0), (0, width - x.shape[1])), mode="edge")  # noqa: E731
+    return qm.Steps(compute=np.concatenate([pad(p.compute) for p in parts]),
+                    memory=np.concatenate([pad(p.memory) for p in parts]),
+                    fixed=np.concatenate([pad(p.fixed) for p in parts]),
+                    per_token=np.concatenate([p.per_token for p in parts]),
+                    slots=np.concatenate([p.slots for p in parts]),
+                    budget=np.concatenate([p.budget for p in parts]))
+
+
+TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
+
+
+def light_load(w: ServeWorkload, s: qm.Steps) -> np.ndarray:
+    """A load small enough that queueing is negligible: the best latencies a replica reaches."""
+    if w.closed:
+        return np.ones(len(s.slots))
+    return qm.saturation(s, w.queue) * 1e-6
+
+
+def targets_met(w: ServeWorkload, s: qm.Steps, load) -> dict[str, np.ndarray]:
+    """Per target given: does each row meet it at `load` (at the percentile)?"""
+    st = qm.chain(s, w.queue, load)
+    return {name: qm.meets(s, w.queue, st, **{name: getattr(w, f)})
+            for name, f in TARGETS if getattr(w, f) is not None}
+
+
+def capacities(w: ServeWorkload, s: qm.Steps, rel: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each row's capacity (users or requests/s per replica) under the targets it can meet at all
+    (a row that misses one even at light load is sized by the others and marked as missing it),
+    and which targets each row can meet. rel > 0: coarse (queueing.capacity)."""
+    light = targets_met(w, s, light_load(w, s))
+    names = list(light)
+    cap = np.zeros(len(s.slots))
+    keys = np.zeros(len(s.slots), dtype=np.int64)
+    for j, name in enumerate(names):
+        keys |= light[name].astype(np.int64) << j
+    # rows grouped by the targets they can meet and by the size of their state space (padding
+    # small replicas to the largest's states would cost more than it saves)
+    keys = keys * 64 + np.ceil(np.log2(s.slots + 1.0)).astype(np.int64)
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        width = int(s.slots[rows].max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
+        sub = qm.Steps(s.compute[rows, :width], s.memory[rows, :width], s.fixed[rows, :width], s.per_token[rows],
+                       s.slots[rows], s.budget[rows])
+        kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
+        cap[rows] = qm.capacity(sub, w.queue, rel=rel, **kw)
+    return cap, light
+
+
+COARSE = 0.03   # slot caps are compared at this precision before the winner's capacity is made exact
+
+
+def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray) -> np.ndarray:
+    """For each replica type (rows sharing a `types` id, several slot caps each): the row with
+    the most targets it can meet, then the most capacity at COARSE precision, then the fewest
+    slots. The same rule for the planner's table and the one-configuration evaluator."""
+    if w.demand is None:
+        return np.array([rows[np.argmax(s.slots[rows])] for rows in _groups(types)])
+    cap, light = capacities(w, s, rel=COARSE)
+    met = sum(v.astype(int) for v in light.values()) if light else np.zeros(len(cap), dtype=int)
+    return np.array([min(rows, key=lambda i: (-met[i], -cap[i], s.slots[i])) for rows in _groups(types)])
+
+
+def _groups(ids: np.ndarray) -> list[np.ndarray]:
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    return [np.flatnonzero(inverse == k) for k in order]
+
+
+def take(s: qm.Steps, rows) -> qm.Steps:
+    return qm.Steps(s.compute[rows], s.memory[rows], s.fixed[rows], s.per_token[rows], s.slots[rows], s.budget[rows])
 
 
 def replica_cost_per_hour(price: Pricing | None, acc: Accelerator, gpus, horizon_days: float,
@@ -200,13 +323,24 @@ class ServeFigures(BaseModel):
     fits: bool
     break_even_utilization: float | None
     facility_power_kw: float | None
+    percentile: float
+    served_tokens_per_s: float
+    utilization: float | None
 
 
 class ServePart(ServeFigures):
-    """One homogeneous group of replicas, fully evaluated."""
+    """One homogeneous group of replicas, fully evaluated. `batch` is the slot cap (the engine's
+    max_num_seqs); latencies are at `percentile` under `load_per_replica` (users, or requests/s);
+    tokens_per_s is the most the part serves within the targets, served_tokens_per_s what it
+    serves at its load; utilization is that over the throughput with every slot busy."""
 
     tokens_per_s_per_replica: float
     requests_per_s: float
+    load_per_replica: float | None
+    capacity_per_replica: float | None
+    load_unit: str
+    queue_share: float
+    token_budget: int
     price_usd_per_gpu_hour: float | None
     price_as_of: str | None = None
     price_as_of_kind: str | None = None
@@ -247,59 +381,56 @@ def check_serve_layout(w: ServeWorkload, layout: ServeLayout, acc: Accelerator) 
         raise GpuplanError("pp" if layout.pp > 1 else "tp", layout.pp if layout.pp > 1 else layout.tp, problem)
 
 
-TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
-
-
 def meets(value, target):
     """A latency meets its target (None: no target); elementwise."""
     return True if target is None else np.asarray(value) <= target * (1 + 1e-12)
 
 
-def targets_missed(w: ServeWorkload, ttft, tpot, e2e) -> list[str]:
-    values = {"ttft": ttft, "tpot": tpot, "e2e": e2e}
-    return [name for name, f in TARGETS if not meets(values[name], getattr(w, f))]
+def full_slot_curve(s: qm.Steps, w: ServeWorkload) -> np.ndarray:
+    """(R, width) T_B for every slot cap B = 0..width-1 of each row (column 0 unused)."""
+    b = np.arange(s.compute.shape[1])[None, :]
+    return np.maximum(s.compute + s.per_token[:, None] * w.prompt_tokens * b / w.output_tokens, s.memory) + s.fixed
 
 
-def target_edges(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, bmax,
-                 efficiency: float, headroom: float) -> dict[str, np.ndarray]:
-    """For each latency target: the largest batch in [1, bmax] meeting it (0 if batch 1 misses).
-
-    TTFT, TPOT and end-to-end latency all grow with the batch (every decode term is non-decreasing
-    in it), so the set of batches meeting a target is [1, edge] and bisection finds the edge
-    exactly; tests/test_serving.py checks the monotonicity."""
-    tp, pp, bmax = np.broadcast_arrays(np.asarray(tp), np.asarray(pp), np.asarray(bmax))
-    out = {}
-    for name, f in TARGETS:
-        t = getattr(w, f)
-        if t is None:
-            continue
-        lo, hi = np.zeros(bmax.shape, dtype=np.int64), bmax.astype(np.int64).copy()
-        while np.any(lo < hi):
-            mid = np.maximum((lo + hi + 1) // 2, 1)
-            lat = serving_terms(w, acc, precision, kv_precision, tp, pp, mid, efficiency, headroom).latency
-            ok = meets(getattr(lat, name), t)
-            open_ = lo < hi
-            lo = np.where(open_ & ok, mid, lo)
-            hi = np.where(open_ & ~ok, mid - 1, hi)
-        out[name] = lo
-    return out
+def slot_candidates(w: ServeWorkload, curve: np.ndarray, cap: int) -> list[int]:
+    """Slot caps worth pricing for one replica type: the largest that fits, and with a TPOT target
+    the largest whose full-slot step meets it (e) and 1.5 e, since slots are rarely all busy at
+    the percentile; without one, the largest that fits and half of it."""
+    if cap < 1:
+        return []
+    if w.tpot_s is not None:
+        ok = np.flatnonzero(curve[1:cap + 1] <= w.tpot_s) + 1
+        e = int(ok[-1]) if len(ok) else 1
+        picks = {cap} | {min(cap, max(1, math.ceil(e * f))) for f in (1.0, 1.5)}
+    else:
+        picks = {cap, max(1, math.ceil(cap / 2))}
+    return sorted(picks)
 
 
-def largest_fitting_batch(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp,
-                          headroom: float):
-    """The largest batch whose memory fits on `acc` (0: not even the weights)."""
-    a = catalog.assumption
-    return sv.max_batch(w.model, precision, kv_precision, w.context, tp, pp, acc.memory_gib, headroom,
-                        a("framework_overhead_gib"), a("allocator_fragmentation"))
+def saturated(s: qm.Steps, w: ServeWorkload) -> qm.Figures:
+    """Every slot busy (offline, or a fixed concurrency of B back-to-back requests): TPOT = T_B,
+    TTFT = the steps that carry the prompt's chunks (each a decode step plus its chunk)."""
+    q = w.queue
+    t_b = qm.full_slot_step(s, q)
+    room = np.maximum(s.budget - s.slots + 1, 1)
+    chunks = np.ceil(w.prompt_tokens / room)
+    rows = np.arange(len(s.slots))
+    c, m, f = s.compute[rows, s.slots], s.memory[rows, s.slots], s.fixed[rows, s.slots]
+    ttft = chunks * (np.maximum(c + s.per_token * w.prompt_tokens / chunks, m) + f)   # the steps carrying its prompt
+    one = np.ones(len(t_b))
+    return qm.Figures(ttft=ttft, tpot=t_b, e2e=ttft + (q.output_quantile - 1) * t_b,
+                      throughput=qm.saturation(s, q), utilization=one, busy_slots=s.slots.astype(float),
+                      wait_share=0 * one)
 
 
 def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | None = None, amortize: bool = False,
-                     owned: int = 0, efficiency: float | None = None) -> ServePart:
-    """Memory, latency, throughput and cost of `layout` serving `w`.
+                     owned: int = 0, efficiency: float | None = None, load: float | None = None) -> ServePart:
+    """Memory, latency percentiles, throughput and cost of `layout` serving `w`.
 
-    batch None: the largest batch meeting every latency target (with no target, the largest that
-    fits: throughput never falls as the batch grows, so that is the offline maximum). replicas None:
-    enough for the demand (1 when there is none). `owned` GPUs of this accelerator cost energy and
+    batch (the slot cap) None: of the caps worth pricing (slot_candidates), the one with the most
+    capacity within the targets (offline: the largest that fits, all slots busy). replicas None:
+    enough for the demand (1 when there is none). load: users or requests/s each replica gets
+    (default: the demand shared evenly). `owned` GPUs of this accelerator cost energy and
     colocation only (whole replicas).
     """
     acc = catalog.accelerator(layout.accelerator)
@@ -308,21 +439,40 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     headroom = a("memory_headroom") if headroom is None else headroom
     eff = catalog.efficiency(acc.id)
     e = efficiency if efficiency is not None else (eff.matmul_efficiency if eff else 0.5)
-    bmax = int(largest_fitting_batch(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, headroom))
+    tp, pp = layout.tp, layout.pp
+    bmax = int(slot_cap(w, acc, layout.precision, layout.kv_precision, tp, pp, headroom)[0])
+    demand = w.demand
     if layout.batch is not None:
-        batch = layout.batch
+        options = [layout.batch]
     else:
-        # the largest batch meeting every target (throughput grows with the batch); offline: the
-        # largest that fits
-        edges = target_edges(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, bmax, e, headroom)
-        batch = int(min([bmax] + [int(v) for v in edges.values()]))
-        batch = max(batch, 1)
-    t = serving_terms(w, acc, layout.precision, layout.kv_precision, layout.tp, layout.pp, batch, e, headroom)
-    lat, mem = t.latency, t.memory
-    missed = targets_missed(w, lat.ttft, lat.tpot, lat.e2e)
-    per_replica = float(lat.tokens_per_s)
-    demand = w.output_tokens_per_s
-    replicas = layout.replicas or (1 if demand is None else max(1, math.ceil(demand / per_replica - 1e-12)))
+        curve = full_slot_curve(replica_steps(w, acc, layout.precision, layout.kv_precision, [tp], [pp],
+                                              [max(bmax, 1)], e), w)[0]
+        options = slot_candidates(w, curve, bmax) or [1]
+        if demand is None:
+            options = [max(options)]
+    n = len(options)
+    steps = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp] * n, [pp] * n, options, e)
+    k = int(best_slots(w, steps, np.zeros(n, dtype=np.int64))[0]) if n > 1 else 0
+    batch = int(options[k])
+    row = take(steps, [k])
+    cap = None if demand is None else float(capacities(w, row)[0][0])
+    mem = replica_memory(w, acc, layout.precision, layout.kv_precision, tp, pp, batch)
+    fits = bool(np.asarray(mem.total) <= acc.memory_gib * GIB * (1.0 - headroom))
+    q = w.queue
+    if demand is None:
+        fig = saturated(row, w)
+        replicas = layout.replicas or 1
+        per_load = None
+        missed = targets_missed_at(w, row, None)
+        cap_fig = fig
+    else:
+        replicas = layout.replicas or (max(1, math.ceil(demand / cap - 1e-9)) if cap > 0 else 1)
+        per_load = float(load) if load is not None else demand / replicas
+        fig = qm.figures(row, q, [per_load])
+        missed = targets_missed_at(w, row, per_load)
+        cap_fig = qm.figures(row, q, [cap]) if cap > 0 else fig
+    per_replica = float(cap_fig.throughput[0]) * w.output_tokens   # tokens/s within the targets
+    served = float(fig.throughput[0]) * w.output_tokens * replicas
     gpus = replicas * layout.gpus_per_replica
     acq = layout.acquisition
     own = min(gpus, owned) // layout.gpus_per_replica * layout.gpus_per_replica
@@ -334,17 +484,20 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
                 + replica_cost_per_hour(None, acc, own, w.horizon_days, owned=True))
     cph = None if math.isnan(cph) else cph
     capacity = per_replica * replicas
-    served = capacity if demand is None else min(demand, capacity)
     power = None if acc.tdp_w is None else float(costf.facility_power_kw(gpus, acc.tdp_w, a("pue")))
-    dec = t.decode
+    b = batch
+    bound = "memory" if row.memory[0, b] >= row.compute[0, b] else "compute"
     return ServePart(
         accelerator=acc.id, count=gpus, replicas=replicas, tp=layout.tp, pp=layout.pp,
         precision=layout.precision, kv_precision=layout.kv_precision, batch=batch,
-        ttft_ms=float(lat.ttft) * 1e3, tpot_ms=float(lat.tpot) * 1e3, e2e_ms=float(lat.e2e) * 1e3,
-        tokens_per_s=capacity, tokens_per_s_per_replica=per_replica,
-        requests_per_s=capacity / w.output_tokens,
+        ttft_ms=float(fig.ttft[0]) * 1e3, tpot_ms=float(fig.tpot[0]) * 1e3, e2e_ms=float(fig.e2e[0]) * 1e3,
+        tokens_per_s=capacity, tokens_per_s_per_replica=per_replica, served_tokens_per_s=served,
+        requests_per_s=served / w.output_tokens, percentile=w.percentile,
+        utilization=None if not np.isfinite(fig.utilization[0]) else float(fig.utilization[0]),
+        load_per_replica=per_load, capacity_per_replica=cap, load_unit="users" if w.closed else "requests/s",
+        queue_share=float(fig.wait_share[0]), token_budget=int(row.budget[0]),
         cost_per_hour_usd=cph,
-        cost_per_million_tokens_usd=None if cph is None else cph / (served * 3600.0) * 1e6,
+        cost_per_million_tokens_usd=None if cph is None or served <= 0 else cph / (served * 3600.0) * 1e6,
         acquisition="owned" if own == gpus and own else acq,
         provider=None if acq in ("buy", "owned") or price is None else price.provider,
         price_usd_per_gpu_hour=None if price is None else price.usd_per_gpu_hour,
@@ -356,10 +509,20 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
         memory_breakdown_gib=ServeMemoryGiB(weights=float(mem.weights) / GIB, kv_cache=float(mem.kv_cache) / GIB,
                                             activations=float(mem.activations) / GIB,
                                             overhead=float(mem.overhead) / GIB),
-        max_batch=bmax, fits=bool(t.fits),
-        decode_bound="memory" if float(dec.memory) >= float(dec.compute) else "compute",
-        decode_step_ms=float(dec.total) * 1e3, prefill_ms=float(t.prefill.total) * 1e3,
+        max_batch=bmax, fits=fits, decode_bound=bound,
+        decode_step_ms=float(qm.full_slot_step(row, q)[0]) * 1e3,
+        prefill_ms=float(row.per_token[0] * w.prompt_tokens) * 1e3,
         break_even_utilization=break_even_utilization(acc, w.horizon_days, amortize),
         facility_power_kw=power, efficiency=e, efficiency_calibrated=bool(eff and eff.calibrated),
-        meets_targets=not missed and bool(t.fits), missed_targets=missed,
+        meets_targets=not missed and fits, missed_targets=missed,
     )
+
+
+def targets_missed_at(w: ServeWorkload, s: qm.Steps, load: float | None) -> list[str]:
+    """The targets one row misses at `load` (None: every slot busy, the saturated figures)."""
+    if load is None:
+        f = saturated(s, w)
+        values = {"ttft": f.ttft[0], "tpot": f.tpot[0], "e2e": f.e2e[0]}
+        return [name for name, fld in TARGETS if not meets(values[name], getattr(w, fld))]
+    ok = targets_met(w, s, np.array([float(load)]))
+    return [name for name, _ in TARGETS if name in ok and not bool(ok[name][0])]

@@ -2,9 +2,9 @@
 
 The brute force never touches the planner's table, pruning or CP-SAT model. For every
 (accelerator, precision, TP, acquisition) of the space it asks the one-configuration evaluator
-for its best replica (the largest batch meeting the targets), then enumerates integer replica
-vectors depth-first, dropping only branches whose cost lower bound (cost so far + remaining
-demand x the least $ per token/s left) cannot beat the best fleet found.
+for its best replica (the slot cap with the most capacity within the targets, at the percentile),
+then enumerates integer replica vectors depth-first, dropping only branches whose cost lower bound
+(cost so far + remaining demand x the least $ per request/s left) cannot beat the best fleet found.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def instance(seed: int):
 
 
 def replica_types(w: ServeWorkload, space: ServeSpace, allowed: tuple[str, ...]):
-    """(name, accelerator, throughput, cost $/h, gpus, power kW, owned) of every replica type meeting
-    the targets, each at its best batch, straight from the evaluator."""
+    """(name, accelerator, capacity in requests/s within the targets, cost $/h, gpus, power kW, owned)
+    of every replica type meeting the targets, each at its best slot cap, straight from the evaluator."""
     out = []
     for acc_id in space.accelerators:
         acc = catalog.accelerator(acc_id)
@@ -65,14 +65,16 @@ def replica_types(w: ServeWorkload, space: ServeSpace, allowed: tuple[str, ...])
                         continue  # TP beyond the node, no such precision, no price from this provider...
                     if ev.max_batch < 1 or not ev.meets_targets or ev.cost_per_hour_usd is None:
                         continue
-                    out.append((f"{acc_id}/{prec}/tp{tp}/{acq}/b{ev.batch}", acc_id, ev.tokens_per_s,
+                    if not ev.capacity_per_replica:
+                        continue
+                    out.append((f"{acc_id}/{prec}/tp{tp}/{acq}/b{ev.batch}", acc_id, ev.capacity_per_replica,
                                 ev.cost_per_hour_usd, tp, ev.facility_power_kw or 0.0, acq == "owned"))
     return out
 
 
 def brute_force(w: ServeWorkload, limits: ServeLimits, space: ServeSpace):
     types = replica_types(w, space, limits.acquisitions)
-    demand = w.output_tokens_per_s
+    demand = w.rate_rps
     hours = w.horizon_days * HOURS_PER_DAY
     cap_cost = math.inf if limits.budget_usd is None else limits.budget_usd / hours
     cap_gpus = math.inf if limits.max_gpus is None else limits.max_gpus

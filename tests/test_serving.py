@@ -9,9 +9,10 @@ import pytest
 
 from recommender import catalog
 from recommender.errors import GpuplanError
+from recommender.formulas import queueing as qm
 from recommender.formulas import serving as sv
 from recommender.formulas.memory import GIB
-from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving
+from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving, replica_steps
 
 A100 = dict(memory_bw_gb_s=2039.0, peak_tflops=312.0)
 
@@ -95,23 +96,76 @@ def test_prefill_flops_by_hand():
     assert pre.compute > pre.memory
 
 
-def test_latency_composition():
-    lat = sv.latency(decode_stage_s=0.02, prefill_s=0.1, batch=8, pp=1, output_tokens=100)
-    assert lat.tpot == pytest.approx(0.02 + 8 * 0.1 / 100)       # prefills stall decode steps
-    assert lat.ttft == pytest.approx(0.1 + 0.02)                 # own prefill + one step in progress
-    assert lat.e2e == pytest.approx(0.12 + 99 * 0.028)
-    assert lat.tokens_per_s == pytest.approx(8 / 0.028)
-    piped = sv.latency(decode_stage_s=0.01, prefill_s=0.1, batch=8, pp=2, output_tokens=100)
-    assert piped.tpot == pytest.approx(2 * 0.01 + 8 * 0.1 / (2 * 100))
+def test_full_slot_step_by_hand():
+    """All B slots busy: each step ends Poisson(B / O) sequences and the next carries that many
+    prompts: T_B = sum_m P(m) (max(C + k P m, M) + F)."""
+    from math import exp, factorial
+
+    s = qm.Steps(compute=np.full((1, 11), 0.010), memory=np.full((1, 11), 0.020), fixed=np.full((1, 11), 0.002),
+                 per_token=np.array([1e-5]), slots=np.array([10]), budget=np.array([8192.0]))
+    w = qm.Workload(prompt=1000, output=20, percentile=0.99, closed=False)
+    a = 10 / 20
+    want = sum(exp(-a) * a ** m / factorial(m) * (max(0.010 + 1e-5 * 1000 * m, 0.020) + 0.002) for m in range(40))
+    assert qm.full_slot_step(s, w)[0] == pytest.approx(want, rel=1e-6)
+    assert qm.saturation(s, w)[0] == pytest.approx(10 / (20 * want))
 
 
-def test_max_batch_is_the_exact_edge():
-    m = catalog.model("llama-2-13b")
-    kw = dict(fixed_gib=1.5, fragmentation=0.05)
-    b = sv.max_batch(m, "bf16", "bf16", 4096, 1, 1, 80.0, 0.1, **kw)
-    mem = lambda n: sv.serve_memory(m, "bf16", "bf16", n, 4096, 1, 1, **kw).total  # noqa: E731
-    assert b > 0 and mem(b) <= 72 * GIB < mem(b + 1)
-    assert sv.max_batch(catalog.model("llama-2-70b"), "bf16", "bf16", 4096, 1, 1, 80.0, 0.1, **kw) == 0
+def test_single_slot_open_queue_is_m_m_1():
+    """One slot, no prompt cost, a constant step T: the replica is M/M/1 with mu = 1 / (O T) (each
+    step ends the request with probability 1 / O): P(n) = (1 - rho) rho^n, an arrival waits with
+    probability rho, and its wait beyond that is exponential with rate mu - lambda."""
+    t, o, lam = 0.02, 50.0, 0.6
+    s = qm.Steps(compute=np.full((1, 2), t), memory=np.full((1, 2), t), fixed=np.zeros((1, 2)),
+                 per_token=np.array([0.0]), slots=np.array([1]), budget=np.array([8192.0]))
+    w = qm.Workload(prompt=100, output=o, percentile=0.99, closed=False)
+    mu = 1 / (o * t)
+    st = qm.chain(s, w, np.array([lam]))
+    rho = lam / mu
+    assert st.pi[0, 0] == pytest.approx(1 - rho) and st.pi[0, 1] == pytest.approx(rho)     # n >= 1 lumped
+    for x in (0.5, 2.0, 5.0):
+        queued = qm._wait_cdf(s, w, st, np.array([[x]]))[0, 0]
+        assert queued == pytest.approx(rho * (1 - np.exp(-(mu - lam) * x)))
+
+
+def test_closed_loop_chain_is_the_machine_repairman_model():
+    """U users thinking Z on average, one slot serving at mu: pi(n) proportional to
+    U! / (U - n)! (1 / (Z mu))^n (Kleinrock 1975, Sec. 3.9); throughput X = (U - E[n]) / Z
+    (the thinking users' rate, the response time law)."""
+    from math import factorial
+
+    t, o, u, z = 0.01, 40.0, 6, 2.0
+    s = qm.Steps(compute=np.full((1, 300), t), memory=np.full((1, 300), t), fixed=np.zeros((1, 300)),
+                 per_token=np.array([0.0]), slots=np.array([1]), budget=np.array([8192.0]))
+    w = qm.Workload(prompt=100, output=o, percentile=0.99, closed=True, think_s=z)
+    mu = 1 / (o * t)
+    st = qm.chain(s, w, np.array([float(u)]))
+    want = np.array([factorial(u) / factorial(u - n) * (1 / (z * mu)) ** n for n in range(u + 1)])
+    want /= want.sum()
+    assert st.pi[0, :u + 1] == pytest.approx(want, rel=1e-9)
+    mean_n = (np.arange(u + 1) * want).sum()
+    assert st.throughput[0] == pytest.approx((u - mean_n) / z, rel=1e-9)
+
+
+def test_slot_cap_is_the_exact_paged_kv_edge():
+    from recommender.serving import engine_limits, replica_memory, slot_cap
+
+    w = ServeWorkload(model=catalog.model("llama-2-13b"), prompt_tokens=3000, output_tokens=1000, rate_rps=1.0)
+    acc = catalog.accelerator("a100-80g")
+    b = int(slot_cap(w, acc, "bf16", "bf16", 1, 1, 0.1)[0])
+    mem = lambda n: float(replica_memory(w, acc, "bf16", "bf16", 1, 1, n).total)  # noqa: E731
+    assert 0 < b < engine_limits(w, acc)[0] and mem(b) <= 72 * GIB < mem(b + 1)
+    assert int(slot_cap(w.model_copy(update={"model": catalog.model("llama-2-70b")}), acc, "bf16", "bf16", 1, 1,
+                        0.1)[0]) == 0
+
+
+def test_paged_kv_holds_the_resident_tokens_not_the_maximum():
+    """Exponential outputs: a running sequence holds its prompt and O generated tokens on average
+    (memoryless), fixed ones O / 2; plus half a 16-token block and the percentile's margin."""
+    w = ServeWorkload(model=catalog.model("llama-2-7b"), prompt_tokens=500, output_tokens=200, rate_rps=1.0)
+    fixed = w.model_copy(update={"length_dist": "fixed"})
+    z = 2.3263478740408408  # the normal 99th percentile
+    assert w.resident_tokens(100) == pytest.approx(500 + 200 + 8 + z * 200 / 10)
+    assert fixed.resident_tokens(100) == pytest.approx(500 + 100 + 8 + z * 200 / np.sqrt(12) / 10)
 
 
 def test_chatglm2_memory_matches_its_readme():
@@ -121,12 +175,6 @@ def test_chatglm2_memory_matches_its_readme():
     for prec, published in (("bf16", 12.8), ("int8", 8.1), ("int4", 5.1)):
         mem = sv.serve_memory(m, prec, "bf16", 1, 8192, 1, 1, fixed_gib=0.0, fragmentation=0.0)
         assert mem.total / 1e9 == pytest.approx(published, rel=0.10), prec
-
-
-def test_request_rate_response_time_law():
-    # 1,000 users, 3 s think time, 13.75 s promised response: X = N / (R + Z)
-    assert sv.request_rate(users=1000, think_time_s=3.0, response_s=13.75) == pytest.approx(1000 / 16.75)
-    assert sv.request_rate(rate=20.0) == 20.0
 
 
 def test_int4_keeps_16_bit_math_and_adds_group_scales():
@@ -139,12 +187,20 @@ def _w(**kw):
     return ServeWorkload(**(base | kw))
 
 
-def test_evaluator_picks_the_largest_batch_meeting_tpot():
-    w = _w(tpot_s=0.03)
-    ev = evaluate_serving(w, ServeLayout(accelerator="a100-80g", tp=1))
-    assert ev.meets_targets and ev.tpot_ms <= 30
-    bigger = evaluate_serving(w, ServeLayout(accelerator="a100-80g", tp=1, batch=ev.batch + 1))
-    assert bigger.tpot_ms > 30 or not bigger.fits or bigger.batch > ev.max_batch
+def test_evaluator_capacity_is_the_edge_of_the_targets():
+    """At its capacity a replica meets every target at the percentile; 2% more load misses one."""
+    from recommender.serving import capacities, targets_met
+
+    for w in (_w(rate_rps=5.0, ttft_s=0.5, tpot_s=0.03), _w(users=200, think_time_s=5.0, ttft_s=1.0, tpot_s=0.04)):
+        ev = evaluate_serving(w, ServeLayout(accelerator="a100-80g", tp=1))
+        assert ev.meets_targets and ev.capacity_per_replica > 0
+        acc = catalog.accelerator("a100-80g")
+        s = replica_steps(w, acc, "bf16", "bf16", [1], [1], [ev.batch], ev.efficiency)
+        cap = capacities(w, s)[0][0]
+        assert cap == ev.capacity_per_replica
+        more = np.array([cap + 1.0 if w.closed else cap * 1.02])
+        assert all(v[0] for v in targets_met(w, s, np.array([cap])).values())
+        assert not all(v[0] for v in targets_met(w, s, more).values())
 
 
 def test_evaluator_offline_uses_the_largest_fitting_batch():
@@ -153,11 +209,11 @@ def test_evaluator_offline_uses_the_largest_fitting_batch():
 
 
 def test_evaluator_replicas_cover_demand_and_price_per_token():
-    w = _w(rate_rps=10.0, tpot_s=0.05)
+    w = _w(rate_rps=40.0, tpot_s=0.02)
     ev = evaluate_serving(w, ServeLayout(accelerator="h100-sxm", tp=1))
-    demand = 10.0 * 200
-    assert ev.replicas == math.ceil(demand / ev.tokens_per_s_per_replica)
-    assert ev.cost_per_million_tokens_usd == pytest.approx(ev.cost_per_hour_usd / (demand * 3600) * 1e6)
+    assert ev.replicas == math.ceil(40.0 / ev.capacity_per_replica) and ev.replicas > 1
+    assert ev.served_tokens_per_s == pytest.approx(40.0 * 200)   # open loop: every request is served
+    assert ev.cost_per_million_tokens_usd == pytest.approx(ev.cost_per_hour_usd / (40.0 * 200 * 3600) * 1e6)
     assert ev.cost_per_hour_usd == pytest.approx(ev.count * ev.price_usd_per_gpu_hour)
 
 
@@ -190,11 +246,12 @@ def test_break_even_utilization_by_hand():
     assert break_even_utilization(acc, 365.0, amortize=True) < break_even_utilization(acc, 365.0)
 
 
-def test_demand_needs_a_bound_on_latency():
-    with pytest.raises(GpuplanError) as e:
-        _w(users=100)
-    assert e.value.field == "users"
-    assert np.isclose(_w(users=100, think_time_s=5.0).requests_per_s, 20.0)
+def test_users_without_think_time_are_a_closed_loop_at_full_concurrency():
+    """Zero think time: every user always has a request in flight; the replica's users are its
+    concurrency (what benchmarks at fixed concurrency measure)."""
+    w = _w(users=64, tpot_s=0.05)
+    ev = evaluate_serving(w, ServeLayout(accelerator="h100-sxm", tp=1, batch=64, replicas=1))
+    assert ev.queue_share == pytest.approx(0.0, abs=1e-6) and ev.utilization == pytest.approx(1.0, abs=0.02)
 
 
 @pytest.mark.parametrize("model, gpu, tp, pp, prec", [
@@ -202,17 +259,23 @@ def test_demand_needs_a_bound_on_latency():
     ("mixtral-8x7b", "h200", 2, 1, "bf16"), ("llama-3.1-405b", "h100-sxm", 8, 2, "fp8"),
     ("chatglm2-6b", "mlu370-x8", 1, 1, "int8"), ("deepseek-v3-671b", "h200", 8, 1, "fp8"),
 ])
-def test_latency_grows_and_throughput_never_falls_with_batch(model, gpu, tp, pp, prec):
-    """What the exact largest-batch bisection and the offline maximum rely on."""
-    from recommender.serving import serving_terms
-
-    w = ServeWorkload(model=catalog.model(model), prompt_tokens=700, output_tokens=300)
+def test_latency_percentiles_grow_with_the_load(model, gpu, tp, pp, prec):
+    """What the capacity bisection relies on: more load, no better latency (TTFT CDF at a fixed
+    time falls, the TPOT percentile rises)."""
     acc = catalog.accelerator(gpu)
-    b = np.arange(1, 2049)
-    lat = serving_terms(w, acc, prec, prec if prec in ("fp8", "int8") else "bf16", tp, pp, b, 0.5, 0.1).latency
-    for name in ("ttft", "tpot", "e2e"):
-        assert np.all(np.diff(getattr(lat, name)) >= -1e-15), name
-    assert np.all(np.diff(lat.tokens_per_s) >= -1e-9)
+    for kw in (dict(rate_rps=1.0), dict(users=10, think_time_s=2.0)):
+        w = ServeWorkload(model=catalog.model(model), prompt_tokens=700, output_tokens=300, **kw)
+        kv = prec if prec in ("fp8", "int8") else "bf16"
+        b = 64
+        s = replica_steps(w, acc, prec, kv, [tp], [pp], [b], 0.5)
+        top = qm.saturation(s, w.queue)[0]
+        loads = np.linspace(0.05, 0.95, 10) * (top if not w.closed else top * 2.0 + b)
+        if w.closed:
+            loads = np.unique(np.ceil(loads))
+        ttft = [qm.ttft_cdf(s, w.queue, qm.chain(s, w.queue, np.array([x])), np.array([1.0]))[0] for x in loads]
+        tpot = [qm.tpot_quantile(s, w.queue, qm.chain(s, w.queue, np.array([x])))[0] for x in loads]
+        assert np.all(np.diff(ttft) <= 1e-9), kw
+        assert np.all(np.diff(tpot) >= -1e-6 * max(tpot)), kw
 
 
 def test_published_serving_figures_within_25_percent():

@@ -18,11 +18,9 @@ A replica is TP x PP GPUs holding one copy of the weights and serving B sequence
   active parameters, memory holds all of them.
 - Prefill of P prompt tokens: 2 N P + 2 L H Q P^2 FLOPs (causal attention: the average query sees
   P/2 keys), compute bound at any realistic P; weights are read once.
-- Scheduling (vLLM's default iteration-level scheduler, Yu et al. 2022 "Orca"; Kwon et al. 2023):
-  prefills run between decode iterations and stall them. With B sequences each needing one
-  prefill per O output tokens, the batch spends B * T_prefill per O decode steps prefilling, so
-  TPOT = T_decode(B) + B * T_prefill / O (per pipeline stage: divided by p), throughput = B / TPOT,
-  TTFT = T_prefill + one decode iteration in progress, end-to-end = TTFT + (O - 1) * TPOT.
+- Scheduling, queueing and the latency percentiles: recommender/formulas/queueing.py (continuous
+  batching with chunked prefill, Yu et al. 2022 "Orca"; Agrawal et al. 2024 "Sarathi-Serve"; the
+  vLLM V1 scheduler), built on the decode step and the prompt cost here.
 Weight-only int4 (AWQ, Lin et al. 2023; GPTQ, Frantar et al. 2022) keeps 16-bit math and adds a
 16-bit scale and zero point per group of 128 weights; int8 is W8A8 at the int8 peak (SmoothQuant,
 Xiao et al. 2023); fp8 is W8A8 at the fp8 peak (as MLPerf Inference submissions run it).
@@ -127,22 +125,6 @@ def serve_memory(model, precision, kv_precision, batch, context, tp, pp, fixed_g
     return ServeMemory(_scalar(weights), _scalar(kv), _scalar(acts), _scalar(overhead))
 
 
-def max_batch(model, precision, kv_precision, context, tp, pp, capacity_gib, headroom, fixed_gib,
-              fragmentation):
-    """The largest batch whose memory fits (0 if even the weights do not), found exactly by
-    bisection on the monotone memory formula."""
-    tp, pp = np.broadcast_arrays(np.asarray(tp), np.asarray(pp))
-    limit = capacity_gib * GIB * (1.0 - headroom)
-    lo = np.zeros(tp.shape, dtype=np.int64)
-    hi = np.full(tp.shape, 1 << 20, dtype=np.int64)
-    while np.any(lo < hi):
-        mid = (lo + hi + 1) // 2
-        ok = serve_memory(model, precision, kv_precision, mid, context, tp, pp, fixed_gib, fragmentation).total <= limit
-        lo = np.where(ok & (lo < hi), mid, lo)
-        hi = np.where(~ok & (lo < hi), mid - 1, hi)
-    return _scalar(lo)
-
-
 def allreduce_time(nbytes, n, bw_bytes_s, latency_s):
     """Ring all-reduce: a fixed latency plus 2(n - 1)/n of the buffer at the link bandwidth."""
     n = np.asarray(n)
@@ -205,31 +187,3 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
     pp_comm = (pp - 1) * (allreduce_latency_s / 2.0 + prompt * model.hidden * ACT_BYTES / tp
                           / (pp_bw_gb_s * GB * comm_efficiency))
     return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm))
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Per-replica serving figures at batch B (seconds; output tokens per second)."""
-
-    ttft: object
-    tpot: object
-    e2e: object
-    tokens_per_s: object
-
-
-def latency(decode_stage_s, prefill_s, batch, pp, output_tokens) -> Latency:
-    """TPOT = p * T_stage + B * T_prefill / (p * O); TTFT = T_prefill + T_stage;
-    e2e = TTFT + (O - 1) * TPOT; output tokens/s = B / TPOT."""
-    pp, batch = np.asarray(pp), np.asarray(batch)
-    tpot = pp * decode_stage_s + batch * prefill_s / (pp * output_tokens)
-    ttft = prefill_s + decode_stage_s
-    e2e = ttft + (output_tokens - 1) * tpot
-    return Latency(_scalar(ttft), _scalar(tpot), _scalar(e2e), _scalar(batch / tpot))
-
-
-def request_rate(users=None, think_time_s=0.0, response_s=None, rate=None):
-    """Requests per second: given, or from a closed population by the response time law
-    X = N / (R + Z) (Lazowska et al. 1984, "Quantitative System Performance", Sec. 3.2.3)."""
-    if rate is not None:
-        return float(rate)
-    return float(users) / (think_time_s + (response_s or 0.0))

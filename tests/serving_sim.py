@@ -1,0 +1,129 @@
+"""A discrete-event simulation of one serving replica, step by step, as the engine runs it.
+
+Independent of the queueing model (recommender.formulas.queueing): no chain, no mean field.
+Each engine step
+  1. admits waiting requests (FIFO) while fewer than B sequences run;
+  2. runs one decode token for every sequence past its prefill, and fills the rest of the token
+     budget with prompt chunks of the admitted requests, oldest first;
+  3. takes T = max(C(n) + k c, M(n)) + F(n) seconds (n sequences running, c prompt tokens): the
+     replica's roofline terms, the only thing shared with the planner.
+A request's first token comes at the end of the step that finishes its prompt; each later step
+gives it one more token. TTFT = first token - arrival; TPOT = (last - first) / (tokens - 1), per
+request, as serving benchmarks report it. Arrivals are Poisson (open loop) or users who think an
+exponential time between a response and their next request (closed loop).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Replica:
+    compute: np.ndarray   # seconds at n = 0..B running
+    memory: np.ndarray
+    fixed: np.ndarray
+    per_token: float
+    slots: int
+    budget: int
+
+
+@dataclass
+class Samples:
+    ttft: np.ndarray
+    tpot: np.ndarray
+    e2e: np.ndarray
+
+
+def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None, users: float | None = None,
+             think_s: float = 0.0, length_dist: str = "exponential", requests: int = 20000,
+             seed: int = 0) -> Samples:
+    rng = np.random.RandomState(seed)
+
+    def out_len() -> int:
+        if length_dist == "fixed":
+            return int(round(output))
+        return int(rng.geometric(1.0 / output))
+
+    arrivals: list[tuple[float, int]] = []   # (time, user)
+    if users is not None:
+        n_users = int(round(users))
+        for u in range(n_users):
+            heapq.heappush(arrivals, (rng.exponential(think_s) if think_s > 0 else 0.0, u))
+    else:
+        heapq.heappush(arrivals, (rng.exponential(1.0 / rate), -1))
+    waiting: deque = deque()
+    prefilling: deque = deque()      # [request, prompt tokens left]
+    decoding: list = []              # heap of (finish step, id)
+    info: dict[int, list] = {}       # id -> [arrival, first, user, length]
+    ttft, tpot, e2e = [], [], []
+    t, step, rid, done = 0.0, 0, 0, 0
+    warm = requests // 10
+    while done < requests + warm:
+        while arrivals and arrivals[0][0] <= t:
+            at, u = heapq.heappop(arrivals)
+            info[rid] = [at, None, u, out_len()]
+            waiting.append(rid)
+            rid += 1
+            if u < 0:
+                heapq.heappush(arrivals, (at + rng.exponential(1.0 / rate), -1))
+        running = len(prefilling) + len(decoding)
+        while waiting and running < rep.slots:
+            r = waiting.popleft()
+            prefilling.append([r, prompt])
+            running += 1
+        if running == 0:
+            t = arrivals[0][0]
+            continue
+        n_dec = len(decoding)
+        room = rep.budget - n_dec
+        chunk, finished_prefill = 0, []
+        for item in prefilling:
+            if room <= 0:
+                break
+            take = min(item[1], room)
+            item[1] -= take
+            room -= take
+            chunk += take
+            if item[1] == 0:
+                finished_prefill.append(item[0])
+        n = min(running, len(rep.compute) - 1)
+        t += max(rep.compute[n] + rep.per_token * chunk, rep.memory[n]) + rep.fixed[n]
+        step += 1
+        while decoding and decoding[0][0] <= step:
+            _, r = heapq.heappop(decoding)
+            at, first, u, length = info.pop(r)
+            done += 1
+            if done > warm:
+                tpot.append((t - first) / (length - 1))
+                e2e.append(t - at)
+            if u >= 0:
+                heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), u))
+        while prefilling and prefilling[0][1] == 0:
+            prefilling.popleft()
+        for r in finished_prefill:
+            rec = info[r]
+            rec[1] = t
+            if done > warm:
+                ttft.append(t - rec[0])
+            if rec[3] <= 1:
+                info.pop(r)
+                done += 1
+                if rec[2] >= 0:
+                    heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), rec[2]))
+            else:
+                heapq.heappush(decoding, (step + rec[3] - 1, r))
+    return Samples(np.array(ttft), np.array(tpot), np.array(e2e))
+
+
+def weighted_quantile(values: list[np.ndarray], weights: list[float], p: float) -> float:
+    """The p-quantile of the union of samples, each set weighted (replicas per simulated one)."""
+    v = np.concatenate(values)
+    w = np.concatenate([np.full(len(x), wt / max(len(x), 1)) for x, wt in zip(values, weights)])
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(v[order][np.searchsorted(cum, p * cum[-1])])
