@@ -456,7 +456,8 @@ class _Query:
             if not found:
                 continue
             q, rows = found
-            fig = _fleet_figures(q.df, rows)
+            df = with_latencies(q.df, self.w) if any(c in TARGETS for c in lead) else q.df
+            fig = _fleet_figures(df, rows)
             out.append(Relaxation(constraint=" + ".join(lead),
                                   given="; ".join(_given(self.w, self.limits, c) for c in lead),
                                   needed="; ".join(_needed(c, fig, q.df, rows, self.hours) for c in lead),

@@ -37,6 +37,7 @@ class Samples:
     ttft: np.ndarray
     tpot: np.ndarray
     e2e: np.ndarray
+    length: np.ndarray   # output tokens of each TPOT sample
 
 
 def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None, users: float | None = None,
@@ -60,7 +61,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
     prefilling: deque = deque()      # [request, prompt tokens left]
     decoding: list = []              # heap of (finish step, id)
     info: dict[int, list] = {}       # id -> [arrival, first, user, length]
-    ttft, tpot, e2e = [], [], []
+    ttft, tpot, e2e, lengths = [], [], [], []
     t, step, rid, done = 0.0, 0, 0, 0
     warm = requests // 10
     while done < requests + warm:
@@ -101,6 +102,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             if done > warm:
                 tpot.append((t - first) / (length - 1))
                 e2e.append(t - at)
+                lengths.append(length)
             if u >= 0:
                 heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), u))
         while prefilling and prefilling[0][1] == 0:
@@ -117,7 +119,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
                     heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), rec[2]))
             else:
                 heapq.heappush(decoding, (step + rec[3] - 1, r))
-    return Samples(np.array(ttft), np.array(tpot), np.array(e2e))
+    return Samples(np.array(ttft), np.array(tpot), np.array(e2e), np.array(lengths))
 
 
 def weighted_quantile(values: list[np.ndarray], weights: list[float], p: float) -> float:

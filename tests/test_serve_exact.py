@@ -63,9 +63,12 @@ def replica_types(w: ServeWorkload, space: ServeSpace, allowed: tuple[str, ...])
                         ev = evaluate_serving(w, layout, owned=tp if acq == "owned" else 0)
                     except GpuplanError:
                         continue  # TP beyond the node, no such precision, no price from this provider...
-                    if ev.max_batch < 1 or not ev.meets_targets or ev.cost_per_hour_usd is None:
+                    if ev.max_batch < 1 or ev.cost_per_hour_usd is None or not ev.capacity_per_replica:
                         continue
-                    if not ev.capacity_per_replica:
+                    # the replica at its capacity (the load the planner may give it) meets the targets
+                    at_cap = evaluate_serving(w, layout.model_copy(update={"batch": ev.batch}),
+                                              owned=tp if acq == "owned" else 0, load=ev.capacity_per_replica)
+                    if not at_cap.meets_targets:
                         continue
                     out.append((f"{acc_id}/{prec}/tp{tp}/{acq}/b{ev.batch}", acc_id, ev.capacity_per_replica,
                                 ev.cost_per_hour_usd, tp, ev.facility_power_kw or 0.0, acq == "owned"))

@@ -132,7 +132,10 @@ def full_slot_step(s: Steps, w: Workload):
     t = np.maximum(c[:, None] + s.per_token[:, None] * np.minimum(w.prompt * j, room[:, None]), m[:, None]) + f[:, None]
     pm = poisson_pmf(b / w.output, K_PROMPTS)
     pm[:, -1] += np.maximum(1 - pm.sum(axis=1), 0.0)
-    return (pm * t).sum(axis=1)
+    # where the prompts of B / O arrivals per step exceed the room, the room sets the pace: every
+    # step is full and room / P requests start per step instead of B / O
+    full = np.maximum(c + s.per_token * room, m) + f
+    return np.maximum((pm * t).sum(axis=1), full * w.prompt * b / (w.output * room))
 
 
 @dataclass
@@ -210,6 +213,9 @@ def chain(s: Steps, w: Workload, load) -> State:
 
 
 K_PROMPTS = 16          # prompts per step the step-level mixtures count (beyond: negligible)
+SUBLEVELS = 2           # backlog levels per prompt in bursts() for prompts over FINE_PROMPT tokens
+FINE_PROMPT = 1024      # above it a prompt may not fit the room a 2,048-token budget leaves (the same
+                        # for every row, so that a row's figures do not depend on the rows beside it)
 K_EXACT = 16            # per-request TPOT: exact Poisson sums up to this many decode steps
 _LGAMMA = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 4096)))])
 
@@ -233,14 +239,24 @@ def normal_cdf(x):
 
 @dataclass
 class Bursts:
-    """Steps at a replica's typical occupancy, by how many prompts they carry: arrivals are
-    Poisson, so a step of mean length T carries M ~ Poisson(rate T) new prompts (the mean of the
-    chain above hides these bursts, which set the tails of TTFT and TPOT)."""
+    """Steps at a replica's typical occupancy, by the prompt backlog they start with: arrivals are
+    Poisson, so a step of length T gathers A ~ Poisson(rate T) new prompts for the next one, and
+    a step processes at most the token budget's room of the backlog, carrying the rest over (the
+    mean of the chain above hides these bursts, which set the tails of TTFT and TPOT)."""
 
-    t: np.ndarray       # (R, K) step seconds with m = 0..K-1 prompts
+    t: np.ndarray       # (R, L) step seconds at backlog level x (x P / sub prompt tokens)
     rate: np.ndarray    # (R,) prompts/s entering steps (admissions)
     mean: np.ndarray    # (R,) mean step
-    pm: np.ndarray      # (R, K) share of steps with m prompts
+    pm: np.ndarray      # (R, L) share of steps at level x
+    left: np.ndarray    # (R, L) levels of backlog a step at level x leaves (what its room could not take)
+    full: np.ndarray    # (R,) a step filling the whole room
+    room: np.ndarray    # (R,) prompt tokens a step can take
+    var: np.ndarray     # (R,) variance of the step time
+    phi: np.ndarray     # (R,) lag-one autocorrelation of step times
+    stable: np.ndarray  # (R,) the prompts arriving fit in the room steps leave
+    trans: np.ndarray   # (R, L, L) the backlog chain's transitions
+    chunk: np.ndarray   # (R, L) prompt tokens a step at level x processes
+    sub: int            # levels per prompt: SUBLEVELS for long prompts, else 1
 
 
 def _at(arr, x):
@@ -253,24 +269,49 @@ def _at(arr, x):
 
 
 def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
-    """Steps at `occupancy` running sequences with prompts arriving at `rate`: the number of
-    prompts a step carries is the Markov chain M' ~ Poisson(rate T(M)) (a long step gathers more
-    arrivals for the next one), solved for its stationary distribution."""
+    """Steps at `occupancy` running sequences with prompts arriving at `rate`: the backlog of prompt
+    tokens a step starts with is the Markov chain X' = max(X - room, 0) + P A, A ~ Poisson(rate
+    T(X)) (a long step gathers more arrivals for the next one; what the budget's room cannot take
+    waits for the next step), on levels of P / sub tokens (a fractional carry split between
+    the two nearest levels, so that the backlog's mean is kept), solved for its stationary
+    distribution."""
     c, m_, f = (_at(x, occupancy) for x in (s.compute, s.memory, s.fixed))
+    r_ = len(c)
     room = np.maximum(s.budget - occupancy, 1.0)
-    m = np.arange(K_PROMPTS)[None, :]
-    chunk = np.minimum(w.prompt * m, room[:, None])
-    t = np.maximum(c[:, None] + s.per_token[:, None] * chunk, m_[:, None]) + f[:, None]
-    trans = poisson_pmf(rate[:, None] * t, K_PROMPTS)                   # (R, M, M')
-    trans[:, :, -1] += np.maximum(1 - trans.sum(axis=2), 0.0)
+    sub = SUBLEVELS if w.prompt > FINE_PROMPT else 1                    # a prompt may span steps: finer
+    levels = K_PROMPTS * sub
+    u = max(w.prompt, 1e-9) / sub                                       # tokens per level
+    x = np.arange(levels)[None, :]
+    k = s.per_token[:, None]
+    chunk = np.minimum(x * u, room[:, None])
+    t = np.maximum(c[:, None] + k * chunk, m_[:, None]) + f[:, None]
+    left = np.maximum(x - room[:, None] / u, 0.0)                       # (R, L) levels carried over
+    lo = np.floor(left).astype(np.int64)
+    hi_w = left - lo
+    n_a = K_PROMPTS + 1
+    pa = poisson_pmf(rate[:, None] * t, n_a)                            # (R, L, A)
+    trans = np.zeros((r_, levels, levels))
+    ri, xi = np.meshgrid(np.arange(r_), np.arange(levels), indexing="ij")
+    for a in range(n_a):
+        trans[ri, xi, np.minimum(lo + sub * a, levels - 1)] += pa[:, :, a] * (1.0 - hi_w)
+        trans[ri, xi, np.minimum(lo + 1 + sub * a, levels - 1)] += pa[:, :, a] * hi_w
+    trans[:, :, -1] += np.maximum(1.0 - trans.sum(axis=2), 0.0)
     # stationary: pm (P - I) = 0 with sum(pm) = 1 (the last balance equation replaced)
-    lhs = np.swapaxes(trans, 1, 2) - np.eye(K_PROMPTS)[None]
+    lhs = np.swapaxes(trans, 1, 2) - np.eye(levels)[None]
     lhs[:, -1, :] = 1.0
-    rhs = np.zeros((len(t), K_PROMPTS))
+    rhs = np.zeros((r_, levels))
     rhs[:, -1] = 1.0
     pm = np.clip(np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0], 0.0, None)
     pm = pm / pm.sum(axis=1, keepdims=True)
-    return Bursts(t, rate, (pm * t).sum(axis=1), pm)
+    mean = (pm * t).sum(axis=1)
+    dev = t - mean[:, None]
+    var = (pm * dev * dev).sum(axis=1)
+    lag1 = (pm * dev * np.einsum("rxy,ry->rx", trans, dev)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.clip(np.where(var > 0, lag1 / var, 0.0), 0.0, 0.95)
+    full = np.maximum(c + s.per_token * room, m_) + f
+    stable = rate * w.prompt * full < room                              # the room keeps up with arrivals
+    return Bursts(t, rate, mean, pm, left, full, room, var, phi, stable, trans, chunk, sub)
 
 
 OCCUPANCY_POINTS = 4    # the occupancy distribution as this many equal-weight quantile points
@@ -324,39 +365,56 @@ def _wait_cdf(s: Steps, w: Workload, st: State, slack) -> np.ndarray:
     return out
 
 
+def _drain(bu: Bursts, s_c: np.ndarray, s_m: np.ndarray, s_f: np.ndarray, k: np.ndarray, tokens) -> np.ndarray:
+    """Seconds of the steps that process `tokens` prompt tokens (rows' leading axis, any trailing
+    shape) at the room per step: full steps, then the one that takes the rest."""
+    ex = (slice(None),) + (None,) * (np.ndim(tokens) - 1)
+    room = bu.room[ex]
+    n_full = np.maximum(np.ceil(tokens / room) - 1.0, 0.0)
+    rest = tokens - n_full * room
+    return n_full * bu.full[ex] + np.maximum(s_c[ex] + k[ex] * rest, s_m[ex]) + s_f[ex]
+
+
 def ttft_cdf(s: Steps, w: Workload, st: State, t) -> np.ndarray:
     """P(TTFT <= t) per row (t: (R,)).
 
-    An arrival that finds a free slot lands in a step carrying m prompts (time-weighted), waits
-    out a uniform share of it, then has its prompt in the next step with the A others that arrived
-    meanwhile (A ~ Poisson(rate T(m))); one that finds no slot waits for a departure (the chain)
-    and then shares a step the same way. Step times at the occupancy points an arrival finds."""
+    An arrival that finds a free slot lands in a step at backlog level x (time-weighted), waits
+    out a uniform share of it, then its prompt is processed after what that step left and the A
+    others that arrived meanwhile (A ~ Poisson(rate T(x))), at the room of each step; one that
+    finds no slot waits for a departure (the chain) and then joins a step's backlog the same way.
+    Step times at the occupancy points an arrival finds."""
     t = np.asarray(t, dtype=float)
     r_ = len(t)
     j = OCCUPANCY_POINTS
     bu = _point_bursts(s, w, st, seen=True)
-    k = K_PROMPTS
-    rows = np.arange(r_)
-    idle = st.seen[:, 0]
+    occ, _ = _points(s, st, seen=True)
+    sx = _expand(s, j)
+    c, m_, f = (_at(x, occ.ravel()) for x in (sx.compute, sx.memory, sx.fixed))
+    u = max(w.prompt, 1e-9) / bu.sub
+    n_a = K_PROMPTS
     n = np.arange(st.seen.shape[1])[None, :]
+    idle = st.seen[:, 0]
     queued_p = (st.seen * (n >= s.slots[:, None])).sum(axis=1)
     busy = np.maximum(1.0 - idle - queued_p, 0.0)
-    tm = bu.t                                                       # (R J, K) current step with m prompts
+    tm = bu.t                                                       # (R J, L) current step at level x
     ptime = bu.pm * tm
     ptime = ptime / ptime.sum(axis=1, keepdims=True)
-    pa = poisson_pmf(bu.rate[:, None] * tm, k)                      # (R J, K_m, K_A)
-    own = np.concatenate([tm[:, 1:], tm[:, -1:]], axis=1)           # T(1 + A)
+    pa = poisson_pmf(bu.rate[:, None] * tm, n_a)                    # (R J, L, A)
+    ahead = bu.left[:, :, None] * u + w.prompt * (1.0 + np.arange(n_a))[None, None, :]
+    own = _drain(bu, c, m_, f, sx.per_token, ahead)                  # (R J, L, A)
     tt = np.repeat(t, j)
-    frac = np.clip((tt[:, None, None] - own[:, None, :]) / tm[:, :, None], 0.0, 1.0)
-    g_busy = (ptime[:, :, None] * pa * frac).sum(axis=(1, 2)).reshape(r_, j).mean(axis=1)
-    g_idle = (tm[:, 1] <= tt).astype(float).reshape(r_, j).mean(axis=1)
-    top = s.slots - 1   # the last point is the busiest: queued arrivals prefill there
+    frac = np.clip((tt[:, None, None] - own) / tm[:, :, None], 0.0, 1.0)
+    g_busy = (ptime[:, :, None] * pa * frac).sum(axis=(1, 2))
+    g_idle = (_drain(bu, c, m_, f, sx.per_token, np.full(r_ * j, float(w.prompt))) <= tt).astype(float)
+    ok = bu.stable
+    g_busy = np.where(ok, g_busy, 0.0).reshape(r_, j).mean(axis=1)
+    g_idle = np.where(ok, g_idle, 0.0).reshape(r_, j).mean(axis=1)
+    # queued: admitted into a step at level x (the busiest point: queued arrivals prefill there)
     last = np.arange(r_) * j + (j - 1)
-    own_q, pq = own[last], bu.pm[last]
-    f_q = (pq * _wait_cdf(s, w, st, t[:, None] - own_q)).sum(axis=1)
-    del top, rows
-    f = idle * g_idle + busy * g_busy + f_q
-    return np.where(st.stable, f, 0.0)
+    own_q = _drain(bu, c, m_, f, sx.per_token, np.arange(bu.t.shape[1])[None, :] * u + w.prompt)[last]
+    f_q = (bu.pm[last] * _wait_cdf(s, w, st, t[:, None] - own_q)).sum(axis=1) * ok[last]
+    out = idle * g_idle + busy * g_busy + f_q
+    return np.where(st.stable, out, 0.0)
 
 
 def _decode_steps(w: Workload):
@@ -377,64 +435,119 @@ def _decode_steps(w: Workload):
     return np.concatenate([exact, mid]), np.concatenate([wts, mass])
 
 
-def _tpot_tail_bursts(bu: Bursts, w: Workload, t) -> np.ndarray:
-    """P(TPOT > t) per burst row: a request with k decode steps waits k T0 + kp M_k, M_k the
-    prompts sharing its steps (mean k a): the step time linearized at a prompt's full cost kp
-    (what a second or third prompt in one step adds), T0 set so that the mean step is kept."""
-    a = bu.rate * bu.mean
-    kp = np.maximum(bu.t[:, 2] - bu.t[:, 1], bu.t[:, 1] - bu.t[:, 0])     # a prompt's full cost
-    t0 = bu.mean - kp * a                                                # the mean kept
-    # prompts beget prompts: a step longer by kp gathers rate kp (phi) more arrivals for the
-    # next one, so the counts are an autocorrelated chain: marginal variance a / (1 - phi^2), lag
-    # correlation phi, and over k steps Var = k s2 [(1 + phi) / (1 - phi) - 2 phi (1 - phi^k) /
-    # (k (1 - phi)^2)] (the AR(1) sum); the count is taken negative binomial with that variance
-    phi = np.clip(bu.rate * kp, 0.0, 0.95)[:, None]
+UNITS = 4               # a full step's excess over a decode-only step, in units of the TPOT recursion
+
+
+@dataclass
+class TpotLaw:
+    """Per burst row, the law of a request's TPOT over its decode steps k (_decode_steps): for
+    k <= K_EXACT the distribution of the sum of its step times on a grid (pmf over units of h
+    above k decode-only steps), beyond that a normal with the chain's mean and variance."""
+
+    t0: np.ndarray       # (R,) decode-only step
+    h: np.ndarray        # (R,) seconds per unit
+    pmf: np.ndarray      # (R, K_EXACT, C) units of S_k - k t0, k = 1..K_EXACT
+    mean: np.ndarray     # (R, nk) S_k for the long requests
+    sd: np.ndarray       # (R, nk)
+    ks: np.ndarray       # (nk,) decode steps
+    wk: np.ndarray       # (nk,) their weights
+    stable: np.ndarray   # (R,)
+
+
+def _split(values, width: int):
+    """Fractional grid positions as (floor, weight of floor + 1), clipped to the grid."""
+    v = np.clip(values, 0.0, width - 1.0)
+    lo = np.minimum(np.floor(v).astype(np.int64), width - 2)
+    return lo, v - lo
+
+
+def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
+    """A request's first decode step follows the step that finished its prompt, picked in
+    proportion to the prompt tokens steps process (pm x chunk): its backlog is what that step
+    left plus what arrived during it, q0 = (pm chunk) P, heavier than an average step. From q0
+    the backlog chain gives the distribution of the sum S_k of the request's k step times
+    exactly, up to the grid (forward recursion over (level, units so far), each step's excess
+    split between the two nearest units so that its mean is kept). Longer requests: the
+    stationary mean plus that start's bias, and the variance of a sum of k steps with the
+    chain's lag-one correlation phi taken as AR(1):
+    Var = k var [(1 + phi) / (1 - phi) - 2 phi (1 - phi^k) / (k (1 - phi)^2)]."""
+    r_, levels = bu.t.shape
+    tl = bu.t
+    t0 = tl[:, 0]
+    h = np.maximum(bu.full - t0, 1e-12) / UNITS
+    q0 = bu.pm * bu.chunk
+    q0 = np.where(q0.sum(axis=1, keepdims=True) > 0, q0, bu.pm)
+    q0 = np.einsum("rx,rxy->ry", q0 / q0.sum(axis=1, keepdims=True), bu.trans)
+    width = UNITS * K_EXACT + 2
+    lo, wh = _split((tl - t0[:, None]) / h[:, None], UNITS + 2)          # (R, L) each level's units
+    flat_lo, flat_wh = lo.ravel(), wh.ravel()
+    groups = [(sh, np.flatnonzero(flat_lo == sh)) for sh in range(UNITS + 1)]
+    groups = [(sh, idx, flat_wh[idx, None]) for sh, idx in groups if len(idx)]
+
+    def add_step(g, used):      # g (R, L, C) mass at the step's level before its time is added
+        g2 = g.reshape(-1, width)
+        out = np.zeros_like(g2)
+        top = min(used, width - UNITS - 1)                               # columns that can hold mass
+        for sh, idx, wt in groups:
+            part = g2[idx, :top]
+            out[idx, sh:sh + top] += part * (1.0 - wt)
+            out[idx, sh + 1:sh + 1 + top] += part * wt
+        return out.reshape(g.shape)
+
+    back = np.swapaxes(bu.trans, 1, 2)                                   # (R, z, y)
+    f = np.zeros((r_, levels, width))
+    f[:, :, 0] = q0
+    f = add_step(f, 1)
+    pmf = [f.sum(axis=1)]
+    for i in range(K_EXACT - 1):
+        f = add_step(np.matmul(back, f), (i + 1) * UNITS + 2)
+        pmf.append(f.sum(axis=1))
+    pmf = np.stack(pmf, axis=1)                                          # (R, K_EXACT, C)
     ks, wk = _decode_steps(w)
     k = ks[None, :]
-    var_ratio = ((1 + phi) / (1 - phi) - 2 * phi * (1 - phi ** k) / (k * (1 - phi) ** 2)) / (1 - phi ** 2)
-    var_ratio = np.maximum(var_ratio, 1.0 + 1e-9)
-    x = k * (t[:, None] - t0[:, None]) / np.maximum(kp, 1e-300)[:, None]            # prompts allowed
-    # its first decode step follows the step that carried its own prompt (a longer one), which
-    # gathered rate E[T(1 + M)] arrivals rather than a
-    own = np.concatenate([bu.t[:, 1:], bu.t[:, -1:]], axis=1)
-    first = bu.rate * (bu.pm * own).sum(axis=1)
-    mu = k * a[:, None] + (first - a)[:, None]
-    sd = np.sqrt(np.maximum(mu * var_ratio, 1e-300))
-    over = 1.0 - normal_cdf((np.floor(np.minimum(x, 1e12)) + 0.5 - mu) / sd)
+    e_last = t0 * K_EXACT + h * (pmf[:, -1, :] * np.arange(width)[None, :]).sum(axis=1)
+    bias = e_last - K_EXACT * bu.mean
+    phi = bu.phi[:, None]
+    ar1 = (1 + phi) / (1 - phi) - 2 * phi * (1 - phi ** k) / (k * (1 - phi) ** 2)
+    mean = k * bu.mean[:, None] + bias[:, None]
+    sd = np.sqrt(np.maximum(k * bu.var[:, None] * ar1, 1e-300))
+    return TpotLaw(t0, h, pmf, mean, sd, ks, wk, bu.stable)
+
+
+def _tpot_tail_law(law: TpotLaw, t) -> np.ndarray:
+    """P(TPOT > t) per row of the law (t: (R,))."""
+    ks = law.ks
     small = ks <= K_EXACT
+    over = 1.0 - normal_cdf((ks[None, :] * t[:, None] - law.mean) / law.sd)
     if small.any():
-        jj = np.arange(4 * K_PROMPTS)
-        m_s, v_s = np.maximum(mu[:, small], 1e-12), var_ratio[:, small]
-        r = m_s / (v_s - 1.0)                                                       # NB size
-        prob = m_s / (r + m_s)
-        ratio = (jj[None, None, :-1] + r[:, :, None]) / (jj[None, None, :-1] + 1.0) * prob[:, :, None]
-        with np.errstate(divide="ignore", under="ignore"):
-            log0 = r * np.log1p(-prob)
-        pmf = np.exp(log0)[:, :, None] * np.concatenate([np.ones(ratio.shape[:2] + (1,)),
-                                                         np.cumprod(ratio, axis=2)], axis=2)
-        cdf = (pmf * (jj[None, None, :] <= np.floor(np.minimum(x[:, small], 1e9))[:, :, None])).sum(axis=2)
-        over[:, small] = 1.0 - cdf
-    over = np.where(x < 0, 1.0, np.clip(over, 0.0, 1.0))
-    over = np.where((kp <= 0)[:, None], (x < 0).astype(float), over)
-    return (over * wk[None, :]).sum(axis=1) / wk.sum()
+        kk = ks[small].astype(np.int64)
+        thr = kk[None, :] * (t[:, None] - law.t0[:, None]) / law.h[:, None]        # (R, ns) units allowed
+        c = np.arange(law.pmf.shape[2])[None, None, :]
+        # each atom spread over [c - 1/2, c + 1/2]
+        frac = np.clip(c - thr[:, :, None] + 0.5, 0.0, 1.0)
+        over[:, small] = (law.pmf[:, kk - 1, :] * frac).sum(axis=2)
+    over = np.where(law.stable[:, None], np.clip(over, 0.0, 1.0), 1.0)
+    return (over * law.wk[None, :]).sum(axis=1) / law.wk.sum()
 
 
 def _tpot_tail(s: Steps, w: Workload, st: State, t) -> np.ndarray:
     """P(a request's TPOT > t), t (R,), mixed over the occupancy points a decode token sees."""
-    bu = _point_bursts(s, w, st, seen=False)
+    law = tpot_law(_point_bursts(s, w, st, seen=False), w)
     j = OCCUPANCY_POINTS
-    return _tpot_tail_bursts(bu, w, np.repeat(np.asarray(t, dtype=float), j)).reshape(-1, j).mean(axis=1)
+    return _tpot_tail_law(law, np.repeat(np.asarray(t, dtype=float), j)).reshape(-1, j).mean(axis=1)
 
 
 def tpot_quantile(s: Steps, w: Workload, st: State, iters: int = 40) -> np.ndarray:
     """The p-quantile of per-request TPOT, by bisection on t."""
     bu = _point_bursts(s, w, st, seen=False)
     j = OCCUPANCY_POINTS
+    law = tpot_law(bu, w)
     lo = bu.t[:, 0].reshape(-1, j).min(axis=1) * (1 - 1e-9)
-    hi = bu.t[:, -1].reshape(-1, j).max(axis=1) + 1e-9
+    hi = np.maximum(bu.t.max(axis=1), (law.mean / law.ks[None, :] + 6 * law.sd / law.ks[None, :]).max(axis=1))
+    hi = hi.reshape(-1, j).max(axis=1) + 1e-9
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        ok = _tpot_tail_bursts(bu, w, np.repeat(mid, j)).reshape(-1, j).mean(axis=1) <= 1.0 - w.percentile
+        ok = _tpot_tail_law(law, np.repeat(mid, j)).reshape(-1, j).mean(axis=1) <= 1.0 - w.percentile
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
     return np.where(st.stable, hi, np.inf)
 
@@ -449,16 +562,24 @@ def mean_tpot(s: Steps, w: Workload, st: State) -> np.ndarray:
     return bu.mean.reshape(-1, OCCUPANCY_POINTS).mean(axis=1)
 
 
-def meets(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> np.ndarray:
-    ok = st.stable.copy()
+def margin(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> np.ndarray:
+    """How far each row is inside its targets at the percentile: the least of P(TTFT <= target)
+    - p, (1 - p) - P(TPOT > target) and P(TTFT <= e2e budget) - p over the targets given (>= 0:
+    all met; -1 where the replica is overloaded)."""
+    out = np.full(len(s.slots), np.inf)
+    p = w.percentile
     if ttft is not None:
-        ok &= ttft_cdf(s, w, st, np.full(len(ok), ttft)) >= w.percentile - 1e-12
+        out = np.minimum(out, ttft_cdf(s, w, st, np.full(len(out), ttft)) - p)
     if tpot is not None:
-        ok &= tpot_ok(s, w, st, tpot)
+        out = np.minimum(out, (1.0 - p) - _tpot_tail(s, w, st, np.full(len(out), tpot * (1 + 1e-12))))
     if e2e is not None:
         budget = e2e - (w.output_quantile - 1.0) * mean_tpot(s, w, st)
-        ok &= np.isfinite(budget) & (ttft_cdf(s, w, st, budget) >= w.percentile - 1e-12)
-    return ok
+        out = np.minimum(out, np.where(np.isfinite(budget), ttft_cdf(s, w, st, np.nan_to_num(budget)) - p, -1.0))
+    return np.where(st.stable, out, -1.0)
+
+
+def meets(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> np.ndarray:
+    return margin(s, w, st, ttft, tpot, e2e) >= -1e-12
 
 
 def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = 48) -> np.ndarray:
@@ -483,37 +604,63 @@ def saturation(s: Steps, w: Workload) -> np.ndarray:
     return s.slots / (w.output * full_slot_step(s, w))
 
 
-def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, iters: int = 26, rel: float = 0.0) -> np.ndarray:
+def _rows(s: Steps, idx) -> Steps:
+    return Steps(s.compute[idx], s.memory[idx], s.fixed[idx], s.per_token[idx], s.slots[idx], s.budget[idx])
+
+
+def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float = 0.0) -> np.ndarray:
     """The largest load per row (requests/s; closed loop: users, an integer) at which every given
-    target holds at the percentile; 0 where none does. Bisection: the chain's occupancy grows
-    with the load, so each target's test is monotone in it. rel > 0: stop once the bracket is
-    within that share of its top (a coarse answer, a feasible load below the largest)."""
+    target holds at the percentile; 0 where none does. The margin (margin()) falls as the load
+    grows (the chain's occupancy and its steps grow with it), so the edge is its root: found by
+    the Illinois variant of regula falsi on a bracket [met, missed] (each step kept at least 5%
+    inside the bracket, so it shrinks as fast as bisection at worst), only on the rows not yet
+    converged. Stops when the bracket is within 1e-7 of its top (rel > 0: within that share, a
+    coarse answer: a feasible load below the largest)."""
     mu = saturation(s, w)
+    r_ = len(mu)
     if w.closed:
         z = max(w.think_s, 0.0)
         if ttft is None and tpot is None and e2e is None:
             return np.floor(NO_TARGET_LOAD * mu * (z + w.output * full_slot_step(s, w)))
-        lo = np.zeros(len(mu))
         hi = np.floor(mu * z + s.slots + QUEUE_STATES) + 1.0
-        while np.any((hi - lo > 1) & (hi - lo > rel * hi)):
-            mid = np.floor((lo + hi) / 2.0)
-            ok = meets(s, w, chain(s, w, mid), ttft, tpot, e2e)
-            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-        return lo
-    kp = s.per_token * w.prompt
-    with np.errstate(divide="ignore"):
-        hi = np.minimum(mu, np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9)
-    if ttft is None and tpot is None and e2e is None:
-        return NO_TARGET_LOAD * hi
-    lo = np.zeros(len(mu))
-    for _ in range(iters):
-        if rel > 0 and np.all(hi - lo <= rel * hi):
-            break
-        mid = 0.5 * (lo + hi)
-        ok = meets(s, w, chain(s, w, mid), ttft, tpot, e2e)
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    ok = meets(s, w, chain(s, w, lo), ttft, tpot, e2e) & (lo > 0)
-    return np.where(ok, lo, 0.0)
+        lo = np.ones(r_)
+    else:
+        kp = s.per_token * w.prompt
+        with np.errstate(divide="ignore"):
+            hi = np.minimum(mu, np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9)
+        if ttft is None and tpot is None and e2e is None:
+            return NO_TARGET_LOAD * hi
+        lo = hi * 1e-6
+    g = lambda rows, x: margin(_rows(s, rows), w, chain(_rows(s, rows), w, x), ttft, tpot, e2e)  # noqa: E731
+    all_rows = np.arange(r_)
+    g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
+    met_top = g_hi >= -1e-12
+    ok_lo = g_lo >= -1e-12
+    tol = max(rel, 1e-7)
+    step = 1.0 if w.closed else 0.0
+    active = ok_lo & ~met_top & (hi - lo > np.maximum(tol * hi, step))
+    side = np.zeros(r_, dtype=np.int64)          # Illinois: which end was kept last (+1 lo, -1 hi)
+    while active.any():
+        rows = np.flatnonzero(active)
+        l_, h_, gl, gh = lo[rows], hi[rows], g_lo[rows], g_hi[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = h_ - gh * (h_ - l_) / (gh - gl)
+        span = h_ - l_
+        x = np.clip(np.nan_to_num(x, nan=0.5 * (l_ + h_)), l_ + 0.05 * span, h_ - 0.05 * span)
+        if w.closed:
+            x = np.clip(np.round(x), l_ + 1.0, h_ - 1.0)
+        gx = g(rows, x)
+        ok = gx >= -1e-12
+        # Illinois: halve the margin of the end kept twice in a row
+        keep_lo = ~ok
+        lo[rows] = np.where(ok, x, l_)
+        g_lo[rows] = np.where(ok, gx, np.where(side[rows] == 1, 0.5 * gl, gl))
+        hi[rows] = np.where(ok, h_, x)
+        g_hi[rows] = np.where(ok, np.where(side[rows] == -1, 0.5 * gh, gh), gx)
+        side[rows] = np.where(keep_lo, 1, -1)
+        active[rows] = hi[rows] - lo[rows] > np.maximum(tol * hi[rows], step)
+    out = np.where(met_top, hi, np.where(ok_lo, lo, 0.0))
+    return out
 
 
 @dataclass
