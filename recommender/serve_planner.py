@@ -169,10 +169,9 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     types = pd.DataFrame(rows, columns=["accelerator", "vendor", "precision", "kv_precision", "tp", "pp", "batch"])
     s = _group_steps(w, types)
     kind = types.groupby(["accelerator", "precision", "tp", "pp"], sort=False).ngroup().values
-    keep = best_slots(w, s, kind)
+    keep, cap, light = best_slots(w, s, kind)
     types = types.iloc[keep].reset_index(drop=True)
     s = take(s, keep)
-    cap, light = capacities(w, s)
     st = qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s)))
     types["gpus"] = types.tp * types.pp
     types["cap"] = cap

@@ -38,6 +38,9 @@ class Samples:
     tpot: np.ndarray
     e2e: np.ndarray
     length: np.ndarray   # output tokens of each TPOT sample
+    wait: np.ndarray     # seconds each request queued for a slot (TTFT's order)
+    busy: np.ndarray     # running sequences at each step (time-weighted by step length)
+    steps: np.ndarray    # each step's length
 
 
 def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None, users: float | None = None,
@@ -61,7 +64,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
     prefilling: deque = deque()      # [request, prompt tokens left]
     decoding: list = []              # heap of (finish step, id)
     info: dict[int, list] = {}       # id -> [arrival, first, user, length]
-    ttft, tpot, e2e, lengths = [], [], [], []
+    ttft, tpot, e2e, lengths, waits, busy, steps = [], [], [], [], [], [], []
     t, step, rid, done = 0.0, 0, 0, 0
     warm = requests // 10
     while done < requests + warm:
@@ -75,6 +78,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
         running = len(prefilling) + len(decoding)
         while waiting and running < rep.slots:
             r = waiting.popleft()
+            info[r].append(t - info[r][0])
             prefilling.append([r, prompt])
             running += 1
         if running == 0:
@@ -93,11 +97,15 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             if item[1] == 0:
                 finished_prefill.append(item[0])
         n = min(running, len(rep.compute) - 1)
-        t += max(rep.compute[n] + rep.per_token * chunk, rep.memory[n]) + rep.fixed[n]
+        dt = max(rep.compute[n] + rep.per_token * chunk, rep.memory[n]) + rep.fixed[n]
+        t += dt
         step += 1
+        if done > warm:
+            busy.append(running)
+            steps.append(dt)
         while decoding and decoding[0][0] <= step:
             _, r = heapq.heappop(decoding)
-            at, first, u, length = info.pop(r)
+            at, first, u, length, _ = info.pop(r)
             done += 1
             if done > warm:
                 tpot.append((t - first) / (length - 1))
@@ -112,6 +120,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             rec[1] = t
             if done > warm:
                 ttft.append(t - rec[0])
+                waits.append(rec[4])
             if rec[3] <= 1:
                 info.pop(r)
                 done += 1
@@ -119,7 +128,8 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
                     heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), rec[2]))
             else:
                 heapq.heappush(decoding, (step + rec[3] - 1, r))
-    return Samples(np.array(ttft), np.array(tpot), np.array(e2e), np.array(lengths))
+    return Samples(np.array(ttft), np.array(tpot), np.array(e2e), np.array(lengths), np.array(waits),
+                   np.array(busy), np.array(steps))
 
 
 def weighted_quantile(values: list[np.ndarray], weights: list[float], p: float) -> float:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+FEW_PROMPTS = 12         # expected_step: exact Poisson prompt counts below a quarter of this mean
 QUEUE_STATES = 256       # closed loop: states kept above the slot cap (beyond: counted as misses)
 NO_TARGET_LOAD = 0.95    # with no latency target, a replica is loaded to this share of saturation
 LENGTH_DISTS = ("exponential", "fixed")
@@ -99,6 +100,7 @@ def expected_step(c, mem, f, prompt_s, arrivals, room_s):
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.maximum(np.where(kr < 1.0, (c + f) / (1.0 - kr), np.inf), mem + f)   # the mean-field start
     t = np.where(np.isfinite(t), t, np.maximum(c + room_s, mem) + f)
+    m = np.arange(FEW_PROMPTS)
     for _ in range(3):
         a = arrivals * t
         mu = c + prompt_s * a
@@ -108,7 +110,21 @@ def expected_step(c, mem, f, prompt_s, arrivals, room_s):
             d = (mu - mem) / sd
             excess = np.where(sd > 0, sd * np.exp(-0.5 * d * d) / np.sqrt(2 * np.pi) + (mu - mem) * normal_cdf(d),
                               np.maximum(mu - mem, 0.0))
-        t = mem + np.nan_to_num(excess, nan=0.0, posinf=np.inf) + f
+        excess = np.nan_to_num(excess, nan=0.0, posinf=np.inf)
+        # few prompts per step (a memory-bound step that a rare prompt lengthens): the Poisson
+        # count itself, not its normal approximation
+        few = np.flatnonzero(a < FEW_PROMPTS / 4)
+        if len(few):
+            shape = excess.shape
+            af = a.ravel()[few][:, None]
+            cf = np.broadcast_to(c, shape).ravel()[few][:, None]
+            mf = np.broadcast_to(mem, shape).ravel()[few][:, None]
+            kf = np.broadcast_to(prompt_s, shape).ravel()[few][:, None]
+            pk = np.exp(-af) * np.cumprod(np.concatenate([np.ones_like(af), af / m[1:]], axis=1), axis=1)
+            excess = excess.ravel().copy()
+            excess[few] = (pk * np.maximum(cf + kf * m - mf, 0.0)).sum(axis=1)
+            excess = excess.reshape(shape)
+        t = mem + excess + f
     full = np.maximum(c + room_s, mem) + f
     return np.where((prompt_s * arrivals >= 1.0) | (prompt_s * arrivals * t > room_s), np.maximum(full, t * 0 + full), t)
 
@@ -165,12 +181,26 @@ def chain(s: Steps, w: Workload, load) -> State:
         birth = np.maximum(load[:, None] - n, 0.0) / z            # arrival rate in state n
     else:
         birth = np.broadcast_to(load[:, None], (r_, width))
-    step = step_time(s, w, np.where(n < b, birth, 0.0))
+    top = min(int(s.slots.max()) + 1, width)        # states above every slot cap step at T_B
+    head = Steps(s.compute[:, :top], s.memory[:, :top], s.fixed[:, :top], s.per_token, s.slots, s.budget)
+    step = np.broadcast_to(t_b[:, None], (r_, width)).copy()
+    step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, birth[:, :top], 0.0))
     step = np.where(n >= b, t_b[:, None], step)
     occ = np.minimum(n, b)
     with np.errstate(divide="ignore", invalid="ignore"):
         death = np.where(n >= 1, occ / (w.output * step), 0.0)
-        logr = np.log(birth[:, :-1]) - np.log(death[:, 1:])       # log w(n) / w(n-1), n = 1..S
+        # step times vary with the prompts each step carries (autocorrelated: a long step gathers
+        # more prompts for the next), so departures come in bursts: the variance a birth-death
+        # chain misses. Added to both rates (the drift kept, the diffusion matched): n / O
+        # departures per step over steps of variance kP^2 a / (1 - phi^2), lag correlation phi,
+        # make (n / O)^2 var (1 + phi) / ((1 - phi) T^3) more variance per second
+        kp = (s.per_token * w.prompt)[:, None]
+        arr = np.where(n < b, birth, mu_b[:, None])
+        phi = np.clip(kp * arr, 0.0, 0.95)
+        var = kp * kp * arr * step / (1.0 - phi * phi)
+        extra = np.nan_to_num((occ / w.output) ** 2 * var * (1 + phi) / ((1 - phi) * step ** 3), nan=0.0)
+        up, down = birth + 0.5 * extra, death + 0.5 * extra
+        logr = np.log(up[:, :-1]) - np.log(down[:, 1:])           # log w(n) / w(n-1), n = 1..S
     logr = np.where(np.isnan(logr), -np.inf, logr)
     logw = np.concatenate([np.zeros((r_, 1)), np.cumsum(logr, axis=1)], axis=1)
     if not w.closed:
@@ -435,14 +465,16 @@ def _decode_steps(w: Workload):
     return np.concatenate([exact, mid]), np.concatenate([wts, mass])
 
 
-UNITS = 4               # a full step's excess over a decode-only step, in units of the TPOT recursion
+UNITS = 8               # the TPOT recursion's grid: units per step up to a heavy step (CAP_SD)
+CAP_SD = 4.0            # the heavy step: a + CAP_SD sqrt(a) + 2 prompts (a: prompts per step)
 
 
 @dataclass
 class TpotLaw:
     """Per burst row, the law of a request's TPOT over its decode steps k (_decode_steps): for
     k <= K_EXACT the distribution of the sum of its step times on a grid (pmf over units of h
-    above k decode-only steps), beyond that a normal with the chain's mean and variance."""
+    above k decode-only steps; k = 1 and 2 exactly), beyond that a normal with the chain's mean
+    and variance."""
 
     t0: np.ndarray       # (R,) decode-only step
     h: np.ndarray        # (R,) seconds per unit
@@ -452,6 +484,9 @@ class TpotLaw:
     ks: np.ndarray       # (nk,) decode steps
     wk: np.ndarray       # (nk,) their weights
     stable: np.ndarray   # (R,)
+    q0: np.ndarray       # (R, L) the level of a request's first decode step
+    t: np.ndarray        # (R, L) step seconds per level
+    trans: np.ndarray    # (R, L, L)
 
 
 def _split(values, width: int):
@@ -466,32 +501,34 @@ def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
     proportion to the prompt tokens steps process (pm x chunk): its backlog is what that step
     left plus what arrived during it, q0 = (pm chunk) P, heavier than an average step. From q0
     the backlog chain gives the distribution of the sum S_k of the request's k step times
-    exactly, up to the grid (forward recursion over (level, units so far), each step's excess
-    split between the two nearest units so that its mean is kept). Longer requests: the
-    stationary mean plus that start's bias, and the variance of a sum of k steps with the
-    chain's lag-one correlation phi taken as AR(1):
-    Var = k var [(1 + phi) / (1 - phi) - 2 phi (1 - phi^k) / (k (1 - phi)^2)]."""
+    exactly, up to the grid: a forward recursion over (level, units so far), each step's excess
+    over a decode-only step split between the two nearest units so that its mean is kept, the
+    grid spanning UNITS units up to a heavy step (a + CAP_SD sqrt(a) + 2 prompts; a rarer,
+    heavier step counts as that). Longer requests: the stationary mean plus that start's bias,
+    and the variance of a sum of k steps with the chain's lag-one correlation phi taken as
+    AR(1): Var = k var [(1 + phi) / (1 - phi) - 2 phi (1 - phi^k) / (k (1 - phi)^2)]."""
     r_, levels = bu.t.shape
     tl = bu.t
     t0 = tl[:, 0]
-    h = np.maximum(bu.full - t0, 1e-12) / UNITS
+    a = bu.rate * bu.mean
+    x_cap = np.minimum(np.ceil(bu.sub * (a + CAP_SD * np.sqrt(a) + 2.0)).astype(np.int64), levels - 1)
+    h = np.maximum(tl[np.arange(r_), x_cap] - t0, 1e-12) / UNITS
     q0 = bu.pm * bu.chunk
     q0 = np.where(q0.sum(axis=1, keepdims=True) > 0, q0, bu.pm)
     q0 = np.einsum("rx,rxy->ry", q0 / q0.sum(axis=1, keepdims=True), bu.trans)
-    width = UNITS * K_EXACT + 2
-    lo, wh = _split((tl - t0[:, None]) / h[:, None], UNITS + 2)          # (R, L) each level's units
+    width = UNITS * K_EXACT + 1
+    lo, wh = _split((tl - t0[:, None]) / h[:, None], UNITS + 1)          # (R, L) each level's units
     flat_lo, flat_wh = lo.ravel(), wh.ravel()
-    groups = [(sh, np.flatnonzero(flat_lo == sh)) for sh in range(UNITS + 1)]
+    groups = [(sh, np.flatnonzero(flat_lo == sh)) for sh in range(UNITS)]
     groups = [(sh, idx, flat_wh[idx, None]) for sh, idx in groups if len(idx)]
 
-    def add_step(g, used):      # g (R, L, C) mass at the step's level before its time is added
+    def add_step(g, used):      # g (R, L, C) mass at the step's level, its first `used` columns
         g2 = g.reshape(-1, width)
         out = np.zeros_like(g2)
-        top = min(used, width - UNITS - 1)                               # columns that can hold mass
         for sh, idx, wt in groups:
-            part = g2[idx, :top]
-            out[idx, sh:sh + top] += part * (1.0 - wt)
-            out[idx, sh + 1:sh + 1 + top] += part * wt
+            part = g2[idx, :used]
+            out[idx, sh:sh + used] += part * (1.0 - wt)
+            out[idx, sh + 1:sh + 1 + used] += part * wt
         return out.reshape(g.shape)
 
     back = np.swapaxes(bu.trans, 1, 2)                                   # (R, z, y)
@@ -500,7 +537,7 @@ def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
     f = add_step(f, 1)
     pmf = [f.sum(axis=1)]
     for i in range(K_EXACT - 1):
-        f = add_step(np.matmul(back, f), (i + 1) * UNITS + 2)
+        f = add_step(np.matmul(back, f), (i + 1) * UNITS + 1)
         pmf.append(f.sum(axis=1))
     pmf = np.stack(pmf, axis=1)                                          # (R, K_EXACT, C)
     ks, wk = _decode_steps(w)
@@ -511,7 +548,7 @@ def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
     ar1 = (1 + phi) / (1 - phi) - 2 * phi * (1 - phi ** k) / (k * (1 - phi) ** 2)
     mean = k * bu.mean[:, None] + bias[:, None]
     sd = np.sqrt(np.maximum(k * bu.var[:, None] * ar1, 1e-300))
-    return TpotLaw(t0, h, pmf, mean, sd, ks, wk, bu.stable)
+    return TpotLaw(t0, h, pmf, mean, sd, ks, wk, bu.stable, q0, tl, bu.trans)
 
 
 def _tpot_tail_law(law: TpotLaw, t) -> np.ndarray:
@@ -526,22 +563,55 @@ def _tpot_tail_law(law: TpotLaw, t) -> np.ndarray:
         # each atom spread over [c - 1/2, c + 1/2]
         frac = np.clip(c - thr[:, :, None] + 0.5, 0.0, 1.0)
         over[:, small] = (law.pmf[:, kk - 1, :] * frac).sum(axis=2)
+    # one and two decode steps: from the levels themselves, off the grid
+    tt = t[:, None]
+    for kk in (1, 2):
+        col = np.flatnonzero(ks == kk)
+        if not len(col):
+            continue
+        if kk == 1:
+            p = (law.q0 * (law.t > tt)).sum(axis=1)
+        else:
+            long_ = (law.t[:, :, None] + law.t[:, None, :]) > 2 * tt[:, :, None]
+            p = np.einsum("ry,ryz->r", law.q0, law.trans * long_)
+        over[:, col[0]] = p
     over = np.where(law.stable[:, None], np.clip(over, 0.0, 1.0), 1.0)
     return (over * law.wk[None, :]).sum(axis=1) / law.wk.sum()
 
 
+def _points_law(s: Steps, w: Workload, st: State) -> tuple[Bursts, TpotLaw]:
+    """The TPOT law at each occupancy point (rows R * J). A long request sees the occupancy move
+    while it decodes: over its k steps the point's offset from the mean decays as the occupancy
+    relaxes (time constant tau: the mean sojourn O T, and in a closed loop the think time too,
+    1 / tau = 1 / (O T) + 1 / Z), and averaging an Ornstein-Uhlenbeck process over a window of
+    x = k T / tau keeps sqrt(2 (x - 1 + e^-x) / x^2) of it: the long requests' means are drawn
+    that far toward the points' average."""
+    j = OCCUPANCY_POINTS
+    bu = _point_bursts(s, w, st, seen=False)
+    law = tpot_law(bu, w)
+    big = law.ks > K_EXACT
+    if big.any():
+        t_bar = bu.mean.reshape(-1, j).mean(axis=1)
+        inv_tau = 1.0 / (w.output * t_bar) + (1.0 / max(w.think_s, 1e-3) if w.closed else 0.0)
+        x = law.ks[None, big] * (t_bar * inv_tau)[:, None]                  # (R, nb)
+        keep = np.sqrt(2.0 * (x - 1.0 + np.exp(-x)) / (x * x))
+        m = law.mean[:, big].reshape(-1, j, big.sum())
+        avg = m.mean(axis=1, keepdims=True)
+        law.mean[:, big] = (avg + (m - avg) * keep[:, None, :]).reshape(-1, big.sum())
+    return bu, law
+
+
 def _tpot_tail(s: Steps, w: Workload, st: State, t) -> np.ndarray:
     """P(a request's TPOT > t), t (R,), mixed over the occupancy points a decode token sees."""
-    law = tpot_law(_point_bursts(s, w, st, seen=False), w)
+    _, law = _points_law(s, w, st)
     j = OCCUPANCY_POINTS
     return _tpot_tail_law(law, np.repeat(np.asarray(t, dtype=float), j)).reshape(-1, j).mean(axis=1)
 
 
 def tpot_quantile(s: Steps, w: Workload, st: State, iters: int = 40) -> np.ndarray:
     """The p-quantile of per-request TPOT, by bisection on t."""
-    bu = _point_bursts(s, w, st, seen=False)
+    bu, law = _points_law(s, w, st)
     j = OCCUPANCY_POINTS
-    law = tpot_law(bu, w)
     lo = bu.t[:, 0].reshape(-1, j).min(axis=1) * (1 - 1e-9)
     hi = np.maximum(bu.t.max(axis=1), (law.mean / law.ks[None, :] + 6 * law.sd / law.ks[None, :]).max(axis=1))
     hi = hi.reshape(-1, j).max(axis=1) + 1e-9
@@ -562,24 +632,30 @@ def mean_tpot(s: Steps, w: Workload, st: State) -> np.ndarray:
     return bu.mean.reshape(-1, OCCUPANCY_POINTS).mean(axis=1)
 
 
+MARGIN_CLIP = 30.0      # margin(): |log| tail ratios beyond this are clipped (and overloaded rows get -it)
+
+
 def margin(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> np.ndarray:
-    """How far each row is inside its targets at the percentile: the least of P(TTFT <= target)
-    - p, (1 - p) - P(TPOT > target) and P(TTFT <= e2e budget) - p over the targets given (>= 0:
-    all met; -1 where the replica is overloaded)."""
-    out = np.full(len(s.slots), np.inf)
-    p = w.percentile
+    """How far each row is inside its targets at the percentile p: the least over the targets
+    given of log((1 - p) / P(miss)), P(miss) = P(TTFT > target), P(TPOT > target) or P(TTFT >
+    the end-to-end budget) (>= 0: all met; about linear in the load near the edge, as tails fall
+    off exponentially, which is what capacity()'s root finding wants)."""
+    out = np.full(len(s.slots), MARGIN_CLIP)
+    allowed = 1.0 - w.percentile
+    ratio = lambda miss: np.clip(np.log(allowed / np.maximum(miss, 1e-300)), -MARGIN_CLIP, MARGIN_CLIP)  # noqa: E731
     if ttft is not None:
-        out = np.minimum(out, ttft_cdf(s, w, st, np.full(len(out), ttft)) - p)
+        out = np.minimum(out, ratio(1.0 - ttft_cdf(s, w, st, np.full(len(out), ttft))))
     if tpot is not None:
-        out = np.minimum(out, (1.0 - p) - _tpot_tail(s, w, st, np.full(len(out), tpot * (1 + 1e-12))))
+        out = np.minimum(out, ratio(_tpot_tail(s, w, st, np.full(len(out), tpot * (1 + 1e-12)))))
     if e2e is not None:
         budget = e2e - (w.output_quantile - 1.0) * mean_tpot(s, w, st)
-        out = np.minimum(out, np.where(np.isfinite(budget), ttft_cdf(s, w, st, np.nan_to_num(budget)) - p, -1.0))
-    return np.where(st.stable, out, -1.0)
+        miss = np.where(np.isfinite(budget), 1.0 - ttft_cdf(s, w, st, np.nan_to_num(budget)), 1.0)
+        out = np.minimum(out, ratio(miss))
+    return np.where(st.stable, out, -MARGIN_CLIP)
 
 
 def meets(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> np.ndarray:
-    return margin(s, w, st, ttft, tpot, e2e) >= -1e-12
+    return margin(s, w, st, ttft, tpot, e2e) >= -1e-9
 
 
 def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = 48) -> np.ndarray:
@@ -634,8 +710,8 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float =
     g = lambda rows, x: margin(_rows(s, rows), w, chain(_rows(s, rows), w, x), ttft, tpot, e2e)  # noqa: E731
     all_rows = np.arange(r_)
     g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
-    met_top = g_hi >= -1e-12
-    ok_lo = g_lo >= -1e-12
+    met_top = g_hi >= -1e-9
+    ok_lo = g_lo >= -1e-9
     tol = max(rel, 1e-7)
     step = 1.0 if w.closed else 0.0
     active = ok_lo & ~met_top & (hi - lo > np.maximum(tol * hi, step))
@@ -650,7 +726,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float =
         if w.closed:
             x = np.clip(np.round(x), l_ + 1.0, h_ - 1.0)
         gx = g(rows, x)
-        ok = gx >= -1e-12
+        ok = gx >= -1e-9
         # Illinois: halve the margin of the end kept twice in a row
         keep_lo = ~ok
         lo[rows] = np.where(ok, x, l_)
@@ -659,8 +735,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float =
         g_hi[rows] = np.where(ok, np.where(side[rows] == -1, 0.5 * gh, gh), gx)
         side[rows] = np.where(keep_lo, 1, -1)
         active[rows] = hi[rows] - lo[rows] > np.maximum(tol * hi[rows], step)
-    out = np.where(met_top, hi, np.where(ok_lo, lo, 0.0))
-    return out
+    return np.where(met_top, hi, np.where(ok_lo, lo, 0.0))
 
 
 @dataclass
