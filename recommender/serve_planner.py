@@ -19,7 +19,7 @@ from recommender.formulas import serving as sv
 from recommender.serve_solver import ServeModel
 from recommender.serving import TARGETS as SERVE_TARGETS
 from recommender.formulas import queueing as qm
-from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload, capacities,
+from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
                                  best_slots, stack_steps, take,
                                  evaluate_serving, full_slot_curve, light_load, meets, replica_cost_per_hour,
                                  replica_memory, replica_steps, slot_candidates, slot_cap)
@@ -351,6 +351,34 @@ def _fleet_figures(df: pd.DataFrame, rows: list[tuple[int, int]]) -> dict[str, f
     }
 
 
+RELAX = 1.25        # a relaxed latency target starts this far above the floor any replica reaches
+RELAX_TRIES = 4
+
+
+def _round_up(x: float) -> float:
+    """x rounded up to two significant figures (a target a person would write)."""
+    if x <= 0 or not math.isfinite(x):
+        return x
+    scale = 10 ** (math.floor(math.log10(x)) - 1)
+    return math.ceil(x / scale - 1e-9) * scale
+
+
+def _relaxed_needed(c: str, to: float, floor: float) -> str:
+    name = c.upper() if c != "e2e" else "end-to-end"
+    return f"{name} <= {to * 1e3:,.0f} ms works (no replica goes below {floor * 1e3:,.0f} ms even at light load)"
+
+
+def _tables(w: ServeWorkload, limits: ServeLimits, space: ServeSpace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The replica table (priced rows) and its exact pruning: what the fleet model is built on."""
+    full = replica_table(w, space)
+    if full.empty:
+        return full, full
+    usable = full.cost_ph.notna()
+    if limits.power_kw is not None:
+        usable &= full.power_kw.notna()
+    return full[full.cost_ph.notna()].reset_index(drop=True), prune(full[usable].reset_index(drop=True), w)
+
+
 def _needed(c: str, fig: dict, df: pd.DataFrame, rows, hours: float) -> str:
     if c in TARGETS:
         return f"{c.upper() if c != 'e2e' else 'end-to-end'} >= {fig[c] * 1e3:,.1f} ms"
@@ -408,14 +436,33 @@ class _Query:
                 kept = trial
         return kept
 
-    def best_for(self, c: str | None, keep: set[str]):
+    def best_for(self, c: str | None, keep: set[str], lead: list[str] | None = None):
         if c in TARGETS:
-            q = self.relaxed()
-            rows = q.least_metric(c, keep)
-            return None if rows is None else (q, rows)
+            return self.relax_targets([t for t in (lead or [c]) if t in TARGETS], keep)
         first = {"budget": "cost", "max_gpus": "gpus", "power": "power"}.get(c, "cost")
         out = self.pm.solve(keep, first=first)
         return (self, out.rows) if out.rows else None
+
+    def relax_targets(self, targets: list[str], keep: set[str]):
+        """The cheapest fleet (meeting the limits in `keep`) once each latency target in `targets`
+        is relaxed: to RELAX x the least any replica reaches at light load (its floor), then
+        doubled until a fleet exists (at most RELAX_TRIES times). Each try is a new replica
+        table, since a replica's capacity depends on the targets. Returns (query, rows) with
+        query.relaxed_to = {target: (seconds, floor seconds)}, or None."""
+        lat = with_latencies(self.full, self.w)
+        floors = {c: float(lat[f"{c}0"].min()) for c in targets}
+        for k in range(RELAX_TRIES):
+            to = {c: _round_up(floors[c] * RELAX * 2 ** k) for c in targets}
+            w2 = self.w.model_copy(update={f"{c}_s": v for c, v in to.items()})
+            full, df = _tables(w2, self.limits, self.space)
+            if df.empty:
+                continue
+            q = _Query(df, w2, self.limits, self.demand, self.space, self.time_limit_s, full)
+            out = q.pm.solve((keep | set(targets)) & q.enforce)   # the relaxed targets held
+            if out.rows:
+                q.relaxed_to = {c: (to[c], floors[c]) for c in targets}
+                return q, out.rows
+        return None
 
     def relaxed(self) -> "_Query":
         """The same query over every priced batch of the table, pruned by latency instead of by
@@ -451,15 +498,17 @@ class _Query:
         for mcs in self.correction_sets():
             keep = self.enforce - set(mcs)
             lead = sorted(mcs, key=lambda c: (c not in TARGETS + FLEET_LIMITS, c))
-            found = self.best_for(lead[0], keep)
+            targets = [c for c in lead if c in TARGETS]
+            found = self.relax_targets(targets, keep) if targets else self.best_for(lead[0], keep)
             if not found:
                 continue
             q, rows = found
-            df = with_latencies(q.df, self.w) if any(c in TARGETS for c in lead) else q.df
-            fig = _fleet_figures(df, rows)
+            fig = _fleet_figures(q.df, rows)
+            relaxed_to = getattr(q, "relaxed_to", {})
             out.append(Relaxation(constraint=" + ".join(lead),
                                   given="; ".join(_given(self.w, self.limits, c) for c in lead),
-                                  needed="; ".join(_needed(c, fig, q.df, rows, self.hours) for c in lead),
+                                  needed="; ".join(_relaxed_needed(c, *relaxed_to[c]) if c in relaxed_to else
+                                                   _needed(c, fig, q.df, rows, self.hours) for c in lead),
                                   plan=_describe(q.df, rows, self.hours)))
         return out
 
@@ -476,7 +525,7 @@ def closest_targets(df_all: pd.DataFrame, w: ServeWorkload) -> list[str]:
             name = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency"}[c]
             lines.append(f"{name} <= {t * 1e3:g} ms cannot be met on any accelerator in the space; the closest is "
                          f"{best[f'{c}0'] * 1e3:,.1f} ms at light load ({best.accelerator}, TP {best.tp}"
-                         + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, batch {best.batch})")
+                         + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, {best.batch} slots)")
     return lines
 
 

@@ -83,7 +83,9 @@ def test_serve_json_contract():
     for p in data["plans"]:
         assert PLAN_KEYS <= set(p)
         assert p["fits"] and p["ttft_ms"] <= 1000 and p["tpot_ms"] <= 50
-        assert p["tokens_per_s"] >= data["demand_tokens_per_s"] * (1 - 1e-9)
+        # closed loop: the users are the demand; each fleet serves them at its own rate
+        assert sum(pt["capacity_per_replica"] * pt["replicas"] for pt in p["parts"]) >= data["users"]
+        assert p["tokens_per_s"] >= p["served_tokens_per_s"] * (1 - 1e-9)
         assert p["count"] == sum(pt["count"] for pt in p["parts"])
     costs = [p["cost_per_hour_usd"] for p in data["plans"]]
     assert costs == sorted(costs)

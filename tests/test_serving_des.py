@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import pytest
 
 from recommender import catalog

@@ -179,12 +179,19 @@ def chain(s: Steps, w: Workload, load) -> State:
     if w.closed:
         z = max(w.think_s, 1e-3)
         birth = np.maximum(load[:, None] - n, 0.0) / z            # arrival rate in state n
+        # the prompts a step meets: a user can only send again after an answer, so with a short
+        # think time arrivals follow departures; capped at the most departures a state one up
+        # can make (its decode-only steps), not the (U - n) / Z of a state that does not last
+        dec = np.maximum(s.compute, s.memory) + s.fixed
+        most = np.minimum(n + 1, b) / (w.output * np.concatenate([dec[:, 1:], dec[:, -1:]], axis=1))
+        prompts = np.minimum(birth, most)
     else:
         birth = np.broadcast_to(load[:, None], (r_, width))
+        prompts = birth
     top = min(int(s.slots.max()) + 1, width)        # states above every slot cap step at T_B
     head = Steps(s.compute[:, :top], s.memory[:, :top], s.fixed[:, :top], s.per_token, s.slots, s.budget)
     step = np.broadcast_to(t_b[:, None], (r_, width)).copy()
-    step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, birth[:, :top], 0.0))
+    step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, prompts[:, :top], 0.0))
     step = np.where(n >= b, t_b[:, None], step)
     occ = np.minimum(n, b)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -195,7 +202,7 @@ def chain(s: Steps, w: Workload, load) -> State:
         # departures per step over steps of variance kP^2 a / (1 - phi^2), lag correlation phi,
         # make (n / O)^2 var (1 + phi) / ((1 - phi) T^3) more variance per second
         kp = (s.per_token * w.prompt)[:, None]
-        arr = np.where(n < b, birth, mu_b[:, None])
+        arr = np.where(n < b, prompts, mu_b[:, None])
         phi = np.clip(kp * arr, 0.0, 0.95)
         var = kp * kp * arr * step / (1.0 - phi * phi)
         extra = np.nan_to_num((occ / w.output) ** 2 * var * (1 + phi) / ((1 - phi) * step ** 3), nan=0.0)
@@ -234,11 +241,11 @@ def chain(s: Steps, w: Workload, load) -> State:
         norm = seen.sum(axis=1) + tail_p * 0.0
         seen = seen / np.where(norm > 0, norm, 1.0)[:, None]
         with np.errstate(invalid="ignore"):
-            thr = np.where(stable, (pi * death).sum(axis=1), 0.0)
+            thr = np.where(stable, (pi * birth).sum(axis=1), 0.0)   # users starting requests per second
     else:
         seen = pi
         thr = np.where(stable, load, 0.0)
-    admit = np.where(n < b, birth, mu_b[:, None])
+    admit = np.where(n < b, prompts, mu_b[:, None])
     return State(pi, seen, tail_p, step, mu_b, load, thr, stable, admit)
 
 
@@ -252,7 +259,7 @@ _LGAMMA = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 4096)))])
 
 def poisson_pmf(mean, k: int) -> np.ndarray:
     """(..., k) P(M = 0..k-1) for M ~ Poisson(mean)."""
-    mean = np.maximum(np.asarray(mean, dtype=float), 1e-300)[..., None]
+    mean = np.clip(np.nan_to_num(np.asarray(mean, dtype=float), nan=0.0, posinf=1e15), 1e-300, 1e15)[..., None]
     j = np.arange(k)
     return np.exp(-mean + j * np.log(mean) - _LGAMMA[:k])
 
@@ -382,7 +389,7 @@ def _wait_cdf(s: Steps, w: Workload, st: State, slack) -> np.ndarray:
     """P(queued for a slot and the wait <= slack), slack (R, J)."""
     r_, width = st.pi.shape
     rows = np.arange(r_)
-    pos = np.maximum(slack, 0.0)
+    pos = np.clip(slack, 0.0, 1e12)
     if not w.closed:
         return st.seen[rows, s.slots][:, None] * np.where(slack > 0, -np.expm1(-(st.mu_b - st.load)[:, None] * pos), 0.0)
     q = min(width - int(s.slots.min()), QUEUE_STATES + 1)
@@ -405,17 +412,25 @@ def _drain(bu: Bursts, s_c: np.ndarray, s_m: np.ndarray, s_f: np.ndarray, k: np.
     return n_full * bu.full[ex] + np.maximum(s_c[ex] + k[ex] * rest, s_m[ex]) + s_f[ex]
 
 
-def ttft_cdf(s: Steps, w: Workload, st: State, t) -> np.ndarray:
-    """P(TTFT <= t) per row (t: (R,)).
+@dataclass
+class TtftCtx:
+    """What ttft_cdf needs that does not depend on t (one chain state; reused across t)."""
 
-    An arrival that finds a free slot lands in a step at backlog level x (time-weighted), waits
-    out a uniform share of it, then its prompt is processed after what that step left and the A
-    others that arrived meanwhile (A ~ Poisson(rate T(x))), at the room of each step; one that
-    finds no slot waits for a departure (the chain) and then joins a step's backlog the same way.
-    Step times at the occupancy points an arrival finds."""
-    t = np.asarray(t, dtype=float)
-    r_ = len(t)
+    ptime: np.ndarray    # (R J, L) time-weighted level of the step an arrival lands in
+    pa: np.ndarray       # (R J, L, A) prompts arriving during it
+    tm: np.ndarray       # (R J, L) its length
+    own: np.ndarray      # (R J, L, A) until the arrival's prompt is done, after that step
+    own_idle: np.ndarray  # (R J,) an arrival to an idle replica
+    own_q: np.ndarray    # (R, L) a queued arrival, once admitted, at the busiest point
+    pm_q: np.ndarray     # (R, L)
+    ok: np.ndarray       # (R J,)
+    idle: np.ndarray     # (R,)
+    busy: np.ndarray     # (R,)
+
+
+def ttft_ctx(s: Steps, w: Workload, st: State) -> TtftCtx:
     j = OCCUPANCY_POINTS
+    r_ = len(s.slots)
     bu = _point_bursts(s, w, st, seen=True)
     occ, _ = _points(s, st, seen=True)
     sx = _expand(s, j)
@@ -426,24 +441,40 @@ def ttft_cdf(s: Steps, w: Workload, st: State, t) -> np.ndarray:
     idle = st.seen[:, 0]
     queued_p = (st.seen * (n >= s.slots[:, None])).sum(axis=1)
     busy = np.maximum(1.0 - idle - queued_p, 0.0)
-    tm = bu.t                                                       # (R J, L) current step at level x
+    tm = bu.t
     ptime = bu.pm * tm
     ptime = ptime / ptime.sum(axis=1, keepdims=True)
-    pa = poisson_pmf(bu.rate[:, None] * tm, n_a)                    # (R J, L, A)
+    pa = poisson_pmf(bu.rate[:, None] * tm, n_a)
     ahead = bu.left[:, :, None] * u + w.prompt * (1.0 + np.arange(n_a))[None, None, :]
-    own = _drain(bu, c, m_, f, sx.per_token, ahead)                  # (R J, L, A)
-    tt = np.repeat(t, j)
-    frac = np.clip((tt[:, None, None] - own) / tm[:, :, None], 0.0, 1.0)
-    g_busy = (ptime[:, :, None] * pa * frac).sum(axis=(1, 2))
-    g_idle = (_drain(bu, c, m_, f, sx.per_token, np.full(r_ * j, float(w.prompt))) <= tt).astype(float)
-    ok = bu.stable
-    g_busy = np.where(ok, g_busy, 0.0).reshape(r_, j).mean(axis=1)
-    g_idle = np.where(ok, g_idle, 0.0).reshape(r_, j).mean(axis=1)
-    # queued: admitted into a step at level x (the busiest point: queued arrivals prefill there)
+    own = _drain(bu, c, m_, f, sx.per_token, ahead)
+    own_idle = _drain(bu, c, m_, f, sx.per_token, np.full(r_ * j, float(w.prompt)))
     last = np.arange(r_) * j + (j - 1)
     own_q = _drain(bu, c, m_, f, sx.per_token, np.arange(bu.t.shape[1])[None, :] * u + w.prompt)[last]
-    f_q = (bu.pm[last] * _wait_cdf(s, w, st, t[:, None] - own_q)).sum(axis=1) * ok[last]
-    out = idle * g_idle + busy * g_busy + f_q
+    return TtftCtx(ptime, pa, tm, own, own_idle, own_q, bu.pm[last], bu.stable, idle, busy)
+
+
+def ttft_cdf(s: Steps, w: Workload, st: State, t, ctx: TtftCtx | None = None) -> np.ndarray:
+    """P(TTFT <= t) per row (t: (R,)).
+
+    An arrival that finds a free slot lands in a step at backlog level x (time-weighted), waits
+    out a uniform share of it, then its prompt is processed after what that step left and the A
+    others that arrived meanwhile (A ~ Poisson(rate T(x))), at the room of each step; one that
+    finds no slot waits for a departure (the chain) and then joins a step's backlog the same way.
+    Step times at the occupancy points an arrival finds."""
+    t = np.asarray(t, dtype=float)
+    r_ = len(t)
+    j = OCCUPANCY_POINTS
+    x = ctx if ctx is not None else ttft_ctx(s, w, st)
+    tt = np.repeat(np.minimum(t, 1e12), j)
+    with np.errstate(over="ignore", invalid="ignore"):
+        frac = np.nan_to_num(np.clip((tt[:, None, None] - x.own) / x.tm[:, :, None], 0.0, 1.0), nan=0.0)
+    g_busy = (x.ptime[:, :, None] * x.pa * frac).sum(axis=(1, 2))
+    g_idle = (x.own_idle <= tt).astype(float)
+    g_busy = np.where(x.ok, g_busy, 0.0).reshape(r_, j).mean(axis=1)
+    g_idle = np.where(x.ok, g_idle, 0.0).reshape(r_, j).mean(axis=1)
+    last = np.arange(r_) * j + (j - 1)
+    f_q = (x.pm_q * _wait_cdf(s, w, st, t[:, None] - x.own_q)).sum(axis=1) * x.ok[last]
+    out = x.idle * g_idle + x.busy * g_busy + f_q
     return np.where(st.stable, out, 0.0)
 
 
@@ -661,17 +692,20 @@ def meets(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> n
 def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = 48) -> np.ndarray:
     """The p-quantile of TTFT per row, by bisection on t (F is non-decreasing)."""
     r_ = len(s.slots)
+    ctx = ttft_ctx(s, w, st)
     hi = np.max(np.where(np.isfinite(st.step), st.step, 0.0), axis=1) * 4.0 + 1.0
     while True:
-        bad = ttft_cdf(s, w, st, hi) < w.percentile
-        if not (bad & st.stable).any() or (hi > 1e7).all():
+        grow = (ttft_cdf(s, w, st, hi, ctx) < w.percentile) & st.stable & (hi <= 1e7)
+        if not grow.any():
             break
-        hi = np.where(bad, hi * 4.0, hi)
+        hi = np.where(grow, hi * 4.0, hi)
     lo = np.zeros(r_)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        ok = ttft_cdf(s, w, st, mid) >= w.percentile
+        ok = ttft_cdf(s, w, st, mid, ctx) >= w.percentile
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    # beyond 1e7 s (a replica that never catches up in practice): infinite
+    hi = np.where(ttft_cdf(s, w, st, hi, ctx) >= w.percentile, hi, np.inf)
     return np.where(st.stable, hi, np.inf)
 
 
@@ -690,7 +724,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float =
     grows (the chain's occupancy and its steps grow with it), so the edge is its root: found by
     the Illinois variant of regula falsi on a bracket [met, missed] (each step kept at least 5%
     inside the bracket, so it shrinks as fast as bisection at worst), only on the rows not yet
-    converged. Stops when the bracket is within 1e-7 of its top (rel > 0: within that share, a
+    converged. Stops when the bracket is within 1e-4 of its top (rel > 0: within that share, a
     coarse answer: a feasible load below the largest)."""
     mu = saturation(s, w)
     r_ = len(mu)
@@ -712,7 +746,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float =
     g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
     met_top = g_hi >= -1e-9
     ok_lo = g_lo >= -1e-9
-    tol = max(rel, 1e-7)
+    tol = max(rel, 1e-4)
     step = 1.0 if w.closed else 0.0
     active = ok_lo & ~met_top & (hi - lo > np.maximum(tol * hi, step))
     side = np.zeros(r_, dtype=np.int64)          # Illinois: which end was kept last (+1 lo, -1 hi)
