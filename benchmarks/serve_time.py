@@ -43,7 +43,7 @@ def main():
     space = sp.ServeSpace(accelerators=tuple(catalog.accelerators()))
     full, t_table = timed(lambda: sp.replica_table(w, space), args.repeat)
     df = sp.prune(full[full.cost_ph.notna()].reset_index(drop=True), w)
-    q = sp._Query(df, w, sp.ServeLimits(), w.output_tokens_per_s, space, 10.0)
+    q = sp._Query(df, w, sp.ServeLimits(), w.demand, space, 10.0)
     first, t_solve = timed(lambda: q.pm.solve(q.enforce), args.repeat)
     res, t_all = timed(lambda: api.serve(**QUERY), args.repeat)
     own, t_own = timed(lambda: api.serve(**QUERY, own="a100-80g:64"), args.repeat)

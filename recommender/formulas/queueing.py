@@ -167,6 +167,8 @@ class State:
     throughput: np.ndarray  # (R,) requests/s served
     stable: np.ndarray      # (R,) bool
     admit: np.ndarray       # (R, S + 1) requests/s entering service in state n
+    peak: np.ndarray        # (R,) the most requests/s any occupancy serves (all slots busy, or fewer
+                            # where a compute-bound step grows faster than the sequences it serves)
 
 
 def chain(s: Steps, w: Workload, load) -> State:
@@ -246,7 +248,8 @@ def chain(s: Steps, w: Workload, load) -> State:
         seen = pi
         thr = np.where(stable, load, 0.0)
     admit = np.where(n < b, prompts, mu_b[:, None])
-    return State(pi, seen, tail_p, step, mu_b, load, thr, stable, admit)
+    peak = np.maximum(np.nanmax(np.where(np.isfinite(death), death, 0.0), axis=1), mu_b)
+    return State(pi, seen, tail_p, step, mu_b, load, thr, stable, admit, peak)
 
 
 K_PROMPTS = 16          # prompts per step the step-level mixtures count (beyond: negligible)
@@ -780,7 +783,7 @@ class Figures:
     tpot: np.ndarray
     e2e: np.ndarray
     throughput: np.ndarray   # requests/s
-    utilization: np.ndarray  # throughput / saturation
+    utilization: np.ndarray  # throughput / the most any occupancy serves (State.peak)
     busy_slots: np.ndarray   # mean running sequences
     wait_share: np.ndarray   # share of requests that queue for a slot
 
@@ -793,5 +796,5 @@ def figures(s: Steps, w: Workload, load) -> Figures:
     n = np.arange(st.pi.shape[1])[None, :]
     busy = (st.pi * np.minimum(n, s.slots[:, None])).sum(axis=1)
     waits = (st.seen * (n >= s.slots[:, None])).sum(axis=1)
-    util = np.where(st.stable, st.throughput / saturation(s, w), np.nan)
+    util = np.where(st.stable, st.throughput / st.peak, np.nan)
     return Figures(ttft, tpot, e2e, st.throughput, util, busy, waits)
