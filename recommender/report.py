@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recommender import money
+from recommender import catalog, money
 from recommender.units import fmt_count, fmt_usd
 
 if TYPE_CHECKING:
@@ -228,6 +228,8 @@ def serve_csv(result) -> pd.DataFrame:
                 "utilization": pt.utilization,
                 _money_header("cost_per_hour"): money.in_display(pt.cost_per_hour_usd),
                 _money_header("fleet_cost_per_mtok"): money.in_display(p.cost_per_million_tokens_usd),
+                _money_header("fleet_cost_per_mtok_low"): money.in_display(p.cost_per_million_tokens_usd_low),
+                _money_header("fleet_cost_per_mtok_high"): money.in_display(p.cost_per_million_tokens_usd_high),
                 "acquisition": pt.acquisition, "provider": pt.provider,
                 "memory_gib_per_gpu": pt.memory_gib_per_gpu, "price_as_of": pt.price_as_of, "vs_best": p.vs_best,
             })
@@ -350,6 +352,13 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
                 f"paged KV cache per GPU (slots up to {pt.max_batch}, token budget {pt.token_budget:,}); "
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))
+        if p.cost_per_hour_usd_low is not None:
+            c.print(f"#1 interval: serving this demand costs {fmt_usd(p.cost_per_hour_usd_low)}-"
+                    f"{fmt_usd(p.cost_per_hour_usd_high)}/h ({fmt_usd(p.cost_per_million_tokens_usd_low)}-"
+                    f"{fmt_usd(p.cost_per_million_tokens_usd_high)}/Mtok) if replicas deliver what the model predicts within "
+                    "its leave-one-source-out error on published throughput "
+                    f"({catalog.assumption('serve_throughput_error_low'):+.0%} to "
+                    f"{catalog.assumption('serve_throughput_error_high'):+.0%}, docs/VALIDATION.md)")
 
 
 def frontier_frame(fr) -> pd.DataFrame:

@@ -254,6 +254,15 @@ class ServePlan(ServeFigures):
     horizon_cost_usd: float | None
     vs_best: str
     parts: list[ServePart]
+    # the band from the serving model's leave-one-source-out error on published throughput rows
+    # (serve_throughput_error_low / _high): if replicas deliver the prediction / (1 + error), the
+    # fleet's capacity is that, and the demand needs (1 + error) times the replicas and cost
+    tokens_per_s_low: float | None = None
+    tokens_per_s_high: float | None = None
+    cost_per_hour_usd_low: float | None = None
+    cost_per_hour_usd_high: float | None = None
+    cost_per_million_tokens_usd_low: float | None = None
+    cost_per_million_tokens_usd_high: float | None = None
 
 
 class Relaxation(BaseModel):
@@ -590,7 +599,19 @@ def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -
         horizon_cost_usd=None if cph is None else cph * hours, acquisition=join("acquisition"),
         provider=main.provider, memory_gib_per_gpu=max(p.memory_gib_per_gpu for p in parts),
         fits=all(p.fits for p in parts), break_even_utilization=main.break_even_utilization,
-        facility_power_kw=power, vs_best=vs_best, parts=parts)
+        facility_power_kw=power, vs_best=vs_best, parts=parts, **throughput_band(capacity, cph, served))
+
+
+def throughput_band(capacity: float, cph: float | None, served: float) -> dict[str, float | None]:
+    """The plan's capacity, cost and $/Mtok at the ends of the serving model's throughput band."""
+    lo, hi = (catalog.assumption(k) for k in ("serve_throughput_error_low", "serve_throughput_error_high"))
+    out: dict[str, float | None] = {"tokens_per_s_low": capacity / (1 + hi), "tokens_per_s_high": capacity / (1 + lo)}
+    if cph is not None:
+        out |= {"cost_per_hour_usd_low": cph * (1 + lo), "cost_per_hour_usd_high": cph * (1 + hi)}
+        if served:
+            per = cph / (served * 3600) * 1e6
+            out |= {"cost_per_million_tokens_usd_low": per * (1 + lo), "cost_per_million_tokens_usd_high": per * (1 + hi)}
+    return out
 
 
 def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objective: str = "cost", top: int = 5,

@@ -301,3 +301,19 @@ def test_published_serving_figures_within_25_percent():
     _, stats = vs.table(runs)
     assert stats["held-out"] <= 0.25
     assert vs.calibrate(runs) == pytest.approx(catalog.assumption("decode_layer_overhead_us"), abs=0.5)
+
+
+def test_plan_cost_band_is_the_throughput_loso_band():
+    """A plan's cost and capacity carry the band of the serving model's leave-one-source-out error
+    on published throughput (catalog assumptions written by benchmarks/validate_serving.py)."""
+    from recommender.serve_planner import ServeLimits, ServeSpace, plan_serving
+
+    lo, hi = (catalog.assumption(k) for k in ("serve_throughput_error_low", "serve_throughput_error_high"))
+    assert lo < 0 < hi
+    w = _w(rate_rps=5.0, ttft_s=1.0, tpot_s=0.05)
+    p = plan_serving(w, ServeLimits(acquisitions=("on_demand",)), ServeSpace(accelerators=("a100-80g",)), top=1).plans[0]
+    assert p.cost_per_hour_usd_low == pytest.approx(p.cost_per_hour_usd * (1 + lo))
+    assert p.cost_per_hour_usd_high == pytest.approx(p.cost_per_hour_usd * (1 + hi))
+    assert p.tokens_per_s_low == pytest.approx(p.tokens_per_s / (1 + hi))
+    assert p.tokens_per_s_low < p.tokens_per_s < p.tokens_per_s_high
+    assert p.cost_per_million_tokens_usd_low < p.cost_per_million_tokens_usd < p.cost_per_million_tokens_usd_high
