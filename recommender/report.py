@@ -354,8 +354,9 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))
         if p.cost_per_hour_usd_low is not None:
             c.print(f"#1 interval: serving this demand costs {fmt_usd(p.cost_per_hour_usd_low)}-"
-                    f"{fmt_usd(p.cost_per_hour_usd_high)}/h ({fmt_usd(p.cost_per_million_tokens_usd_low)}-"
-                    f"{fmt_usd(p.cost_per_million_tokens_usd_high)}/Mtok) if replicas deliver what the model predicts within "
+                    f"{fmt_usd(p.cost_per_hour_usd_high)}/h ({money.symbol()}"
+                    f"{money.in_display(p.cost_per_million_tokens_usd_low):.3g}-"
+                    f"{money.in_display(p.cost_per_million_tokens_usd_high):.3g}/Mtok) if replicas deliver what the model predicts within "
                     "its leave-one-source-out error on published throughput "
                     f"({catalog.assumption('serve_throughput_error_low'):+.0%} to "
                     f"{catalog.assumption('serve_throughput_error_high'):+.0%}, docs/VALIDATION.md)")
