@@ -211,19 +211,15 @@ def missed(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     return out
 
 
-def prune(df: pd.DataFrame, w: ServeWorkload, by_latency: bool = False) -> pd.DataFrame:
+def prune(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     """Exact reduction: within one (accelerator, acquisition, provider), a replica type is dropped
     when another has no more GPUs, at least the throughput and misses no target it meets (cost
     and power per replica grow with GPUs there). Such a type can be swapped one-for-one in any
     fleet without raising cost, GPUs or power or breaking a limit, so the optimum is kept; ranked
-    alternatives differ in (accelerator, acquisition), so they are kept too.
-    by_latency: compare the latencies themselves instead of the targets they miss (for the least
-    relaxation of a target, where any bound may be asked)."""
+    alternatives differ in (accelerator, acquisition), so they are kept too."""
     if df.empty:
         return df
     miss = missed(df, w).values
-    if by_latency:
-        lat = df[["ttft", "tpot", "e2e"]].values
     keep = np.ones(len(df), dtype=bool)
     key = df.accelerator + "|" + df.acquisition + "|" + df.provider.fillna("")
     for _, idx in df.groupby(key, sort=True).indices.items():
@@ -232,12 +228,7 @@ def prune(df: pd.DataFrame, w: ServeWorkload, by_latency: bool = False) -> pd.Da
         order = np.lexsort((-t, g))  # fewest GPUs, then most throughput first
         kept: list[int] = []
         for j in order:
-            if by_latency:
-                lt = lat[idx]
-                dominated = any(g[k] <= g[j] and t[k] >= t[j] and (lt[k] <= lt[j]).all() for k in kept)
-            else:
-                dominated = any(g[k] <= g[j] and t[k] >= t[j] and not (ms[k] & ~ms[j]).any() for k in kept)
-            if dominated:
+            if any(g[k] <= g[j] and t[k] >= t[j] and not (ms[k] & ~ms[j]).any() for k in kept):
                 keep[idx[j]] = False
             else:
                 kept.append(j)
@@ -378,14 +369,15 @@ def _relaxed_needed(c: str, to: float, floor: float) -> str:
 
 
 def _tables(w: ServeWorkload, limits: ServeLimits, space: ServeSpace) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The replica table (priced rows) and its exact pruning: what the fleet model is built on."""
+    """The replica table (every row, priced or not) and the rows the fleet model is built on:
+    priced, with a published TDP under a power limit, exactly pruned."""
     full = replica_table(w, space)
     if full.empty:
         return full, full
     usable = full.cost_ph.notna()
-    if limits.power_kw is not None:
+    if limits.power_kw is not None:  # a part without a published TDP cannot be shown to meet a power limit
         usable &= full.power_kw.notna()
-    return full[full.cost_ph.notna()].reset_index(drop=True), prune(full[usable].reset_index(drop=True), w)
+    return full, prune(full[usable].reset_index(drop=True), w)
 
 
 def _needed(c: str, fig: dict, df: pd.DataFrame, rows, hours: float) -> str:
@@ -407,7 +399,7 @@ class _Query:
     def __init__(self, df, w: ServeWorkload, limits: ServeLimits, demand: float, space: ServeSpace,
                  time_limit_s: float, full: pd.DataFrame | None = None):
         self.df, self.w, self.limits, self.demand = df, w, limits, demand
-        self.space, self.time_limit_s, self.full, self._relaxed = space, time_limit_s, full, None
+        self.space, self.time_limit_s, self.full = space, time_limit_s, full
         self.hours = w.horizon_days * HOURS_PER_DAY
         pools = []
         for acc_id, cap in space.owned.items():
@@ -422,9 +414,8 @@ class _Query:
 
     def least_metric(self, c: str, keep: set[str]) -> list[tuple[int, int]] | None:
         """The fleet with the least worst-case `c` (ttft/tpot/e2e) meeting `keep`: bisection on the
-        sorted distinct values of the rows, then the cheapest fleet at that bound. Rows here are
-        this query's (targets met at their exact largest batch) or, for the least relaxation of a
-        target, the latency-pruned table (see relaxed()): exact over its batches."""
+        sorted distinct values of the rows, then the cheapest fleet at that bound (the latency
+        objective: each row's latencies at its capacity)."""
         vals = np.unique(self.df[c].values)
         lo, hi = 0, len(vals) - 1
         if not self.pm.feasible(keep, self.df[c].values > vals[hi]):
@@ -445,9 +436,8 @@ class _Query:
                 kept = trial
         return kept
 
-    def best_for(self, c: str | None, keep: set[str], lead: list[str] | None = None):
-        if c in TARGETS:
-            return self.relax_targets([t for t in (lead or [c]) if t in TARGETS], keep)
+    def best_for(self, c: str | None, keep: set[str]):
+        """The fleet that needs least of fleet limit `c` (cost otherwise) meeting `keep`."""
         first = {"budget": "cost", "max_gpus": "gpus", "power": "power"}.get(c, "cost")
         out = self.pm.solve(keep, first=first)
         return (self, out.rows) if out.rows else None
@@ -466,21 +456,13 @@ class _Query:
             full, df = _tables(w2, self.limits, self.space)
             if df.empty:
                 continue
-            q = _Query(df, w2, self.limits, self.demand, self.space, self.time_limit_s, full)
+            q = _Query(df, w2, self.limits, self.demand, self.space, self.time_limit_s,
+                       full[full.cost_ph.notna()].reset_index(drop=True))
             out = q.pm.solve((keep | set(targets)) & q.enforce)   # the relaxed targets held
             if out.rows:
                 q.relaxed_to = {c: (to[c], floors[c]) for c in targets}
                 return q, out.rows
         return None
-
-    def relaxed(self) -> "_Query":
-        """The same query over every priced batch of the table, pruned by latency instead of by
-        the targets missed, so that any latency bound can be asked exactly (batches: the 1-1.5-2
-        series, the largest that fits and each target's edge)."""
-        if self._relaxed is None:
-            df = prune(with_latencies(self.full, self.w), self.w, by_latency=True)
-            self._relaxed = _Query(df, self.w, self.limits, self.demand, self.space, self.time_limit_s, self.full)
-        return self._relaxed
 
     def correction_sets(self) -> list[list[str]]:
         """Minimal correction sets by increasing size: each the fewest limits whose removal makes
@@ -587,6 +569,7 @@ def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -
     cph = None if any(p.cost_per_hour_usd is None for p in parts) else sum(p.cost_per_hour_usd for p in parts)
     power = None if any(p.facility_power_kw is None for p in parts) else sum(p.facility_power_kw for p in parts)
     join = lambda f: "+".join(dict.fromkeys(getattr(p, f) for p in parts))  # noqa: E731
+    per_mtok = None if cph is None or not served else cph / (served * 3600) * 1e6
     return ServePlan(
         rank=rank, accelerator=join("accelerator"), count=sum(p.count for p in parts),
         replicas=sum(p.replicas for p in parts), tp=main.tp, pp=main.pp, precision=main.precision,
@@ -594,23 +577,22 @@ def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -
         tpot_ms=max(p.tpot_ms for p in parts), e2e_ms=max(p.e2e_ms for p in parts), tokens_per_s=capacity,
         served_tokens_per_s=served, demand_tokens_per_s=served, percentile=main.percentile,
         utilization=served / saturated if saturated else None,
-        cost_per_hour_usd=cph, cost_per_million_tokens_usd=None if cph is None or not served else
-        cph / (served * 3600) * 1e6,
+        cost_per_hour_usd=cph, cost_per_million_tokens_usd=per_mtok,
         horizon_cost_usd=None if cph is None else cph * hours, acquisition=join("acquisition"),
         provider=main.provider, memory_gib_per_gpu=max(p.memory_gib_per_gpu for p in parts),
         fits=all(p.fits for p in parts), break_even_utilization=main.break_even_utilization,
-        facility_power_kw=power, vs_best=vs_best, parts=parts, **throughput_band(capacity, cph, served))
+        facility_power_kw=power, vs_best=vs_best, parts=parts, **throughput_band(capacity, cph, per_mtok))
 
 
-def throughput_band(capacity: float, cph: float | None, served: float) -> dict[str, float | None]:
+def throughput_band(capacity: float, cph: float | None, per_mtok: float | None) -> dict[str, float | None]:
     """The plan's capacity, cost and $/Mtok at the ends of the serving model's throughput band."""
     lo, hi = (catalog.assumption(k) for k in ("serve_throughput_error_low", "serve_throughput_error_high"))
     out: dict[str, float | None] = {"tokens_per_s_low": capacity / (1 + hi), "tokens_per_s_high": capacity / (1 + lo)}
     if cph is not None:
         out |= {"cost_per_hour_usd_low": cph * (1 + lo), "cost_per_hour_usd_high": cph * (1 + hi)}
-        if served:
-            per = cph / (served * 3600) * 1e6
-            out |= {"cost_per_million_tokens_usd_low": per * (1 + lo), "cost_per_million_tokens_usd_high": per * (1 + hi)}
+    if per_mtok is not None:
+        out |= {"cost_per_million_tokens_usd_low": per_mtok * (1 + lo),
+                "cost_per_million_tokens_usd_high": per_mtok * (1 + hi)}
     return out
 
 
@@ -623,20 +605,17 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     demand = w.demand
     if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
-    full = replica_table(w, space)
+    full, df = _tables(w, limits, space)
     if full.empty:
         raise GpuplanError("model", w.model.id, "no accelerator in the search space can hold one replica of this "
                            "model at these prompt and output lengths")
     unpriced = sorted(set(full.accelerator[full.cost_ph.isna()]) - set(full.accelerator[full.cost_ph.notna()]))
     if unpriced:
         notes += prices.unpriced_note(unpriced, "not chosen")
-    usable = full.cost_ph.notna()
-    if limits.power_kw is not None:  # a part without a published TDP cannot be shown to meet a power limit
-        no_tdp = sorted(set(full.accelerator[full.power_kw.isna() & usable]))
+    if limits.power_kw is not None:
+        no_tdp = sorted(set(full.accelerator[full.power_kw.isna() & full.cost_ph.notna()]))
         if no_tdp:
             notes.append("no published TDP, so not chosen under a power limit: " + ", ".join(no_tdp))
-        usable &= full.power_kw.notna()
-    df = prune(full[usable].reset_index(drop=True), w)
     if objective == "latency":
         df = with_latencies(df, w)
     if df.empty:

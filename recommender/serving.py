@@ -221,11 +221,10 @@ def targets_met(w: ServeWorkload, s: qm.Steps, load) -> dict[str, np.ndarray]:
             for name, f in TARGETS if getattr(w, f) is not None}
 
 
-def capacities(w: ServeWorkload, s: qm.Steps, rel: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each row's capacity (users or requests/s per replica) under the targets it can meet at all
     (a row that misses one even at light load is sized by the others and marked as missing it),
-    less serve_capacity_margin of it, and which targets each row can meet. rel > 0: coarse
-    (queueing.capacity)."""
+    less serve_capacity_margin of it, and which targets each row can meet."""
     light = targets_met(w, s, light_load(w, s))
     names = list(light)
     cap = np.zeros(len(s.slots))
@@ -241,7 +240,7 @@ def capacities(w: ServeWorkload, s: qm.Steps, rel: float = 0.0) -> tuple[np.ndar
         sub = qm.Steps(s.compute[rows, :width], s.memory[rows, :width], s.fixed[rows, :width], s.per_token[rows],
                        s.slots[rows], s.budget[rows])
         kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
-        cap[rows] = qm.capacity(sub, w.queue, rel=rel, **kw)
+        cap[rows] = qm.capacity(sub, w.queue, **kw)
     # the queue model's own error (benchmarks/serving_des.py): keep a margin of the edge free
     kept = cap * (1.0 - catalog.assumption("serve_capacity_margin"))
     return (np.floor(kept + 1e-9) if w.closed else kept), light

@@ -22,20 +22,20 @@ sequence finishes at a step with probability 1/O), so n running sequences leave 
 n / (O T(n)); arrivals are Poisson at rate lambda (open loop) or come from U users who think for
 an exponential Z seconds between requests, (U - n) / Z (closed loop; the machine-repairman
 model, Kleinrock Sec. 3.9). An arrival sees the chain's stationary state (PASTA; for the closed
-loop the arrival theorem, weights pi(n) (U - n)).
+loop the arrival theorem, weights pi(n) (U - n)). chain() adds the variance of bursty step
+times to both rates.
 
-Latency of a request that finds n others (FCFS):
-- n < B: admitted at once; TTFT = the step in progress (T(n), its full length: conservative) +
-  ceil(P / (budget - n)) steps of T(n + 1) to prefill its P prompt tokens in chunks.
-- n >= B: it waits for n - B + 1 departures at the full-slot rate mu_B = B / (O T_B), an Erlang
-  time (open loop: the geometric mixture is exponential with rate mu_B - lambda), then prefills.
-- TPOT: a decode token is produced in a step of T(n) with probability proportional to
-  pi(n) n / T(n); the percentile of TPOT is taken over tokens (conservative against the
-  per-request average that benchmarks report, which smooths the step-to-step variation).
-  Prompts arriving at state n add their chunks to its steps at the arrival rate there (a
-  mean-field rate; where they exceed the budget the step runs a full chunk).
-- End-to-end at percentile p: TTFT_p + (O_p - 1) TPOT_p, O_p the output length's p-quantile
-  (a sum of quantiles: conservative).
+At a few occupancy points, bursts() follows the prompt backlog a step starts with as a Markov
+chain (what the token budget's room cannot take is carried to the next step). From it:
+- TTFT (ttft_cdf): the rest of the step an arrival lands in, then the steps that process the
+  backlog ahead of it and its own prompt at the room per step; an arrival that finds every slot
+  busy first waits for a departure (Erlang at the full-slot rate; exponential with rate
+  mu_B - lambda in an open loop).
+- TPOT (tpot_law): per request, the sum of its k step times from the step after its prompt
+  finished: exact on a grid for k <= K_EXACT, a normal with the chain's moments beyond.
+- End-to-end at percentile p: TTFT_p + (O_p - 1) x mean TPOT, O_p the output length's
+  p-quantile (a sum of quantiles: conservative).
+capacity() is the largest load at which every given target holds (the root of margin()).
 
 Everything is vectorized over rows (replica types) and states.
 """
@@ -656,11 +656,6 @@ def tpot_quantile(s: Steps, w: Workload, st: State, iters: int = 40) -> np.ndarr
     return np.where(st.stable, hi, np.inf)
 
 
-def tpot_ok(s: Steps, w: Workload, st: State, target: float) -> np.ndarray:
-    return st.stable & (_tpot_tail(s, w, st, np.full(len(s.slots), target * (1 + 1e-12)))
-                        <= 1.0 - w.percentile + 1e-12)
-
-
 def mean_tpot(s: Steps, w: Workload, st: State) -> np.ndarray:
     bu = _point_bursts(s, w, st, seen=False)
     return bu.mean.reshape(-1, OCCUPANCY_POINTS).mean(axis=1)
@@ -721,14 +716,13 @@ def _rows(s: Steps, idx) -> Steps:
     return Steps(s.compute[idx], s.memory[idx], s.fixed[idx], s.per_token[idx], s.slots[idx], s.budget[idx])
 
 
-def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float = 0.0) -> np.ndarray:
+def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarray:
     """The largest load per row (requests/s; closed loop: users, an integer) at which every given
     target holds at the percentile; 0 where none does. The margin (margin()) falls as the load
     grows (the chain's occupancy and its steps grow with it), so the edge is its root: found by
     the Illinois variant of regula falsi on a bracket [met, missed] (each step kept at least 5%
     inside the bracket, so it shrinks as fast as bisection at worst), only on the rows not yet
-    converged. Stops when the bracket is within 1e-4 of its top (rel > 0: within that share, a
-    coarse answer: a feasible load below the largest)."""
+    converged. Stops when the bracket is within 1e-4 of its top."""
     mu = saturation(s, w)
     r_ = len(mu)
     if w.closed:
@@ -749,7 +743,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, rel: float =
     g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
     met_top = g_hi >= -1e-9
     ok_lo = g_lo >= -1e-9
-    tol = max(rel, 1e-4)
+    tol = 1e-4
     step = 1.0 if w.closed else 0.0
     active = ok_lo & ~met_top & (hi - lo > np.maximum(tol * hi, step))
     side = np.zeros(r_, dtype=np.int64)          # Illinois: which end was kept last (+1 lo, -1 hi)
