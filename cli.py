@@ -483,12 +483,62 @@ def pareto(
 
 @app.command()
 @user_errors
-def schema():
-    """The scenario files' JSON schema, for editors and validators."""
+def fleet(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Portfolio YAML file (see constraints/portfolios/, "
+                                        "`gpuplan schema --portfolio`).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Edit the file first: path=value, e.g. "
+                                                      "budget.total=8M (repeatable).")] = None,
+    time_limit: TimeLimitOpt = "30s",
+    png: Annotated[Opt, typer.Option(metavar="PATH", help="Write the Gantt chart here (default: FILE's name + -fleet.png).")] = None,
+    plot: Annotated[bool, typer.Option(help="Write the Gantt chart PNG.")] = False,
+    currency: CurrencyOpt = "USD",
+    market: MarketOpt = None,
+    json_out: JSON = False,
+    csv: Annotated[Opt, typer.Option("--csv", metavar="FILE", help="Also write the jobs as CSV to FILE and the "
+                                     "periods beside it (FILE-periods.csv); '-' = jobs to stdout.")] = None,
+):
+    """A portfolio of training runs and services over a horizon on one budget: what to buy, reserve
+    and rent, and when (one exact CP-SAT model over every job, period and GPU source)."""
+    from pathlib import Path
+
+    from recommender import fleet as fl
+    from recommender import fleet_report, portfolio, report
+    from recommender.units import parse_duration_s
+
+    pf = portfolio.load(file, set_ or [])
+    limit = parse_duration_s("time-limit", time_limit)
+    inst = portfolio.compile(pf)
+    with portfolio.context(pf):
+        result = fl.plan_fleet(inst, time_limit_s=limit, notes=fl.standard_notes(inst))
+    if json_out:
+        print(report.to_json(result))
+        if csv:
+            fleet_report.write_csv(result, csv)
+    else:
+        fleet_report.render(result, csv_path=csv)
+    if (plot or png) and result.jobs:
+        path = Path(png or f"{Path(file).stem}-fleet.png")
+        path.write_bytes(fleet_report.gantt_png(result, pf.name or Path(file).stem))
+        print(f"chart: {path}", file=sys.stderr if json_out or csv == "-" else sys.stdout)
+    code = EXIT_CODES.get(result.status, 0)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def schema(portfolio_: Annotated[bool, typer.Option("--portfolio", help="The portfolio files' schema "
+                                                  "(gpuplan fleet) instead.")] = False):
+    """The scenario files' JSON schema (or, with --portfolio, the portfolio files'), for editors and validators."""
     import json
 
     from recommender import scenario
 
+    if portfolio_:
+        from recommender import portfolio
+
+        print(json.dumps(portfolio.Portfolio.model_json_schema(), indent=2))
+        return
     print(json.dumps(scenario.json_schema(), indent=2))
 
 

@@ -236,6 +236,7 @@ class FleetModel:
         s.parameters.max_time_in_seconds = self.time_limit_s
         s.parameters.num_workers = self.workers
         s.parameters.random_seed = 0
+        s.parameters.linearization_level = 2  # the LP of every linear constraint: 3.8 s -> 0.06 s on the startup example
         return s
 
     # -- solving ----------------------------------------------------------------------------

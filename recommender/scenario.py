@@ -352,8 +352,8 @@ def _line(root, path: list) -> int | None:
     return line
 
 
-def _fields_at(path: list) -> list[str]:
-    model = Scenario
+def _fields_at(path: list, root=None) -> list[str]:
+    model = root or Scenario
     for key in path[:-1]:
         if isinstance(key, int):
             continue
@@ -369,11 +369,11 @@ def _fields_at(path: list) -> list[str]:
     return list(model.model_fields)
 
 
-def _explain(err: dict) -> tuple[list, str]:
+def _explain(err: dict, root=None) -> tuple[list, str]:
     loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        known = _fields_at(loc)
+        known = _fields_at(loc, root)
         hint = did_you_mean(str(loc[-1]), known)
         return loc, f"unknown key; {hint + ' ' if hint else ''}allowed here: {', '.join(known)}"
     if kind == "missing":
