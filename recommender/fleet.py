@@ -345,13 +345,17 @@ def plan_fleet(inst: Instance, time_limit_s: float = 30.0, notes: list[str] | No
 
 def standard_notes(inst: Instance) -> list[str]:
     """How the money is counted, in the answer's own words."""
+    from recommender import money
+
+    kwh = f"{money.symbol()}{money.in_display(inst.usd_per_kwh):.3g}/kWh"
+    colo = f"{money.symbol()}{money.in_display(inst.colo_usd_per_kw_month):,.0f}/kW-month"
     per = "month (730 h)" if inst.step == "month" else "week (168 h)"
     notes = [f"periods of one {per}; a training run holds its GPUs for whole periods (the time model's days "
              "rounded up); a service's replicas are set per period",
              f"purchases are whole servers, paid when ordered, usable after the lead time; what remains at the "
              f"horizon's end is credited at straight-line book value over {inst.depreciation_years:g} years from "
-             f"arrival; on-premises GPUs pay energy when in use (PUE {inst.pue:g}, ${inst.usd_per_kwh:g}/kWh) and "
-             f"colocation while installed (${inst.colo_usd_per_kw_month:g}/kW-month)",
+             f"arrival; on-premises GPUs pay energy when in use (PUE {inst.pue:g}, {kwh}) and "
+             f"colocation while installed ({colo})",
              "reserved terms are whole cloud instances paid every period of the term; the part of a term past the "
              "horizon is owed and counted in the total",
              "power counts on-premises GPUs in use (TDP x PUE); cloud GPUs are outside the data centre's envelope",

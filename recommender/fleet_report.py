@@ -48,7 +48,7 @@ def periods_frame(r, numeric: bool = False):
 def _table(df, title: str) -> Table:
     t = Table(title=title, title_justify="left")
     for c in df.columns:
-        t.add_column(str(c), justify="left" if df[c].dtype == object else "right")
+        t.add_column(str(c), justify="left" if df[c].dtype == object else "right", overflow="fold")
     for row in df.itertuples(index=False):
         t.add_row(*(escape(str(v)) for v in row))
     return t
@@ -69,7 +69,7 @@ def render(r, csv_path: str | None = None) -> None:
                                               for p in r.purchases))
         if r.reservations:
             c.print("Reservations: " + "; ".join(f"{x.gpus} x {x.accelerator} from {x.start} for {x.periods} "
-                                                 f"{r.step}s at {money.symbol()}{money.in_display(x.usd_per_gpu_hour):.2f}/GPU-h "
+                                                 f"{r.step}{'s' if x.periods != 1 else ''} at {money.symbol()}{money.in_display(x.usd_per_gpu_hour):.2f}/GPU-h "
                                                  f"({fmt_usd(x.committed_usd)})" for x in r.reservations))
         c.print(f"Total: {fmt_usd(r.total_cost_usd)} = spend {fmt_usd(r.spend_usd)}"
                 + (f" + reserved terms owed after the horizon {fmt_usd(r.committed_after_usd)}" if r.committed_after_usd else "")
