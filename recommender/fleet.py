@@ -352,9 +352,12 @@ def standard_notes(inst: Instance) -> list[str]:
     per = "month (730 h)" if inst.step == "month" else "week (168 h)"
     notes = [f"periods of one {per}; a training run holds its GPUs for whole periods (the time model's days "
              "rounded up); a service's replicas are set per period",
-             f"purchases are whole servers, paid when ordered, usable after the lead time; what remains at the "
-             f"horizon's end is credited at straight-line book value over {inst.depreciation_years:g} years from "
-             f"arrival; on-premises GPUs pay energy when in use (PUE {inst.pue:g}, {kwh}) and "
+             "purchases are whole servers, paid when ordered, usable after the lead time; "
+             + (f"what remains at the horizon's end is credited at straight-line book value over "
+                f"{inst.depreciation_years:g} years from arrival (book_value: false credits nothing)"
+                if inst.credit_book_value else "nothing is credited for what remains at the horizon's end "
+                "(book_value: false)")
+             + f"; on-premises GPUs pay energy when in use (PUE {inst.pue:g}, {kwh}) and "
              f"colocation while installed ({colo})",
              "reserved terms are whole cloud instances paid every period of the term; the part of a term past the "
              "horizon is owed and counted in the total",

@@ -105,6 +105,7 @@ class Instance:
     colo_usd_per_kw_month: float = 0.0
     depreciation_years: float = 5.0
     objective: str = "cost"                # cost | makespan | lateness
+    credit_book_value: bool = True         # False: a purchase is worth nothing at the horizon's end
 
     @property
     def hours(self) -> float:
@@ -139,6 +140,8 @@ class Instance:
 
     def book_fraction(self, t: GpuType, order: int) -> float:
         """What remains of a purchase's value at the horizon's end (straight line from arrival)."""
+        if not self.credit_book_value:
+            return 0.0
         used = (self.periods - (order + t.lead_periods)) * self.period_years
         return max(0.0, 1.0 - used / self.depreciation_years)
 

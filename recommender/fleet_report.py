@@ -30,18 +30,26 @@ def jobs_frame(r, numeric: bool = False):
 
 
 def periods_frame(r, numeric: bool = False):
+    """One row a period (the CSV and JSON); the text table of weekly periods sums them by month
+    (money and GPUs ordered summed, power and GPU counts at the month's most)."""
     import pandas as pd
 
-    rows = []
+    if numeric:
+        return pd.DataFrame([p.model_dump() for p in r.periods])
+    groups: dict[str, list] = {}
     for p in r.periods:
-        if numeric:
-            rows.append(p.model_dump())
-            continue
-        rows.append({"period": p.start, "spend": fmt_usd(p.spend_usd), "rent": fmt_usd(p.rental_usd),
-                     "reserved": fmt_usd(p.reserved_usd), "capex": fmt_usd(p.capex_usd),
-                     "energy+colo": fmt_usd(p.energy_usd + p.colocation_usd), "kW": f"{p.power_kw:,.0f}",
-                     "owned": p.owned, "bought": p.bought, "ordered": p.ordered, "reserved GPUs": p.reserved,
-                     "rented": p.rented, "in use": p.in_use, "idle on-prem": p.idle_onprem})
+        groups.setdefault(p.start[:7] if r.step == "week" else p.start, []).append(p)
+    rows = []
+    for label, ps in groups.items():
+        total = lambda f: sum(getattr(p, f) for p in ps)  # noqa: E731
+        most = lambda f: max(getattr(p, f) for p in ps)  # noqa: E731
+        rows.append({"period" if r.step == "month" else "month": label,
+                     "spend": fmt_usd(total("spend_usd")), "rent": fmt_usd(total("rental_usd")),
+                     "reserved": fmt_usd(total("reserved_usd")), "capex": fmt_usd(total("capex_usd")),
+                     "energy+colo": fmt_usd(total("energy_usd") + total("colocation_usd")),
+                     "kW": f"{most('power_kw'):,.0f}", "owned": most("owned"), "bought": most("bought"),
+                     "ordered": total("ordered"), "reserved GPUs": most("reserved"), "rented": most("rented"),
+                     "in use": most("in_use"), "idle on-prem": most("idle_onprem")})
     return pd.DataFrame(rows)
 
 

@@ -50,7 +50,8 @@ class ModelRef(Section):
 
 
 class Growth(Section):
-    """A demand that starts at `start` and grows by `growth` each period (compounded)."""
+    """A demand that starts at `start` and grows by `growth` a month (compounded; with weekly
+    periods, by the same monthly rate spread over the weeks)."""
 
     start: Quantity
     growth: Quantity = 0
@@ -116,6 +117,7 @@ class Portfolio(Section):
     tiers: list[Literal["on_demand", "spot", "reserved"]] = ["on_demand", "reserved"]
     providers: list[str] | None = None
     buy: bool = True
+    book_value: bool = True   # credit what remains of a purchase at the horizon's end (False: worth nothing)
     purchase: dict[str, Purchase] = {}
     own: dict[str, int] = {}
     budget: Budget = Budget()
@@ -313,13 +315,21 @@ def _train_job(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bou
                deadline=None if pf.objective == "lateness" else deadline, due=deadline, weight=j.weight)
 
 
-def _demand(pf: Portfolio, j: PortfolioJob, i: int, field: str, parse) -> list[float]:
+def _demand(pf: Portfolio, j: PortfolioJob, i: int, field: str, parse, first_period: int = 0) -> list[float]:
+    """The demand per period: a list, one value, or a start and a monthly growth counted from the
+    service's first period."""
     value = getattr(j, field)
     if isinstance(value, Growth):
         g = str(value.growth).strip()
-        rate = float(g.rstrip("%")) / 100 if g.endswith("%") else float(g)
+        try:
+            rate = float(g.rstrip("%")) / 100 if g.endswith("%") else float(g)
+        except ValueError:
+            raise GpuplanError(f"jobs[{i}].{field}.growth", value.growth, "write a monthly growth, e.g. 10%") from None
+        if not -1 < rate < 10:
+            raise GpuplanError(f"jobs[{i}].{field}.growth", value.growth, "must be above -100% and below 1000% a month")
         first = parse(f"jobs[{i}].{field}.start", value.start)
-        return [first * (1 + rate) ** t for t in range(pf.horizon)]
+        per_period = pf.period_days / (365.0 / 12.0)  # months per period
+        return [first * (1 + rate) ** (max(0, t - first_period) * per_period) for t in range(pf.horizon)]
     if isinstance(value, list):
         if len(value) != pf.horizon:
             raise GpuplanError(f"jobs[{i}].{field}", f"[{len(value)} values]", f"give one per period ({pf.horizon}), "
@@ -339,8 +349,9 @@ def _service(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bound
     if (j.rate is None) == (j.users is None):
         raise GpuplanError(f"jobs[{i}].rate", j.rate, "give the demand: rate (req/s per period) or users (with think_time)")
     closed = j.users is not None
+    start, _ = _window(pf, j, bounds, i)
     demand = _demand(pf, j, i, "users" if closed else "rate",
-                     (lambda f, v: float(api.parse_int(f, v))) if closed else units.parse_rate_per_s)
+                     (lambda f, v: float(api.parse_int(f, v))) if closed else units.parse_rate_per_s, start)
     q = api.serve_query(model=j.model.preset, params=j.model.params, hf_config=j.model.hf_config, prompt=j.prompt,
                         output=j.output, rate=None if closed else max(demand), users=max(1, round(max(demand))) if closed else None,
                         think_time=j.think_time, ttft=j.ttft, tpot=j.tpot, e2e=j.e2e, percentile=j.percentile,
@@ -348,7 +359,6 @@ def _service(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bound
                         acquisition="on_demand")
     space = sp.ServeSpace(**{**q.space.__dict__, "acquisitions": ("on_demand",)})
     df = sp.replica_table(q.workload, space)
-    start, _ = _window(pf, j, bounds, i)
     end = pf.horizon
     if j.until is not None:
         d = pf.when(f"jobs[{i}].until", j.until) + timedelta(days=1)
@@ -407,4 +417,5 @@ def compile(pf: Portfolio) -> Instance:
                         budget_per=per, power_kw=pf.power_kw, space_gpus=pf.space_gpus, pue=a("pue"),
                         usd_per_kwh=a("electricity_usd_per_kwh"),
                         colo_usd_per_kw_month=a("colocation_usd_per_kw_month"),
-                        depreciation_years=a("useful_life_years"), objective=pf.objective)
+                        depreciation_years=a("useful_life_years"), objective=pf.objective,
+                        credit_book_value=pf.book_value)
