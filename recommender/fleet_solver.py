@@ -33,12 +33,11 @@ never used and its book value is below its price); rented and reserved GPUs at m
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from recommender.fleet_model import Coefficients, Instance, Schedule, coefficients
+from recommender.fleet_model import Instance, Schedule, coefficients
 
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
@@ -307,9 +306,3 @@ def gap(outcome: Outcome) -> float | None:
         return 0.0
     return abs(outcome.objective - outcome.bound) / max(1.0, abs(outcome.objective))
 
-
-def cents(usd: float) -> int:
-    return int(math.ceil(usd * 100))
-
-
-__all__ = ["FleetModel", "Outcome", "gap", "Coefficients"]

@@ -27,7 +27,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recommender import catalog, units
@@ -168,25 +167,7 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Portfolio:
     from recommender import scenario
 
     p = Path(path)
-    if not str(path).strip():
-        raise GpuplanError("file", path, "give the path of a portfolio YAML file")
-    if p.is_dir():
-        raise GpuplanError("file", str(path), "is a folder; give a portfolio YAML file (see constraints/portfolios/)")
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise GpuplanError("file", str(path), "not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GpuplanError("file", str(path), f"cannot read ({exc.__class__.__name__})") from None
-    try:
-        root = yaml.compose(text)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise GpuplanError("file", where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(doc, dict):
-        raise GpuplanError("file", str(path), "must be a YAML mapping with start, jobs, ... (see gpuplan schema --portfolio)")
+    root, doc = scenario.read_yaml(path, "portfolio", "constraints/portfolios/")
     for s in sets:
         scenario._set(doc, s)
     try:

@@ -387,13 +387,14 @@ def _explain(err: dict, root=None) -> tuple[list, str]:
     return loc, msg
 
 
-def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Read, edit (--set) and validate a scenario; errors say FILE:LINE: path=value: reason."""
+def read_yaml(path: str | Path, what: str = "scenario", see: str = "constraints/") -> tuple[object, dict]:
+    """A YAML mapping file's node tree (for line numbers) and its data; one-line errors for a
+    missing, unreadable or folder path and for invalid YAML."""
     p = Path(path)
     if not str(path).strip():
-        raise GpuplanError("file", path, "give the path of a scenario YAML file")
+        raise GpuplanError("file", path, f"give the path of a {what} YAML file")
     if p.is_dir():
-        raise GpuplanError("file", str(path), "is a folder; give a scenario YAML file (see constraints/)")
+        raise GpuplanError("file", str(path), f"is a folder; give a {what} YAML file (see {see})")
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -408,7 +409,14 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         raise GpuplanError("file", where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(doc, dict):
-        raise GpuplanError("file", str(path), "must be a YAML mapping with model, workload, ... (see gpuplan schema)")
+        raise GpuplanError("file", str(path), f"must be a YAML mapping (see gpuplan schema, {see})")
+    return root, doc
+
+
+def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read, edit (--set) and validate a scenario; errors say FILE:LINE: path=value: reason."""
+    p = Path(path)
+    root, doc = read_yaml(path)
     for s in sets:
         _set(doc, s)
     try:

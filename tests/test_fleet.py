@@ -216,3 +216,10 @@ def test_random_instances_are_deterministic():
     inst = random_instance(3)
     a, b = FleetModel(inst).solve(), FleetModel(inst).solve()
     assert a.schedule == b.schedule and check(inst, a.schedule).total == check(inst, b.schedule).total
+
+
+def test_schema_portfolio():
+    r = run(["schema", "--portfolio"])
+    schema = json.loads(r.output)
+    assert r.exit_code == 0 and {"start", "step", "horizon", "jobs", "budget", "own"} <= set(schema["properties"])
+    assert set(schema["required"]) == {"start", "jobs"}
