@@ -42,7 +42,7 @@ Everything is vectorized over rows (replica types) and states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -675,7 +675,12 @@ def margin(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> 
     if ttft is not None:
         out = np.minimum(out, ratio(1.0 - ttft_cdf(s, w, st, np.full(len(out), ttft))))
     if tpot is not None:
-        out = np.minimum(out, ratio(_tpot_tail(s, w, st, np.full(len(out), tpot * (1 + 1e-12)))))
+        # where an earlier target is already missed the sign is settled: the TPOT law (the costly
+        # part) is computed only for the other rows
+        rows = np.flatnonzero(out >= -1e-9) if ttft is not None else np.arange(len(out))
+        if len(rows):
+            tail = _tpot_tail(_rows(s, rows), w, _state_rows(st, rows), np.full(len(rows), tpot * (1 + 1e-12)))
+            out[rows] = np.minimum(out[rows], ratio(tail))
     if e2e is not None:
         budget = e2e - (w.output_quantile - 1.0) * mean_tpot(s, w, st)
         miss = np.where(np.isfinite(budget), 1.0 - ttft_cdf(s, w, st, np.nan_to_num(budget)), 1.0)
@@ -712,6 +717,10 @@ def saturation(s: Steps, w: Workload) -> np.ndarray:
     return s.slots / (w.output * full_slot_step(s, w))
 
 
+def _state_rows(st: State, idx) -> State:
+    return State(*(getattr(st, f.name)[idx] for f in fields(State)))
+
+
 def _rows(s: Steps, idx) -> Steps:
     return Steps(s.compute[idx], s.memory[idx], s.fixed[idx], s.per_token[idx], s.slots[idx], s.budget[idx])
 
@@ -721,8 +730,9 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarra
     target holds at the percentile; 0 where none does. The margin (margin()) falls as the load
     grows (the chain's occupancy and its steps grow with it), so the edge is its root: found by
     the Illinois variant of regula falsi on a bracket [met, missed] (each step kept at least 5%
-    inside the bracket, so it shrinks as fast as bisection at worst), only on the rows not yet
-    converged. Stops when the bracket is within 1e-4 of its top."""
+    inside the bracket, so it shrinks as fast as bisection at worst; a geometric step while an end's
+    margin is clipped), only on the rows not yet converged. Stops when the bracket is within 1e-4
+    of its top."""
     mu = saturation(s, w)
     r_ = len(mu)
     if w.closed:
@@ -754,6 +764,10 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarra
             x = h_ - gh * (h_ - l_) / (gh - gl)
         span = h_ - l_
         x = np.clip(np.nan_to_num(x, nan=0.5 * (l_ + h_)), l_ + 0.05 * span, h_ - 0.05 * span)
+        # an end whose margin is clipped says nothing of the slope: step geometrically instead (the
+        # edge is often orders of magnitude below the bracket's top), then the secant takes over
+        clipped = (np.abs(gl) >= MARGIN_CLIP - 1e-9) | (np.abs(gh) >= MARGIN_CLIP - 1e-9)
+        x = np.where(clipped & (l_ > 0), np.sqrt(np.maximum(l_, 1e-300) * h_), x)
         if w.closed:
             x = np.clip(np.round(x), l_ + 1.0, h_ - 1.0)
         gx = g(rows, x)
