@@ -585,6 +585,8 @@ def serve(
     length_dist: Annotated[str, typer.Option(metavar="exponential|fixed", help="Output lengths around the --output mean: exponential (default) or fixed.")] = "exponential",
     token_budget: Annotated[Opt, typer.Option(metavar="TOKENS", help="Tokens per engine step (max_num_batched_tokens; default: vLLM V1's, 8192 or 2048).")] = None,
     max_seqs: Annotated[Opt, typer.Option(metavar="N", help="Most sequences a replica runs at once (max_num_seqs; default: vLLM V1's, 1024 or 256).")] = None,
+    prefix_tokens: Annotated[Opt, typer.Option(metavar="TOKENS", help="Prefix caching: the first TOKENS of every prompt are shared (a system prompt).")] = None,
+    prefix_hit: Annotated[Opt, typer.Option(metavar="SHARE", help="Prefix caching: the share of requests that find the shared prefix cached, e.g. 0.9 or 90% (default 1 with --prefix-tokens).")] = None,
     goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,
@@ -607,7 +609,8 @@ def serve(
                        providers=providers, precision=precision, kv_precision=kv_precision,
                        acquisition=acquisition, own=own, top=top, amortize=amortize, time_limit=time_limit,
                        gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom,
-                       percentile=percentile, length_dist=length_dist, token_budget=token_budget, max_seqs=max_seqs)
+                       percentile=percentile, length_dist=length_dist, token_budget=token_budget, max_seqs=max_seqs,
+                       prefix_tokens=prefix_tokens, prefix_hit=prefix_hit)
     _print_serve(result, json_out, csv)
 
 

@@ -656,13 +656,14 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
                 providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5,
                 amortize=False, time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None,
-                headroom=None, percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None):
+                headroom=None, percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None,
+                prefix_tokens=None, prefix_hit=None):
     """Parse and check `serve`'s arguments: a ServeQuery, or with --gpu the fixed configuration's
     evaluated result (a ServeResult)."""
     from recommender import serve_planner as sp
     from recommender.formulas.serving import SERVE_PRECISIONS
     from recommender.serving import ServeWorkload
-    from recommender.units import parse_days, parse_duration_s, parse_rate_per_s, parse_usd
+    from recommender.units import parse_days, parse_duration_s, parse_fraction, parse_rate_per_s, parse_usd
 
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads)
     dur = lambda f, v: None if v is None else parse_duration_s(f, v)  # noqa: E731
@@ -674,7 +675,10 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         e2e_s=dur("e2e", e2e), horizon_days=parse_days("horizon", horizon),
         percentile=parse_percentile(percentile), length_dist=str(length_dist).lower(),
         token_budget=None if token_budget is None else parse_int("token-budget", token_budget),
-        max_seqs=None if max_seqs is None else parse_int("max-seqs", max_seqs))
+        max_seqs=None if max_seqs is None else parse_int("max-seqs", max_seqs),
+        prefix_tokens=0 if prefix_tokens is None else parse_tokens("prefix-tokens", prefix_tokens),
+        prefix_hit=(0.0 if prefix_tokens is None and prefix_hit is None else
+                    1.0 if prefix_hit is None else parse_fraction("prefix-hit", prefix_hit)))
     if w.context > spec.seq_len:
         raise GpuplanError("prompt", prompt, f"prompt + output = {w.context} tokens exceeds {spec.id}'s "
                            f"{spec.seq_len}-token context")
@@ -715,7 +719,8 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
           providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
           time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None,
-          percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None):
+          percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None, prefix_tokens=None,
+          prefix_hit=None):
     """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
     fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
     q = serve_query(**locals())

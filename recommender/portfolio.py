@@ -81,6 +81,8 @@ class PortfolioJob(Section):
     tpot: Quantity | None = None
     e2e: Quantity | None = None
     percentile: str = "p99"
+    prefix_tokens: Quantity | None = None
+    prefix_hit: Quantity | None = None
     until: When | None = None
 
 
@@ -260,7 +262,7 @@ def _train_job(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bou
 
     if j.tokens is None:
         raise GpuplanError(f"jobs[{i}].tokens", None, f"{j.kind} job '{j.name}' needs tokens (e.g. tokens: 1T)")
-    for f in ("rate", "users", "think_time", "ttft", "tpot", "e2e", "until"):
+    for f in ("rate", "users", "think_time", "ttft", "tpot", "e2e", "until", "prefix_tokens", "prefix_hit"):
         if getattr(j, f) is not None:
             raise GpuplanError(f"jobs[{i}].{f}", getattr(j, f), f"applies to serve jobs, not {j.kind}")
     kw = dict(model=j.model.preset, params=j.model.params, hf_config=j.model.hf_config, tokens=j.tokens,
@@ -336,6 +338,7 @@ def _service(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bound
     q = api.serve_query(model=j.model.preset, params=j.model.params, hf_config=j.model.hf_config, prompt=j.prompt,
                         output=j.output, rate=None if closed else max(demand), users=max(1, round(max(demand))) if closed else None,
                         think_time=j.think_time, ttft=j.ttft, tpot=j.tpot, e2e=j.e2e, percentile=j.percentile,
+                        prefix_tokens=j.prefix_tokens, prefix_hit=j.prefix_hit,
                         gpus=",".join(t.id for t in types), precision=None if j.precision is None else ",".join(j.precision),
                         acquisition="on_demand")
     space = sp.ServeSpace(**{**q.space.__dict__, "acquisitions": ("on_demand",)})

@@ -62,7 +62,8 @@ class ModelSection(Section):
 
 TRAIN_FIELDS = ("tokens", "global_batch", "seq_len", "attention", "loss")
 FINETUNE_FIELDS = TRAIN_FIELDS + ("epochs", "method", "lora_rank")
-SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision")
+SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision",
+                "prefix_tokens", "prefix_hit")
 
 
 class Workload(Section):
@@ -88,6 +89,8 @@ class Workload(Section):
     e2e: Quantity | None = None
     horizon: Quantity | None = None
     kv_precision: str | None = None
+    prefix_tokens: Quantity | None = None   # prefix caching: a shared prompt prefix (tokens)
+    prefix_hit: Quantity | None = None      # and the share of requests that find it cached
 
     _tokens = field_validator("tokens", "global_batch")(_check(units.parse_count, "tokens"))
     _times = field_validator("think_time", "ttft", "tpot", "e2e")(_check(units.parse_duration_s, "time"))

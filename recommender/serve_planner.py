@@ -705,7 +705,11 @@ def queue_note(w: ServeWorkload) -> str:
     return (f"latencies are p{w.percentile * 100:g} from a queueing model of continuous batching with chunked "
             f"prefill (vLLM V1 scheduler: slot cap = batch, token budget per step); {load}; output lengths "
             f"{w.length_dist} with mean {w.output_tokens:,} (p{w.percentile * 100:g}: {q.output_quantile:,.0f}), "
-            f"prompts {w.prompt_tokens:,} tokens; each replica loaded to "
+            f"prompts {w.prompt_tokens:,} tokens"
+            + (f" ({w.prefix_tokens:,} of them a shared prefix found in the prefix cache by {w.prefix_hit:.0%} of "
+               f"requests: {w.prefill_tokens:,.0f} computed per prompt, the prefix's KV held once per replica)"
+               if w.prefix_hit > 0 else "")
+            + "; each replica loaded to "
             f"{1 - catalog.assumption('serve_capacity_margin'):.0%} of the most load at which the targets hold, the "
             "queue model's error against a step-by-step simulation (docs/SERVING.md)")
 

@@ -45,7 +45,9 @@ class Samples:
 
 def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None, users: float | None = None,
              think_s: float = 0.0, length_dist: str = "exponential", requests: int = 20000,
-             seed: int = 0) -> Samples:
+             seed: int = 0, prefix_tokens: int = 0, prefix_hit: float = 0.0) -> Samples:
+    """`prefix_hit` of the requests (drawn one by one) find the first `prefix_tokens` of their
+    prompt cached and prefill only the rest (the queue model uses the mean)."""
     rng = np.random.RandomState(seed)
 
     def out_len() -> int:
@@ -79,7 +81,8 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
         while waiting and running < rep.slots:
             r = waiting.popleft()
             info[r].append(t - info[r][0])
-            prefilling.append([r, prompt])
+            hit = prefix_hit > 0 and rng.random_sample() < prefix_hit
+            prefilling.append([r, prompt - prefix_tokens if hit else prompt])
             running += 1
         if running == 0:
             t = arrivals[0][0]

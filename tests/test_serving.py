@@ -317,3 +317,47 @@ def test_plan_cost_band_is_the_throughput_loso_band():
     assert p.tokens_per_s_low == pytest.approx(p.tokens_per_s / (1 + hi))
     assert p.tokens_per_s_low < p.tokens_per_s < p.tokens_per_s_high
     assert p.cost_per_million_tokens_usd_low < p.cost_per_million_tokens_usd < p.cost_per_million_tokens_usd_high
+
+
+# -- prefix caching --------------------------------------------------------------------------------
+def _prefix_workload(**kw):
+    from recommender.serving import ServeWorkload
+
+    base = dict(model=catalog.model("llama-3-8b"), prompt_tokens=2000, output_tokens=200, rate_rps=50.0,
+                ttft_s=0.5, tpot_s=0.03)
+    return ServeWorkload(**{**base, **kw})
+
+
+def test_prefix_caching_hand_computed():
+    """90% of requests find a 1,500-token prefix cached: 2000 - 0.9 x 1500 = 650 prompt tokens computed
+    on average; the queue runs on E[X^2] / E[X] = (0.9 x 500^2 + 0.1 x 2000^2) / 650 = 961.5 tokens; the
+    prefix's KV is held once: per sequence 650 + 1500 / slots (vs 2000) plus the same age and margin."""
+    w = _prefix_workload(prefix_tokens=1500, prefix_hit=0.9)
+    plain = _prefix_workload()
+    assert w.prefill_tokens == pytest.approx(650.0)
+    assert w.queue.prompt == pytest.approx(625000 / 650)
+    assert w.resident_tokens(100) - plain.resident_tokens(100) == pytest.approx(650 + 15 - 2000)
+    full = _prefix_workload(prefix_tokens=1500, prefix_hit=1.0)
+    assert full.queue.prompt == pytest.approx(500.0)   # every request hits: one length, no mixture
+
+
+def test_prefix_caching_raises_capacity_and_cuts_ttft():
+    from recommender import serve_planner as sp
+
+    results = {}
+    for hit in (0.0, 0.9):
+        w = _prefix_workload(prefix_tokens=1500 if hit else 0, prefix_hit=hit)
+        r = sp.plan_serving(w, sp.ServeLimits(acquisitions=("on_demand",)), sp.ServeSpace(accelerators=("h100-sxm",)),
+                            top=1)
+        results[hit] = r.plans[0]
+    assert results[0.9].cost_per_hour_usd < results[0.0].cost_per_hour_usd
+    assert results[0.9].ttft_ms < results[0.0].ttft_ms
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(prefix_tokens=2000), "prefix-tokens=2000: the shared prefix must be shorter"),
+    (dict(prefix_hit=0.5), "prefix-hit=0.5: give the shared prefix's length too"),
+])
+def test_prefix_caching_bad_input(kw, needle):
+    with pytest.raises(GpuplanError, match=needle):
+        _prefix_workload(**kw)

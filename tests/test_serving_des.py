@@ -49,12 +49,20 @@ FLEETS = [
                           think_time_s=5.0, ttft_s=2.0, tpot_s=0.04, percentile=0.9), ("h100-sxm",)),
     ("8b-p90-open-l40s", dict(model="llama-3-8b", prompt_tokens=1000, output_tokens=300, rate_rps=35.0,
                               ttft_s=1.0, tpot_s=0.04, percentile=0.9), ("l40s",)),
+    # prefix caching: a 1,500-token system prompt cached for 90% of requests (the simulation draws
+    # hits request by request; the queue model uses the mean prompt computed, 650 tokens)
+    ("8b-prefix-cache-h100", dict(model="llama-3-8b", prompt_tokens=2000, output_tokens=200, rate_rps=500.0,
+                                  ttft_s=0.5, tpot_s=0.03, prefix_tokens=1500, prefix_hit=0.9), ("h100-sxm",)),
 ]
 # A miss the model is known for (docs/SERVING.md): in a closed loop, over a long request the
 # arrivals are steadier than Poisson (a burst leaves fewer users thinking), which the step chain
 # does not know; the spread of long requests' TPOT comes out about twice the simulation's, and
 # at p90, where long requests set the percentile, the capacity about 14% short: padded.
-PADDED = {"70b-p90-h100"}
+# And with prefix caching at a partial hit rate, prompts are a mixture (500 or 2,000 tokens
+# computed) that the model, which knows one length, runs at E[X^2] / E[X] (962) to be safe: the
+# mean (650) let the planned fleet miss p99 TPOT by 6%; this plans 8 replicas where 6 meet the
+# targets in the simulation (5 do not): padded by a third.
+PADDED = {"70b-p90-h100", "8b-prefix-cache-h100"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,7 +98,8 @@ def simulate_fleet(w: ServeWorkload, parts: list[tuple[object, int]], seed: int 
             continue
         kw = dict(users=load, think_s=w.think_time_s) if w.closed else dict(rate=load)
         sm = simulate(replica(w, part), w.prompt_tokens, w.output_tokens, requests=REQUESTS,
-                      length_dist=w.length_dist, seed=seed, **kw)
+                      length_dist=w.length_dist, seed=seed, prefix_tokens=w.prefix_tokens, prefix_hit=w.prefix_hit,
+                      **kw)
         rate = len(sm.steps) and len(sm.ttft) / sm.steps.sum()     # requests/s this replica served
         samples.append(sm)
         weights.append(r * rate)
@@ -104,7 +113,7 @@ def test_planned_fleet_meets_its_targets_in_simulation(name):
     assert got["ttft"] <= w.ttft_s * (1 + TOL) and got["tpot"] <= w.tpot_s * (1 + TOL), (plan.parts, got)
 
 
-@pytest.mark.parametrize("name", [pytest.param(f[0], marks=pytest.mark.xfail(strict=True, reason="closed-loop p90 padded"))
+@pytest.mark.parametrize("name", [pytest.param(f[0], marks=pytest.mark.xfail(strict=True, reason="padded (see PADDED)"))
                                   if f[0] in PADDED else f[0] for f in FLEETS])
 def test_one_replica_fewer_misses_a_target(name):
     w, plan = planned(name)
