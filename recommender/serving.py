@@ -270,13 +270,21 @@ def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.
     # rows grouped by the targets they can meet and by the size of their state space (padding
     # small replicas to the largest's states would cost more than it saves)
     keys = keys * 64 + np.ceil(np.log2(s.slots + 1.0)).astype(np.int64)
-    for key in np.unique(keys):
+    def one(key):
         rows = np.flatnonzero(keys == key)
         width = int(s.slots[rows].max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
         sub = qm.Steps(s.compute[rows, :width], s.memory[rows, :width], s.fixed[rows, :width], s.per_token[rows],
                        s.slots[rows], s.budget[rows])
         kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
-        cap[rows] = qm.capacity(sub, w.queue, **kw)
+        return rows, qm.capacity(sub, w.queue, **kw)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the groups are independent and their numpy work releases the GIL: two threads (the budget's
+    # 2-core machine) cut the README serve query's table from 4.2 to 3.2 s, same answer
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for rows, c in pool.map(one, np.unique(keys)):
+            cap[rows] = c
     # the queue model's own error (benchmarks/serving_des.py): keep a margin of the edge free
     kept = cap * (1.0 - catalog.assumption("serve_capacity_margin"))
     return (np.floor(kept + 1e-9) if w.closed else kept), light
