@@ -246,14 +246,24 @@ def _types(pf: Portfolio) -> list[GpuType]:
 
 
 def _window(pf: Portfolio, j: PortfolioJob, bounds: list[date], i: int) -> tuple[int, int | None]:
+    """(first period it may start in, the period boundary it must end by): periods start on the
+    boundaries, so a job starts on the first boundary on or after `earliest` and ends on the last
+    one before the end of its deadline day. A window without one whole period is an input error."""
     earliest = 0
     if j.earliest is not None:
         d = pf.when(f"jobs[{i}].earliest", j.earliest)
         earliest = next((k for k, b in enumerate(bounds) if b >= d), len(bounds) - 1)
+        if earliest >= pf.horizon:
+            raise GpuplanError(f"jobs[{i}].earliest", j.earliest, f"is after the last period's start "
+                               f"({bounds[-2].isoformat()}): lengthen the horizon")
     deadline = None
     if j.deadline is not None:
         d = pf.when(f"jobs[{i}].deadline", j.deadline) + timedelta(days=1)  # the deadline day is inside
         deadline = max((k for k, b in enumerate(bounds) if b <= d), default=0)
+        if deadline <= earliest:
+            raise GpuplanError(f"jobs[{i}].deadline", j.deadline, f"leaves no whole {pf.step} after "
+                               f"{bounds[earliest].isoformat()} (periods start on {pf.start.isoformat()} "
+                               f"and every {pf.step} after)")
     return earliest, deadline
 
 

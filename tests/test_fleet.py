@@ -98,8 +98,9 @@ def test_infeasible_exit_3_with_the_least_relaxation(tmp_path):
 
 def test_deadline_relaxation_names_the_job_and_a_date(tmp_path):
     doc = copy.deepcopy(SMALL)
-    doc["jobs"][0]["tokens"] = "2T"
-    doc["jobs"][0]["deadline"] = "2027-01-15"
+    doc["jobs"][0]["model"] = {"preset": "llama-3-8b"}  # about four months on 8 GPUs
+    doc["jobs"][0]["tokens"] = "500B"
+    doc["jobs"][0]["deadline"] = "2027-02-15"
     doc["max_gpus"] = 8
     r = run(["fleet", write(tmp_path, doc)])
     assert r.exit_code == 3, r.output
@@ -123,6 +124,8 @@ def test_time_limit_without_a_schedule_exits_4_or_finds_one(tmp_path):
     ({"jobz": []}, "jobz=[]: unknown key; did you mean 'jobs'?"),
     ({"gpus": ["h1000"]}, "gpus=h1000: unknown accelerator"),
     ({"budget": {"per": "quarter"}}, "budget.per=quarter: a budget per period needs both"),
+    ({"jobs": [{**SMALL["jobs"][0], "earliest": "2028-01-01"}]}, "jobs[0].earliest=2028-01-01: is after the last"),
+    ({"jobs": [{**SMALL["jobs"][0], "deadline": "2026-06-01"}]}, "jobs[0].deadline=2026-06-01: leaves no whole month"),
     ({"jobs": SMALL["jobs"] + [SMALL["jobs"][0]]}, "jobs[2].name=tiny: two jobs have this name"),
 ])
 def test_bad_portfolio_one_line_exit_2(tmp_path, edit, needle):
