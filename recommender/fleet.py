@@ -71,6 +71,11 @@ class FleetReservation(BaseModel):
     committed_usd: float
 
 
+class FleetSkipped(BaseModel):
+    name: str
+    value_usd: float
+
+
 class FleetRelaxation(BaseModel):
     constraint: str
     given: str
@@ -97,6 +102,8 @@ class FleetResult(BaseModel):
     explanation: list[str]
     notes: list[str]
     solve_seconds: float
+    skipped: list[FleetSkipped] = []     # optional jobs not run (their value forgone)
+    forgone_value_usd: float = 0.0
 
 
 def _sources(inst: Instance, tot: Totals, s: Schedule, gpu: str, periods) -> str:
@@ -167,8 +174,11 @@ def result(inst: Instance, out: Outcome, model: FleetModel, seconds: float, note
     type_cost = _type_cost(inst, tot, s)
     gpu_periods = {t.id: sum(tot.usage[t.id, p] for p in range(inst.periods)) for t in inst.types}
     per_gpu_period = {g: (type_cost[g] / gpu_periods[g] if gpu_periods[g] else 0.0) for g in type_cost}
-    jobs = []
+    jobs, skipped = [], []
     for j in inst.jobs:
+        if j.name not in s.runs:
+            skipped.append(FleetSkipped(name=j.name, value_usd=j.value_usd))
+            continue
         o, st = s.runs[j.name]
         opt = j.options[o]
         span = range(st, st + opt.periods)
@@ -224,12 +234,18 @@ def result(inst: Instance, out: Outcome, model: FleetModel, seconds: float, note
                                      * inst.type(g).reserved[k][0])
                     for (g, k, p), n in sorted(s.reserve.items())]
     explanation = _explain(inst, tot, s, out)
+    if skipped:
+        from recommender import money
+
+        explanation.insert(0, "Not run (optional, worth less than running it would cost under the limits): "
+                           + ", ".join(f"{k.name} ({money.fmt(k.value_usd)})" for k in skipped) + ".")
     from recommender.fleet_model import objective_value
 
     return FleetResult(status=out.status, objective_value=objective_value(inst, tot), gap=gap(out),
                        total_cost_usd=tot.total, spend_usd=sum(tot.spend), committed_after_usd=tot.committed_after,
                        book_value_usd=tot.credit, jobs=jobs, periods=periods, purchases=purchases,
-                       reservations=reservations, relaxations=[], explanation=explanation, **base)
+                       reservations=reservations, relaxations=[], explanation=explanation, skipped=skipped,
+                       forgone_value_usd=tot.forgone, **base)
 
 
 def _labels(inst: Instance):

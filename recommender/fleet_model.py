@@ -70,6 +70,7 @@ class Job:
     deadline: int | None = None  # the period boundary it must end by (None: the horizon's end)
     weight: float = 1.0       # for the lateness objective
     due: int | None = None    # lateness is counted past this boundary (the deadline given)
+    value_usd: float | None = None  # optional job: the solver may skip it, forgoing this value
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class Coefficients:
     energy: dict    # gpu -> cents per on-prem GPU-period in use
     colo: dict      # gpu -> cents per installed GPU-period
     watts: dict     # gpu -> facility watts per GPU in use (TDP x PUE, up)
+    value: dict     # job -> cents forgone if an optional job is skipped
     cap: dict       # (service, replica) -> capacity in milli-units (down)
     demand: dict    # (service, t) -> demand in milli-units (up)
     power_w: int | None
@@ -204,10 +206,11 @@ def coefficients(inst: Instance) -> Coefficients:
             capex[t.id] = up(t.buy_usd_per_gpu * t.node)
             for o in inst.buy_periods(t):
                 credit[t.id, o] = down(t.buy_usd_per_gpu * t.node * inst.book_fraction(t, o))
+    value = {j.name: up(j.value_usd) for j in inst.jobs if j.value_usd is not None}
     cap = {(s.name, r): int(math.floor(rep.capacity * 1000 + 1e-9)) for s in inst.services
            for r, rep in enumerate(s.replicas)}
     demand = {(s.name, t): int(math.ceil(d * 1000 - 1e-9)) for s in inst.services for t, d in enumerate(s.demand)}
-    return Coefficients(rent, res, capex, credit, energy, colo, watts, cap, demand,
+    return Coefficients(rent, res, capex, credit, energy, colo, watts, value, cap, demand,
                         None if inst.power_kw is None else int(math.floor(inst.power_kw * 1000 + 1e-9)),
                         None if inst.budget_usd is None else down(inst.budget_usd),
                         None if inst.budget_per is None else down(inst.budget_per[1]))
@@ -230,16 +233,20 @@ class Totals:
     reserved_gpus: dict           # (gpu, t) -> reserved GPUs active
     committed_after: float        # reserved terms running past the horizon
     credit: float                 # book value of purchases at the horizon's end
-    ends: dict                    # job -> end period boundary
+    ends: dict                    # job -> end period boundary (jobs run)
+    forgone: float = 0.0          # the value of optional jobs not run
 
     @property
     def total(self) -> float:
+        """Money: spend + reserved terms owed after the horizon - book value at the end."""
         return sum(self.spend) + self.committed_after - self.credit
 
 
 def usage(inst: Instance, s: Schedule) -> dict:
     out = {(t.id, p): 0 for t in inst.types for p in range(inst.periods)}
     for j in inst.jobs:
+        if j.name not in s.runs:
+            continue
         o, start = s.runs[j.name]
         opt = j.options[o]
         for p in range(start, start + opt.periods):
@@ -255,9 +262,12 @@ def check(inst: Instance, s: Schedule, tol: float = 1e-6) -> Totals:
     """Cost `s` and test every limit from the float data: raise PlanCheckError on a violation."""
     T, h = inst.periods, inst.hours
     use = usage(inst, s)
-    ends = {}
+    ends, forgone = {}, 0.0
     for j in inst.jobs:
-        _ensure(j.name in s.runs, f"job {j.name} has no run")
+        if j.name not in s.runs:
+            _ensure(j.value_usd is not None, f"job {j.name} has no run and is not optional")
+            forgone += j.value_usd
+            continue
         o, start = s.runs[j.name]
         opt = j.options[o]
         _ensure(start >= j.earliest, f"{j.name} starts in period {start}, before its earliest {j.earliest}")
@@ -323,7 +333,7 @@ def check(inst: Instance, s: Schedule, tol: float = 1e-6) -> Totals:
         _ensure(paid <= inst.budget_per[1] * (1 + tol), f"periods {g.start}-{g.stop - 1}: spend {paid:,.0f} > "
                 f"{inst.budget_per[1]:,.0f}")
     return Totals(spend, rental, reserved, capex, energy, colo, power, use, installed, res_gpus,
-                  committed_after, credit, ends)
+                  committed_after, credit, ends, forgone)
 
 
 def objective_value(inst: Instance, totals: Totals) -> float:
@@ -333,5 +343,5 @@ def objective_value(inst: Instance, totals: Totals) -> float:
         return float(max(totals.ends.values(), default=0))
     if inst.objective == "lateness":
         return float(sum(j.weight * max(0, totals.ends[j.name] - (j.due if j.due is not None else inst.periods))
-                         for j in inst.jobs))
-    return totals.total
+                         for j in inst.jobs if j.name in totals.ends))
+    return totals.total + totals.forgone

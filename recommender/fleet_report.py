@@ -79,6 +79,8 @@ def render(r, csv_path: str | None = None) -> None:
             c.print("Reservations: " + "; ".join(f"{x.gpus} x {x.accelerator} from {x.start} for {x.periods} "
                                                  f"{r.step}{'s' if x.periods != 1 else ''} at {money.symbol()}{money.in_display(x.usd_per_gpu_hour):.2f}/GPU-h "
                                                  f"({fmt_usd(x.committed_usd)})" for x in r.reservations))
+        if r.skipped:
+            c.print("Not run: " + ", ".join(f"{k.name} (value {fmt_usd(k.value_usd)})" for k in r.skipped))
         c.print(f"Total: {fmt_usd(r.total_cost_usd)} = spend {fmt_usd(r.spend_usd)}"
                 + (f" + reserved terms owed after the horizon {fmt_usd(r.committed_after_usd)}" if r.committed_after_usd else "")
                 + (f" - book value of purchases at the end {fmt_usd(r.book_value_usd)}" if r.book_value_usd else "")

@@ -15,7 +15,8 @@ Decision variables
   u[g,t], w[g,t] >= 0  on-demand and spot GPUs;  h[g,t] >= 0  on-premises GPUs in use
   a_c in {0,1}       limit c is enforced (an assumption, for the infeasibility core)
 Constraints
-  (1) sum_{o,s} x[j,o,s] = 1                                        every job runs once
+  (1) sum_{o,s} x[j,o,s] = 1                                        every job runs once (an optional
+      job: sum + skip_j = 1, and the objective pays its value on skip_j)
   (2) a_deadline_j => x[j,o,s] = 0 where s + d_o > D_j              deadlines
   (3) use[g,t] = sum_{j,o: g_o = g, s <= t < s + d_o} c_o x[j,o,s] + sum_{v,r: g_r = g} n_r y[v,r,t]
       use[g,t] <= h[g,t] + u[g,t] + w[g,t] + N_g sum_{m, t - L_m < t' <= t} z[g,m,t']
@@ -118,8 +119,14 @@ class FleetModel:
                     h[g.id, t] = m.new_int_var(0, min(pk, g.owned + g.node * nodes), f"h[{g.id},{t}]")
                     m.add(h[g.id, t] <= installed[g.id, t])                                           # (4)
         # (1) every job runs once; (2) deadlines
+        skipped = {}
         for j in inst.jobs:
-            m.add_exactly_one(v for (name, _, _), v in x.items() if name == j.name)
+            mine = [v for (name, _, _), v in x.items() if name == j.name]
+            if j.value_usd is None:
+                m.add_exactly_one(mine)
+            else:  # optional: run at most once, or forgo its value
+                skipped[j.name] = m.new_bool_var(f"skip[{j.name}]")
+                m.add_exactly_one(mine + [skipped[j.name]])
             c = f"deadline:{j.name}"
             late = [v for (name, o, s), v in x.items() if name == j.name and s + j.options[o].periods > inst.deadline(j)]
             if late:
@@ -171,7 +178,7 @@ class FleetModel:
         after = sum(k.reserve[g, q] * v * max(0, s + self.inst.type(g).reserved[q][0] - T)
                     for (g, q, s), v in z.items())
         credit = sum(k.credit[g, t] * v for (g, t), v in b.items())
-        cost = sum(spend) + after - credit
+        cost = sum(spend) + after - credit + sum(k.value[name] * v for name, v in skipped.items())
         # (6) budgets
         if "budget" in lits:
             m.add(sum(spend) + after <= k.budget).only_enforce_if(lits["budget"])

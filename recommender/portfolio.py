@@ -71,6 +71,7 @@ class PortfolioJob(Section):
     earliest: When | None = None
     deadline: When | None = None
     weight: float = Field(1.0, gt=0)
+    value: Quantity | None = None   # optional job: worth this much; the planner may skip it (objective cost)
     # serving
     rate: list[Quantity] | Growth | Quantity | None = None
     users: list[int] | Growth | int | None = None
@@ -304,8 +305,15 @@ def _train_job(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bou
     if not options:
         raise GpuplanError(f"jobs[{i}]", j.name, f"no accelerator among those allowed can run it within the "
                            f"{pf.horizon}-{pf.step} horizon on at most {pf.max_gpus} GPUs")
+    value = None
+    if j.value is not None:
+        if pf.objective != "cost":
+            raise GpuplanError(f"jobs[{i}].value", j.value, "optional jobs (a value) need objective cost: "
+                               "with makespan or lateness, skipping a job would always look best")
+        value = units.parse_usd(f"jobs[{i}].value", j.value)
     return Job(name=j.name, kind=j.kind, options=tuple(options), earliest=earliest,
-               deadline=None if pf.objective == "lateness" else deadline, due=deadline, weight=j.weight)
+               deadline=None if pf.objective == "lateness" else deadline, due=deadline, weight=j.weight,
+               value_usd=value)
 
 
 def _demand(pf: Portfolio, j: PortfolioJob, i: int, field: str, parse, first_period: int = 0) -> list[float]:
@@ -335,7 +343,7 @@ def _service(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bound
     from recommender import api
     from recommender import serve_planner as sp
 
-    for f in ("tokens", "global_batch", "method", "lora_rank", "epochs", "deadline"):
+    for f in ("tokens", "global_batch", "method", "lora_rank", "epochs", "deadline", "value"):
         if getattr(j, f) is not None:
             raise GpuplanError(f"jobs[{i}].{f}", getattr(j, f), "applies to training jobs, not serve "
                                "(a service runs from earliest to until)")

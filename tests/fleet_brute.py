@@ -28,7 +28,7 @@ def combos(inst: Instance) -> int:
     """How many strategic combinations `solve` enumerates (to keep random instances small)."""
     n = 1
     for j in inst.jobs:
-        n *= sum(len(inst.starts(j, o)) for o in j.options) or 1
+        n *= (sum(len(inst.starts(j, o)) for o in j.options) + (j.value_usd is not None)) or 1
     k = coefficients(inst)
     for v in inst.services:
         for t in range(inst.periods):
@@ -56,7 +56,8 @@ def solve(inst: Instance):
     T, types = inst.periods, inst.types
     G = range(len(types))
     gi = {t.id: i for i, t in enumerate(types)}
-    job_choices = [[(o, s) for o in range(len(j.options)) for s in inst.starts(j, j.options[o])] for j in inst.jobs]
+    job_choices = [[(o, s) for o in range(len(j.options)) for s in inst.starts(j, j.options[o])]
+                   + ([None] if j.value_usd is not None else []) for j in inst.jobs]
     serve_choices = [[_cover(k, v, t) for t in range(T)] for v in inst.services]
 
     def rent_price(i):
@@ -89,16 +90,22 @@ def solve(inst: Instance):
     for jc in itertools.product(*job_choices):
         base = [[0] * T for _ in G]
         ends = []
-        for j, (o, s) in zip(inst.jobs, jc):
+        forgone = 0
+        for j, choice in zip(inst.jobs, jc):
+            if choice is None:
+                forgone += k.value[j.name]
+                ends.append(None)
+                continue
+            o, s = choice
             opt = j.options[o]
             for t in range(s, s + opt.periods):
                 base[gi[opt.gpu]][t] += opt.count
             ends.append(s + opt.periods)
         if inst.objective == "makespan":
-            goal = max(ends, default=0)
+            goal = max([e for e in ends if e is not None], default=0)
         elif inst.objective == "lateness":
             goal = sum(int(round(j.weight * 1000)) * max(0, e - (j.due if j.due is not None else T))
-                       for j, e in zip(inst.jobs, ends))
+                       for j, e in zip(inst.jobs, ends) if e is not None)
         else:
             goal = 0
         for sc in itertools.product(*(itertools.product(*per) for per in serve_choices)):
@@ -107,7 +114,7 @@ def solve(inst: Instance):
                 for t, n in enumerate(per_t):
                     for r, c in enumerate(n):
                         use[gi[v.replicas[r].gpu]][t] += c * v.replicas[r].gpus
-            usages.append((goal, use))
+            usages.append((goal, use, forgone))
     # purchases and reservations
     supplies = []
     per_type = []
@@ -145,7 +152,7 @@ def solve(inst: Instance):
             continue
         supplies.append((installed, reserved, fixed, after, credit))
     best = None
-    for goal, use in usages:
+    for goal, use, forgone in usages:
         if best is not None and goal > best[0]:
             continue
         for installed, reserved, fixed, after, credit in supplies:
@@ -162,7 +169,7 @@ def solve(inst: Instance):
                 if k.budget_per is not None and any(sum(spend[t] for t in grp) > k.budget_per
                                                     for grp in inst.groups()):
                     continue
-                key = (goal, sum(spend) + after - credit)
+                key = (goal, sum(spend) + after - credit + forgone)
                 if best is None or key < best:
                     best = key
     return best

@@ -226,3 +226,17 @@ def test_schema_portfolio():
     schema = json.loads(r.output)
     assert r.exit_code == 0 and {"start", "step", "horizon", "jobs", "budget", "own"} <= set(schema["properties"])
     assert set(schema["required"]) == {"start", "jobs"}
+
+
+def test_optional_jobs_are_skipped_only_when_worth_less_than_they_cost(tmp_path):
+    doc = copy.deepcopy(SMALL)
+    doc["jobs"][1]["value"] = "$1"          # worth less than any month of a GPU: not run
+    r = json.loads(run(["fleet", write(tmp_path, doc), "--json"]).output)
+    assert r["status"] == "optimal" and [k["name"] for k in r["skipped"]] == ["tune"]
+    assert r["forgone_value_usd"] == 1.0 and {j["name"] for j in r["jobs"]} == {"tiny"}
+    doc["jobs"][1]["value"] = "$1M"         # worth more than it costs: run
+    r = json.loads(run(["fleet", write(tmp_path, doc, "q.yaml"), "--json"]).output)
+    assert not r["skipped"] and {j["name"] for j in r["jobs"]} == {"tiny", "tune"}
+    doc["objective"] = "makespan"
+    out = run(["fleet", write(tmp_path, doc, "m.yaml")])
+    assert out.exit_code == 2 and "jobs[1].value=$1M: optional jobs (a value) need objective cost" in out.output

@@ -5,6 +5,7 @@ small random portfolios, and every schedule it returns passes the independent re
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -49,6 +50,8 @@ def random_instance(seed: int) -> Instance:
         demand = tuple(round(rng.uniform(0, 9), 2) if rng.random() < 0.8 else 0.0 for _ in range(T))
         services.append(Service(name="s0", demand=demand, replicas=reps))
     objective = rng.choice(["cost", "cost", "cost", "makespan", "lateness"])
+    if objective == "cost":  # some jobs optional: worth a value the optimum may forgo
+        jobs = [replace(j, value_usd=round(rng.uniform(500, 20000), 2)) if rng.random() < 0.3 else j for j in jobs]
     if objective == "lateness":  # deadlines are due dates there, the horizon the only hard end
         jobs = [Job(name=j.name, kind=j.kind, options=j.options, earliest=j.earliest, deadline=None, due=j.due,
                     weight=j.weight) for j in jobs]
@@ -101,7 +104,7 @@ def test_cpsat_equals_brute_force(seed, inst):
     goal = 0 if inst.objective == "cost" else truth[0]
     assert out.cost_cents == truth[1], (seed, out.cost_cents, truth)
     totals = check(inst, out.schedule)  # the independent re-check: raises on any violation
-    assert abs(totals.total * 100 - out.cost_cents) <= 2 + 1e-6 * abs(out.cost_cents) + 2 * inst.periods * 8
+    assert abs((totals.total + totals.forgone) * 100 - out.cost_cents) <= 2 + 1e-6 * abs(out.cost_cents) + 2 * inst.periods * 8
     if inst.objective != "cost":
         got = objective_value(inst, totals)
         assert (got if inst.objective == "makespan" else round(got * 1000)) == goal
@@ -123,7 +126,12 @@ def test_the_cases_cover_what_matters():
             kinds.add("reserved")
         if inst.budget_per is not None:
             kinds.add("budget_per")
+        if any(j.value_usd is not None for j in inst.jobs):
+            kinds.add("optional")
     infeasible = sum(fleet_brute.solve(inst) is None for _, inst in CASES)
     bought = sum(bool(FleetModel(inst).solve().schedule and FleetModel(inst).solve().schedule.buy) for _, inst in CASES)
-    assert {"cost", "makespan", "lateness", "budget", "power", "service", "reserved", "budget_per"} <= kinds
+    assert {"cost", "makespan", "lateness", "budget", "power", "service", "reserved", "budget_per", "optional"} <= kinds
+    skipped = sum(bool(FleetModel(inst).solve().schedule) and len(FleetModel(inst).solve().schedule.runs) < len(inst.jobs)
+                  for _, inst in CASES)
+    assert skipped >= 2, skipped  # some optional jobs are worth skipping, so the case is exercised
     assert infeasible >= 3 and bought >= 5, (infeasible, bought)
