@@ -125,27 +125,6 @@ def _sources(inst: Instance, tot: Totals, s: Schedule, gpu: str, periods) -> str
     return "+".join(seen) or "none"
 
 
-def _type_cost(inst: Instance, tot: Totals, s: Schedule) -> dict[str, float]:
-    """Each GPU type's net cost over the horizon: rent, reservations (with what is owed after),
-    purchases less book value, energy, colocation."""
-    h = inst.hours
-    out = {t.id: 0.0 for t in inst.types}
-    for t in inst.types:
-        for p in range(inst.periods):
-            out[t.id] += (s.on_demand.get((t.id, p), 0) * (t.on_demand or 0) + s.spot.get((t.id, p), 0) * (t.spot or 0)) * h
-            if t.tdp_w:
-                kw = t.tdp_w / 1000
-                out[t.id] += s.onprem.get((t.id, p), 0) * kw * inst.pue * h * inst.usd_per_kwh
-                out[t.id] += tot.installed[t.id, p] * kw * inst.colo_usd_per_kw_month * h / 730.0
-        for (g, k, p), n in s.reserve.items():
-            if g == t.id:
-                out[g] += n * t.node * t.reserved[k][1] * h * t.reserved[k][0]
-        for (g, p), n in s.buy.items():
-            if g == t.id:
-                out[g] += n * t.node * t.buy_usd_per_gpu * (1 - inst.book_fraction(t, p))
-    return out
-
-
 def result(inst: Instance, out: Outcome, model: FleetModel, seconds: float, notes: list[str]) -> FleetResult:
     labels, end_label = _labels(inst)
     relaxations, explanation = [], []
@@ -171,7 +150,7 @@ def result(inst: Instance, out: Outcome, model: FleetModel, seconds: float, note
                            reservations=[], relaxations=relaxations, explanation=explanation, **base)
     s = out.schedule
     tot = check(inst, s)
-    type_cost = _type_cost(inst, tot, s)
+    type_cost = tot.by_type
     gpu_periods = {t.id: sum(tot.usage[t.id, p] for p in range(inst.periods)) for t in inst.types}
     per_gpu_period = {g: (type_cost[g] / gpu_periods[g] if gpu_periods[g] else 0.0) for g in type_cost}
     jobs, skipped = [], []

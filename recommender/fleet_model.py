@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from recommender.errors import check as _ensure
+from recommender.formulas import cost as costf
 
 HOURS = {"month": 730.0, "week": 168.0}  # 8,760 h / 12, as clouds bill a month; 7 x 24
 CENT = 100
@@ -197,11 +198,10 @@ def coefficients(inst: Instance) -> Coefficients:
                 rent[t.id, tier] = up(price * h)
         for k, (_, price) in enumerate(t.reserved):
             res[t.id, k] = up(price * h * t.node)
-        if t.tdp_w is not None:
-            kw = t.tdp_w / 1000.0
-            energy[t.id] = up(kw * inst.pue * h * inst.usd_per_kwh)
-            colo[t.id] = up(kw * inst.colo_usd_per_kw_month * h / HOURS["month"])
-            watts[t.id] = int(math.ceil(t.tdp_w * inst.pue - 1e-9))
+        if t.tdp_w is not None:  # per GPU-period, by the formulas every plan is costed with
+            energy[t.id] = up(costf.energy_cost(1, h / 24, t.tdp_w, inst.pue, inst.usd_per_kwh))
+            colo[t.id] = up(costf.colocation_cost(1, h / 24, t.tdp_w, inst.colo_usd_per_kw_month))
+            watts[t.id] = int(math.ceil(costf.facility_power_kw(1, t.tdp_w, inst.pue) * 1000 - 1e-9))
         if t.buy_usd_per_gpu is not None:
             capex[t.id] = up(t.buy_usd_per_gpu * t.node)
             for o in inst.buy_periods(t):
@@ -235,6 +235,7 @@ class Totals:
     credit: float                 # book value of purchases at the horizon's end
     ends: dict                    # job -> end period boundary (jobs run)
     forgone: float = 0.0          # the value of optional jobs not run
+    by_type: dict = field(default_factory=dict)  # gpu -> its net cost: all its terms, credit taken off
 
     @property
     def total(self) -> float:
@@ -281,7 +282,9 @@ def check(inst: Instance, s: Schedule, tol: float = 1e-6) -> Totals:
     spend, rental, reserved, capex, energy, colo, power = ([0.0] * T for _ in range(7))
     installed, res_gpus = {}, {}
     committed_after, credit = 0.0, 0.0
+    by_type = {}
     for t in inst.types:
+        before = sum(rental) + sum(reserved) + sum(capex) + sum(energy) + sum(colo) + committed_after - credit
         for (g, p), n in s.buy.items():
             if g != t.id or not n:
                 continue
@@ -311,12 +314,13 @@ def check(inst: Instance, s: Schedule, tol: float = 1e-6) -> Totals:
                     f"{on + od + sp + res_p} available")
             rental[p] += od * h * (t.on_demand or 0.0) + sp * h * (t.spot or 0.0)
             if t.tdp_w is not None:
-                kw = t.tdp_w / 1000.0
-                energy[p] += on * kw * inst.pue * h * inst.usd_per_kwh
-                colo[p] += inst_p * kw * inst.colo_usd_per_kw_month * h / HOURS["month"]
-                power[p] += on * kw * inst.pue
+                energy[p] += costf.energy_cost(on, h / 24, t.tdp_w, inst.pue, inst.usd_per_kwh)
+                colo[p] += costf.colocation_cost(inst_p, h / 24, t.tdp_w, inst.colo_usd_per_kw_month)
+                power[p] += costf.facility_power_kw(on, t.tdp_w, inst.pue)
             else:
                 _ensure(on == 0, f"{t.id}: on-premises use without a TDP")
+        by_type[t.id] = sum(rental) + sum(reserved) + sum(capex) + sum(energy) + sum(colo) + committed_after \
+            - credit - before
     for p in range(T):
         spend[p] = rental[p] + reserved[p] + capex[p] + energy[p] + colo[p]
         if inst.power_kw is not None:
@@ -333,7 +337,7 @@ def check(inst: Instance, s: Schedule, tol: float = 1e-6) -> Totals:
         _ensure(paid <= inst.budget_per[1] * (1 + tol), f"periods {g.start}-{g.stop - 1}: spend {paid:,.0f} > "
                 f"{inst.budget_per[1]:,.0f}")
     return Totals(spend, rental, reserved, capex, energy, colo, power, use, installed, res_gpus,
-                  committed_after, credit, ends, forgone)
+                  committed_after, credit, ends, forgone, by_type)
 
 
 def objective_value(inst: Instance, totals: Totals) -> float:

@@ -4,10 +4,9 @@ CSV for scripts, and a Gantt-style PNG of the jobs over the GPUs in use. No doma
 from __future__ import annotations
 
 from rich.markup import escape
-from rich.table import Table
 
 from recommender import money
-from recommender.report import console
+from recommender.report import console, render_frame
 from recommender.units import fmt_usd
 
 
@@ -53,15 +52,6 @@ def periods_frame(r, numeric: bool = False):
     return pd.DataFrame(rows)
 
 
-def _table(df, title: str) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in df.columns:
-        t.add_column(str(c), justify="left" if df[c].dtype == object else "right", overflow="fold")
-    for row in df.itertuples(index=False):
-        t.add_row(*(escape(str(v)) for v in row))
-    return t
-
-
 def render(r, csv_path: str | None = None) -> None:
     c = console()
     head = f"status: {r.status}"
@@ -69,8 +59,8 @@ def render(r, csv_path: str | None = None) -> None:
         head += f" (time limit: within {r.gap:.2%} of optimal, not proven)"
     c.print(f"[bold]{head}[/bold]; objective {r.objective}; {r.horizon} {r.step}s; {r.solve_seconds:.2f} s")
     if r.jobs:
-        c.print(_table(jobs_frame(r), "Jobs"))
-        c.print(_table(periods_frame(r), "Periods"))
+        render_frame(jobs_frame(r), "Jobs")
+        render_frame(periods_frame(r), "Periods")
         if r.purchases:
             c.print("Purchases: " + "; ".join(f"{p.gpus} x {p.accelerator} ordered {p.ordered}, in use from {p.arrives}, "
                                               f"{fmt_usd(p.capex_usd)} (book value at the end {fmt_usd(p.book_value_usd)})"

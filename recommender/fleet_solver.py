@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from recommender.fleet_model import Instance, Schedule, coefficients
+from recommender.solver import deletion_filter
 
 STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
           cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
@@ -279,13 +280,7 @@ class FleetModel:
         return Outcome(st, core=core, seconds=elapsed)
 
     def minimal_core(self, core: list[str]) -> list[str]:
-        """Drop members while the rest stays infeasible (deletion filter)."""
-        keep = list(core)
-        for c in list(core):
-            trial = [d for d in keep if d != c]
-            if self.solve(set(trial)).status == "infeasible":
-                keep = trial
-        return keep
+        return deletion_filter(core, lambda keep: self.solve(keep).status == "infeasible")
 
     def _extract(self, s: cp_model.CpSolver, v: dict) -> Schedule:
         sched = Schedule()

@@ -210,7 +210,7 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     plans: list[Plan] = []
     status = first.status
     if status == "infeasible":
-        core = minimal_core(pm, first.core, enforce)
+        core = minimal_core(pm, first.core)
         explanation.append("No plan meets all limits. Conflicting: " + ", ".join(core) + ".")
         relaxations = _relaxations(pm, df, enforce, limits) or [
             Relaxation(constraint=c, given=_given(limits, c), plan="",

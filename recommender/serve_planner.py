@@ -17,6 +17,7 @@ from recommender.evaluate import link_rates, pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
 from recommender.serve_solver import ServeModel
+from recommender.solver import deletion_filter
 from recommender.serving import TARGETS as SERVE_TARGETS
 from recommender.formulas import queueing as qm
 from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
@@ -429,12 +430,8 @@ class _Query:
         return self.pm.solve(keep, exclude=self.df[c].values > vals[lo]).rows
 
     def minimal_core(self, core: list[str]) -> list[str]:
-        kept = list(core)
-        for c in list(core):
-            trial = [k for k in kept if k != c]
-            if not self.pm.feasible(set(trial), np.zeros(len(self.df), dtype=bool)):
-                kept = trial
-        return kept
+        none = np.zeros(len(self.df), dtype=bool)
+        return deletion_filter(core, lambda keep: not self.pm.feasible(keep, none))
 
     def best_for(self, c: str | None, keep: set[str]):
         """The fleet that needs least of fleet limit `c` (cost otherwise) meeting `keep`."""

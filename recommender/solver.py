@@ -197,12 +197,18 @@ def ordering(df: pd.DataFrame, objective: str) -> np.ndarray:
     return keys.sort_values(list(keys.columns), kind="mergesort").index.values
 
 
-def minimal_core(pm: PlanModel, core: list[str], enforce: set[str]) -> list[str]:
-    """Deletion-based minimization: drop each member whose removal keeps the rest infeasible."""
+def deletion_filter(core: list[str], infeasible) -> list[str]:
+    """Deletion-based minimization of an infeasible core: drop each member whose removal keeps the
+    rest infeasible (`infeasible(set_of_limits)` re-solves). Shared by the training, serving and
+    fleet planners."""
     kept = list(core)
     for c in list(core):
         trial = [k for k in kept if k != c]
-        if pm.solve(set(trial)).status == "infeasible":
+        if infeasible(set(trial)):
             kept = trial
     return kept
+
+
+def minimal_core(pm: PlanModel, core: list[str]) -> list[str]:
+    return deletion_filter(core, lambda keep: pm.solve(keep).status == "infeasible")
 

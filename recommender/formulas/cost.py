@@ -55,6 +55,11 @@ def energy_cost(count, days, tdp_w, pue, usd_per_kwh):
     return _scalar(facility_power_kw(count, tdp_w, pue) * np.asarray(days) * 24.0 * usd_per_kwh)
 
 
+def colocation_cost(count, days, tdp_w, usd_per_kw_month):
+    """Colocation: $ per kW of IT load per month x IT kW x months (space, power delivery, cooling)."""
+    return _scalar(it_power_kw(count, tdp_w) * usd_per_kw_month * np.asarray(days) / DAYS_PER_MONTH)
+
+
 def buy_cost(count, days, system_price_per_gpu, tdp_w, pue, usd_per_kwh, colo_usd_per_kw_month,
              useful_life_years, amortize=True, owned=False) -> Cost:
     """Buying (or using owned) accelerators for `days` of work.
@@ -67,5 +72,5 @@ def buy_cost(count, days, system_price_per_gpu, tdp_w, pue, usd_per_kwh, colo_us
     return Cost(
         capex=0.0 if owned else _scalar(capex_full * share),
         energy=energy_cost(count, days, tdp_w, pue, usd_per_kwh),
-        operations=_scalar(it_power_kw(count, tdp_w) * colo_usd_per_kw_month * np.asarray(days) / DAYS_PER_MONTH),
+        operations=colocation_cost(count, days, tdp_w, colo_usd_per_kw_month),
     )
