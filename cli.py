@@ -587,6 +587,9 @@ def serve(
     max_seqs: Annotated[Opt, typer.Option(metavar="N", help="Most sequences a replica runs at once (max_num_seqs; default: vLLM V1's, 1024 or 256).")] = None,
     prefix_tokens: Annotated[Opt, typer.Option(metavar="TOKENS", help="Prefix caching: the first TOKENS of every prompt are shared (a system prompt).")] = None,
     prefix_hit: Annotated[Opt, typer.Option(metavar="SHARE", help="Prefix caching: the share of requests that find the shared prefix cached, e.g. 0.9 or 90% (default 1 with --prefix-tokens).")] = None,
+    draft: Annotated[Opt, typer.Option(metavar="MODEL|eagle|ngram", help="Speculative decoding: the draft (a catalog model with the target's tokenizer, an EAGLE head, or n-gram lookup); every replica is priced with and without it. Needs --draft-accept.")] = None,
+    draft_tokens: Annotated[Opt, typer.Option(metavar="N", help="Speculative decoding: tokens drafted per step (default 4).")] = None,
+    draft_accept: Annotated[Opt, typer.Option(metavar="SHARE", help="Speculative decoding: the chance each drafted token is accepted, e.g. 0.7 (measure it on your traffic).")] = None,
     goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,
@@ -610,7 +613,8 @@ def serve(
                        acquisition=acquisition, own=own, top=top, amortize=amortize, time_limit=time_limit,
                        gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom,
                        percentile=percentile, length_dist=length_dist, token_budget=token_budget, max_seqs=max_seqs,
-                       prefix_tokens=prefix_tokens, prefix_hit=prefix_hit)
+                       prefix_tokens=prefix_tokens, prefix_hit=prefix_hit, draft=draft, draft_tokens=draft_tokens,
+                       draft_accept=draft_accept)
     _print_serve(result, json_out, csv)
 
 

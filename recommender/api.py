@@ -651,13 +651,21 @@ class ServeQuery:
     time_limit_s: float
 
 
+def _draft(draft):
+    """--draft: a catalog model id or alias, eagle or ngram (None: no speculative decoding)."""
+    if draft is None:
+        return None
+    d = str(draft).strip().lower()
+    return d if d in ("eagle", "ngram") else catalog.model(str(draft)).id
+
+
 def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
                 prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
                 horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
                 providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5,
                 amortize=False, time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None,
                 headroom=None, percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None,
-                prefix_tokens=None, prefix_hit=None):
+                prefix_tokens=None, prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None):
     """Parse and check `serve`'s arguments: a ServeQuery, or with --gpu the fixed configuration's
     evaluated result (a ServeResult)."""
     from recommender import serve_planner as sp
@@ -678,7 +686,15 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         max_seqs=None if max_seqs is None else parse_int("max-seqs", max_seqs),
         prefix_tokens=0 if prefix_tokens is None else parse_tokens("prefix-tokens", prefix_tokens),
         prefix_hit=(0.0 if prefix_tokens is None and prefix_hit is None else
-                    1.0 if prefix_hit is None else parse_fraction("prefix-hit", prefix_hit)))
+                    1.0 if prefix_hit is None else parse_fraction("prefix-hit", prefix_hit)),
+        draft=_draft(draft), draft_tokens=4 if draft_tokens is None else parse_int("draft-tokens", draft_tokens),
+        draft_accept=None if draft_accept is None else parse_fraction("draft-accept", draft_accept))
+    if draft_tokens is not None and draft is None:
+        raise GpuplanError("draft-tokens", draft_tokens, "give the draft too (--draft MODEL|eagle|ngram)")
+    if not 1 <= w.draft_tokens <= 16:
+        raise GpuplanError("draft-tokens", draft_tokens, "must be 1 to 16 drafted tokens per step")
+    if w.draft_accept is not None and not 0 < w.draft_accept < 1:
+        raise GpuplanError("draft-accept", draft_accept, "must be a share strictly between 0 and 1, e.g. 0.7")
     if w.context > spec.seq_len:
         raise GpuplanError("prompt", prompt, f"prompt + output = {w.context} tokens exceeds {spec.id}'s "
                            f"{spec.seq_len}-token context")
@@ -720,7 +736,7 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
           time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None,
           percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None, prefix_tokens=None,
-          prefix_hit=None):
+          prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None):
     """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
     fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
     q = serve_query(**locals())
@@ -757,7 +773,7 @@ def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, p
                          precision=prec, kv_precision=sp.kv_for(prec, kv),
                          batch=None if batch is None else parse_int("batch", batch),
                          replicas=None if replicas is None else parse_int("replicas", replicas),
-                         acquisition=acq, provider=provider)
+                         acquisition=acq, provider=provider, speculative=w.draft is not None)
     from recommender import prices
 
     with prices.naming([acc.id]):

@@ -222,7 +222,8 @@ def serve_csv(result) -> pd.DataFrame:
         for pt in p.parts:
             rows.append({
                 "rank": p.rank, "accelerator": pt.accelerator, "gpus": pt.count, "replicas": pt.replicas,
-                "tp": pt.tp, "pp": pt.pp, "precision": pt.precision, "slots": pt.batch,
+                "tp": pt.tp, "pp": pt.pp, "precision": pt.precision, "speculative": pt.speculative,
+                "tokens_per_step": pt.tokens_per_step, "slots": pt.batch,
                 "percentile": pt.percentile, "ttft_ms": pt.ttft_ms, "tpot_ms": pt.tpot_ms, "e2e_ms": pt.e2e_ms,
                 "served_tokens_per_s": pt.served_tokens_per_s, "capacity_tokens_per_s": pt.tokens_per_s,
                 "utilization": pt.utilization,
@@ -282,6 +283,11 @@ def pct(p) -> str:
     return f"{p.percentile * 100:g}"
 
 
+def _prec(p) -> str:
+    """A serving part's precision, marked +spec where it decodes speculatively."""
+    return p.precision + ("+spec" if getattr(p, "speculative", False) else "")
+
+
 def serve_frame(result) -> pd.DataFrame:
     """One row per plan; a mixed fleet adds one indented row per part."""
     import pandas as pd
@@ -294,7 +300,7 @@ def serve_frame(result) -> pd.DataFrame:
                                                   or "owned" in p.acquisition else f" {p.provider}")
         return {
             "#": rank, "accelerator": p.accelerator, "GPUs": p.count,
-            "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else ""), "prec": p.precision,
+            "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else ""), "prec": _prec(p),
             "slots": p.batch, f"TTFT p{pct(p)}": round(p.ttft_ms), f"TPOT p{pct(p)}": round(p.tpot_ms, 1),
             "tok/s": f"{p.served_tokens_per_s:,.0f}", "load": _pct(p.utilization),
             f"{sym}/h": None if p.cost_per_hour_usd is None else f"{money.in_display(p.cost_per_hour_usd):,.2f}",
@@ -308,7 +314,7 @@ def serve_frame(result) -> pd.DataFrame:
         row = line(p.rank, p)
         if len(p.parts) > 1:  # the parts' rows below carry the layout
             row.update({"replicas": f"{p.replicas} in {len(p.parts)} types", "slots": "",
-                        "prec": "+".join(dict.fromkeys(pt.precision for pt in p.parts))})
+                        "prec": " / ".join(dict.fromkeys(_prec(pt) for pt in p.parts))})
         row["vs #1"] = p.vs_best
         rows.append(row)
         if len(p.parts) > 1:
@@ -347,8 +353,11 @@ def render_serve(result, csv_path: str | None = None) -> None:
         load = ("" if p.utilization is None else
                 f"{p.utilization:.0%} of its saturated throughput in use, {pt.queue_share:.1%} of requests wait for a "
                 f"slot; ")
+        step = (f"{pt.decode_step_ms:.1f} ms a step with every slot busy" if not pt.speculative else
+                f"speculative: {pt.tokens_per_step:.2f} tokens a step, {pt.decode_step_ms * pt.tokens_per_step:.1f} ms "
+                f"a step ({pt.decode_step_ms:.1f} ms a token) with every slot busy")
         c.print(f"#1: {load}end-to-end p{pct(p)} {p.e2e_ms / 1e3:,.2f} s; decode is {pt.decode_bound}-bound "
-                f"({pt.decode_step_ms:.1f} ms a step with every slot busy, a prompt {pt.prefill_ms:.0f} ms of compute); "
+                f"({step}, a prompt {pt.prefill_ms:.0f} ms of compute); "
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
                 f"paged KV cache per GPU (slots up to {pt.max_batch}, token budget {pt.token_budget:,}); "
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))

@@ -63,7 +63,7 @@ class ModelSection(Section):
 TRAIN_FIELDS = ("tokens", "global_batch", "seq_len", "attention", "loss")
 FINETUNE_FIELDS = TRAIN_FIELDS + ("epochs", "method", "lora_rank")
 SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision",
-                "prefix_tokens", "prefix_hit")
+                "prefix_tokens", "prefix_hit", "draft", "draft_tokens", "draft_accept")
 
 
 class Workload(Section):
@@ -91,6 +91,9 @@ class Workload(Section):
     kv_precision: str | None = None
     prefix_tokens: Quantity | None = None   # prefix caching: a shared prompt prefix (tokens)
     prefix_hit: Quantity | None = None      # and the share of requests that find it cached
+    draft: str | None = None                # speculative decoding: a catalog model, eagle or ngram
+    draft_tokens: int | None = Field(None, ge=1, le=16)
+    draft_accept: Quantity | None = None    # the chance each drafted token is accepted
 
     _tokens = field_validator("tokens", "global_batch")(_check(units.parse_count, "tokens"))
     _times = field_validator("think_time", "ttft", "tpot", "e2e")(_check(units.parse_duration_s, "time"))

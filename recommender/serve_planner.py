@@ -23,7 +23,7 @@ from recommender.formulas import queueing as qm
 from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
                                  best_slots, stack_steps, take,
                                  evaluate_serving, full_slot_curve, light_load, meets, replica_cost_per_hour,
-                                 replica_memory, replica_steps, slot_candidates, slot_cap)
+                                 replica_memory, replica_steps, slot_candidates, slot_cap, spec_problem)
 from recommender.units import fmt_usd
 
 TARGETS = ("ttft", "tpot", "e2e")
@@ -83,15 +83,18 @@ def precisions_for(acc, wanted: tuple[str, ...]) -> list[str]:
 
 
 def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: float, efficiency: float,
-                   max_pp: int) -> list[tuple[int, int, int]]:
+                   max_pp: int, spec: bool = False) -> list[tuple[int, int, int]]:
     """Every (TP, PP, slot cap) of one accelerator and precision worth pricing: the slot caps come
-    from the paged-KV memory limit and slot_candidates."""
+    from the paged-KV memory limit and slot_candidates. spec: the replicas that can run
+    speculative decoding (serving.spec_problem: PP 1, a TP the draft divides)."""
     m = w.model
     links = link_rates(acc)[0]
     tps = [t for t in (1, 2, 4, 8, 16) if t <= acc.domain and m.heads % t == 0 and (t == 1 or links)]
-    caps = lambda t, p: int(slot_cap(w, acc, precision, kv, t, p, headroom)[0])  # noqa: E731
+    if spec:
+        tps = [t for t in tps if spec_problem(w, t, 1) is None]
+    caps = lambda t, p: int(slot_cap(w, acc, precision, kv, t, p, headroom, spec)[0])  # noqa: E731
     pps = [1]
-    if not any(caps(t, 1) >= 1 for t in tps):
+    if not spec and not any(caps(t, 1) >= 1 for t in tps):
         pps = []
         p = 2
         while p <= min(max_pp, m.layers):
@@ -106,22 +109,23 @@ def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: flo
         return []
     tp0, pp0, cap0 = (np.array(x) for x in zip(*types))
     curves = full_slot_curve(replica_steps(w, acc, precision, kv, tp0, pp0, cap0, efficiency,
-                                           width=int(cap0.max()) + 1), w)
+                                           width=int(cap0.max()) + 1, spec=spec), w)
     return [(t, p, b) for (t, p, c), curve in zip(types, curves) for b in slot_candidates(w, curve, c)]
 
 
 def _group_steps(w: ServeWorkload, df: pd.DataFrame) -> qm.Steps:
     """The queue model's step terms for the rows of df (any mix of accelerators), in df's order."""
     parts, order = [], []
-    for (acc_id, prec, kv), idx in df.groupby(["accelerator", "precision", "kv_precision"], sort=True).indices.items():
+    for (acc_id, prec, kv, spec), idx in df.groupby(["accelerator", "precision", "kv_precision", "speculative"],
+                                                    sort=True).indices.items():
         acc = catalog.accelerator(acc_id)
         parts.append(replica_steps(w, acc, prec, kv, df.tp.values[idx], df.pp.values[idx], df.batch.values[idx],
-                                   serve_efficiency(acc_id)))
+                                   serve_efficiency(acc_id), spec=bool(spec)))
         order.append(idx)
     s = stack_steps(parts)
     back = np.empty(len(df), dtype=np.int64)
     back[np.concatenate(order)] = np.arange(len(df))
-    return qm.Steps(s.compute[back], s.memory[back], s.fixed[back], s.per_token[back], s.slots[back], s.budget[back])
+    return s.rows(back)
 
 
 def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
@@ -140,7 +144,7 @@ def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     return df.merge(lat, on=TYPE_COLUMNS, how="left", sort=False)
 
 
-TYPE_COLUMNS = ["accelerator", "precision", "kv_precision", "tp", "pp", "batch"]
+TYPE_COLUMNS = ["accelerator", "precision", "kv_precision", "tp", "pp", "batch", "speculative"]
 
 
 def serve_efficiency(acc_id: str) -> float:
@@ -163,13 +167,15 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
         e = serve_efficiency(acc.id)
         for prec in precisions_for(acc, space.precisions):
             kv = kv_for(prec, space.kv_precision)
-            rows += [(acc.id, acc.vendor, prec, kv, t, p, b)
-                     for t, p, b in _replica_types(w, acc, prec, kv, headroom, e, space.max_pp)]
+            for spec in (False, True) if w.draft else (False,):
+                rows += [(acc.id, acc.vendor, prec, kv, t, p, b, spec)
+                         for t, p, b in _replica_types(w, acc, prec, kv, headroom, e, space.max_pp, spec)]
     if not rows:
         return pd.DataFrame()
-    types = pd.DataFrame(rows, columns=["accelerator", "vendor", "precision", "kv_precision", "tp", "pp", "batch"])
+    types = pd.DataFrame(rows, columns=["accelerator", "vendor", "precision", "kv_precision", "tp", "pp", "batch",
+                                        "speculative"])
     s = _group_steps(w, types)
-    kind = types.groupby(["accelerator", "precision", "tp", "pp"], sort=False).ngroup().values
+    kind = types.groupby(["accelerator", "precision", "tp", "pp", "speculative"], sort=False).ngroup().values
     keep, cap, light = best_slots(w, s, kind)
     types = types.iloc[keep].reset_index(drop=True)
     s = take(s, keep)
@@ -181,10 +187,11 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     for c, _ in SERVE_TARGETS:
         types[f"miss_{c}"] = ~light[c] if c in light else False
     frames = []
-    for (acc_id, prec), idx in types.groupby(["accelerator", "precision"], sort=False).indices.items():
+    for (acc_id, prec, spec), idx in types.groupby(["accelerator", "precision", "speculative"], sort=False).indices.items():
         acc = catalog.accelerator(acc_id)
         df = types.iloc[idx].reset_index(drop=True)
-        mem = replica_memory(w, acc, prec, df.kv_precision.values[0], df.tp.values, df.pp.values, df.batch.values)
+        mem = replica_memory(w, acc, prec, df.kv_precision.values[0], df.tp.values, df.pp.values, df.batch.values,
+                             bool(spec))
         df["mem_gib"] = np.atleast_1d(mem.total) / 2**30
         df["fits"] = np.atleast_1d(mem.total) <= acc.memory_gib * 2**30 * (1.0 - headroom)
         eff = catalog.efficiency(acc.id)
@@ -217,12 +224,16 @@ def prune(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     when another has no more GPUs, at least the throughput and misses no target it meets (cost
     and power per replica grow with GPUs there). Such a type can be swapped one-for-one in any
     fleet without raising cost, GPUs or power or breaking a limit, so the optimum is kept; ranked
-    alternatives differ in (accelerator, acquisition), so they are kept too."""
+    alternatives differ in (accelerator, acquisition), so they are kept too. With a draft,
+    speculative and plain types are pruned apart, so that the fleet without speculation
+    (_spec_line) is exact too."""
     if df.empty:
         return df
     miss = missed(df, w).values
     keep = np.ones(len(df), dtype=bool)
     key = df.accelerator + "|" + df.acquisition + "|" + df.provider.fillna("")
+    if w.draft:
+        key = key + "|" + df.speculative.astype(str)
     for _, idx in df.groupby(key, sort=True).indices.items():
         g, t = df.gpus.values[idx], df.cap.values[idx]
         ms = miss[idx]
@@ -536,6 +547,7 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
         owned = x.acquisition == "owned"
         layout = ServeLayout(accelerator=x.accelerator, tp=int(x.tp), pp=int(x.pp), precision=x.precision,
                              kv_precision=x.kv_precision, batch=int(x.batch), replicas=int(r),
+                             speculative=bool(x.speculative),
                              acquisition="on_demand" if owned else x.acquisition,
                              provider=None if owned or x.acquisition == "buy" else x.provider)
         ev = evaluate_serving(w, layout, headroom=space.headroom, amortize=space.amortize,
@@ -569,6 +581,7 @@ def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -
     per_mtok = None if cph is None or not served else cph / (served * 3600) * 1e6
     return ServePlan(
         rank=rank, accelerator=join("accelerator"), count=sum(p.count for p in parts),
+        speculative=any(p.speculative for p in parts),
         replicas=sum(p.replicas for p in parts), tp=main.tp, pp=main.pp, precision=main.precision,
         kv_precision=main.kv_precision, batch=main.batch, ttft_ms=max(p.ttft_ms for p in parts),
         tpot_ms=max(p.tpot_ms for p in parts), e2e_ms=max(p.e2e_ms for p in parts), tokens_per_s=capacity,
@@ -741,4 +754,21 @@ def _explain(q: _Query, plans: list[ServePlan], objective: str) -> list[str]:
             lines.append(f"{c} binds ({_given(q.w, q.limits, c)}): without it, {_describe(q.df, alt.rows, q.hours)}.")
     if len(lines) == 1:
         lines.append("No limit binds: #1 is the cheapest fleet in the search space.")
+    if q.w.draft:
+        lines.append(_spec_line(q, plans[0]))
     return lines
+
+
+def _spec_line(q: _Query, best: ServePlan) -> str:
+    """What speculative decoding is worth here: #1 against the cheapest fleet without it."""
+    w = q.w
+    what = (f"speculative decoding ({w.draft} draft, {w.draft_tokens} tokens drafted, acceptance "
+            f"{w.draft_accept:g}: {w.tokens_per_step:.2f} tokens a step)")
+    if not best.speculative:
+        return f"{what} does not pay here: the cheapest fleet runs without it."
+    alt = q.pm.solve(q.enforce, exclude=q.df.speculative.values.astype(bool))
+    if not alt.rows:
+        return f"{what} is what makes the targets reachable: no fleet without it meets them."
+    cost = _fleet_figures(q.df, alt.rows)["cost"]
+    return (f"{what} saves {1 - best.cost_per_hour_usd / cost:.0%}: without it, "
+            f"{_describe(q.df, alt.rows, q.hours)}.")

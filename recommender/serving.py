@@ -48,6 +48,46 @@ class ServeWorkload(Strict):
     # a prompt are shared (a system prompt), and prefix_hit of requests find them in the cache
     prefix_tokens: int = Field(0, ge=0)
     prefix_hit: float = Field(0.0, ge=0, le=1)
+    # speculative decoding (vLLM's speculative_config): a draft proposes draft_tokens tokens per
+    # step, the target verifies them in one pass, each accepted with probability draft_accept.
+    # draft: a catalog model sharing the target's tokenizer, "eagle" (an EAGLE head: one decoder
+    # layer of the target's width on its hidden states, the target's LM head), or "ngram"
+    # (prompt lookup, no draft model). The planner then prices every replica with and without it.
+    draft: str | None = None
+    draft_tokens: int = Field(4, ge=1, le=16)
+    draft_accept: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _speculative(self) -> "ServeWorkload":
+        if self.draft is None:
+            if self.draft_accept is not None:
+                raise GpuplanError("draft-accept", self.draft_accept, "give the draft too (--draft MODEL|eagle|ngram)")
+            return self
+        if self.draft_accept is None:
+            raise GpuplanError("draft", self.draft, "give the draft's acceptance rate per token (--draft-accept 0.7): "
+                               "it depends on the draft and on your traffic, and no default would be honest")
+        d = self.draft_model()
+        if d is not None and d.vocab != self.model.vocab:
+            raise GpuplanError("draft", self.draft, f"its vocabulary ({d.vocab:,} tokens) is not the target's "
+                               f"({self.model.vocab:,}): a draft must share the target's tokenizer")
+        return self
+
+    def draft_model(self) -> ModelSpec | None:
+        """The draft's architecture: a catalog model, an EAGLE head (one dense decoder layer of the
+        target, with the target's embedding and LM head), or None for n-gram lookup."""
+        if self.draft in (None, "ngram"):
+            return None
+        if self.draft == "eagle":
+            m = self.model
+            return m.model_copy(update={"id": f"{m.id}-eagle", "name": f"EAGLE head of {m.name}", "layers": 1,
+                                        "experts": 0, "experts_per_token": 0, "shared_experts": 0, "moe_ffn": None,
+                                        "dense_layers": 0})
+        return catalog.model(self.draft)
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens a sequence gains per speculative step (formulas.serving.spec_tokens_per_step)."""
+        return float(sv.spec_tokens_per_step(self.draft_accept, self.draft_tokens)) if self.draft else 1.0
 
     @model_validator(mode="after")
     def _demand(self) -> "ServeWorkload":
@@ -105,7 +145,8 @@ class ServeWorkload(Strict):
     def queue(self) -> qm.Workload:
         return qm.Workload(prompt=float(self.queue_prompt_tokens), output=float(self.output_tokens),
                            percentile=self.percentile, closed=self.closed, think_s=self.think_time_s,
-                           length_dist=self.length_dist)
+                           length_dist=self.length_dist, draft_tokens=self.draft_tokens if self.draft else 0,
+                           accept=self.draft_accept or 0.0)
 
     @property
     def mean_decode_context(self) -> float:
@@ -138,6 +179,7 @@ class ServeLayout(Strict):
     replicas: int | None = Field(None, ge=1)   # None: enough for the demand (1 if offline)
     acquisition: str = "on_demand"
     provider: str | None = None
+    speculative: bool = False                  # speculative decoding with the workload's draft
 
     @model_validator(mode="after")
     def _known(self) -> "ServeLayout":
@@ -169,21 +211,41 @@ def engine_limits(w: ServeWorkload, acc: Accelerator) -> tuple[int, int]:
     return (w.max_seqs or seqs), (w.token_budget or budget)
 
 
-def replica_memory(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, slots):
+def replica_memory(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, slots,
+                   spec: bool = False):
     """Bytes per GPU with `slots` sequences resident: weights, paged KV for the tokens actually
-    held (ServeWorkload.resident_tokens), one step's activations over the token budget, overhead."""
+    held (ServeWorkload.resident_tokens), one step's activations over the token budget, overhead.
+    spec: with speculative decoding, also the draft's weights and KV cache (at the target's
+    precisions, split over the same TP) and the target's KV for the k drafted tokens of each
+    sequence; a step's activations and logits span the k + 1 tokens each sequence verifies."""
     a = catalog.assumption
     budget = engine_limits(w, acc)[1]
-    return sv.serve_memory(w.model, precision, kv_precision, slots, w.resident_tokens(slots), tp, pp,
+    slots = np.asarray(slots)
+    resident = w.resident_tokens(slots)
+    extra_w = extra_kv = 0.0
+    step = np.maximum(budget, slots)
+    if spec:
+        k, kvb = w.draft_tokens, sv.KV_BYTES[kv_precision]
+        d = w.draft_model()
+        extra_kv = slots * k * w.model.kv_bytes_per_token(kvb) / np.asarray(pp) / np.asarray(sv.kv_shards(w.model, tp))
+        if d is not None:
+            extra_w = (sv.block_params(d) * sv.WEIGHT_BYTES[precision] / np.asarray(tp) if w.draft == "eagle"
+                       else np.asarray(sv.weight_bytes(d, precision, tp, 1)))
+            extra_kv = extra_kv + slots * resident * d.kv_bytes_per_token(kvb) / np.asarray(sv.kv_shards(d, tp))
+        step = np.maximum(budget, slots * (k + 1))
+    return sv.serve_memory(w.model, precision, kv_precision, slots, resident, tp, pp,
                            a("framework_overhead_gib"), a("allocator_fragmentation"),
-                           step_tokens=np.maximum(budget, np.asarray(slots)))
+                           step_tokens=step, extra_weights=extra_w, extra_kv=extra_kv,
+                           sampled=slots * (w.draft_tokens + 1) if spec else None)
 
 
-def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, headroom: float):
+def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, headroom: float,
+             spec: bool = False):
     """The most sequences a replica may run at once: the largest whose paged KV cache fits (exact,
     bisection on the monotone memory), at most max_num_seqs, and at most what the token budget
-    holds with the prompts of the sequences that replace finishing ones, B (1 + P / O) <= budget.
-    0: not even the weights fit."""
+    holds with the prompts of the sequences that replace finishing ones, B (d + E P / O) <= budget
+    (d budget tokens per running sequence and E tokens gained per step: 1 and 1, or k + 1 and
+    spec_tokens_per_step with speculative decoding). 0: not even the weights fit."""
     tp, pp = np.broadcast_arrays(np.atleast_1d(tp), np.atleast_1d(pp))
     seqs, budget = engine_limits(w, acc)
     limit = acc.memory_gib * GIB * (1.0 - headroom)
@@ -191,18 +253,33 @@ def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: s
     hi = np.full(tp.shape, seqs, dtype=np.int64)
     while np.any(lo < hi):
         mid = (lo + hi + 1) // 2
-        ok = np.asarray(replica_memory(w, acc, precision, kv_precision, tp, pp, mid).total) <= limit
+        ok = np.asarray(replica_memory(w, acc, precision, kv_precision, tp, pp, mid, spec).total) <= limit
         lo = np.where(ok & (lo < hi), mid, lo)
         hi = np.where(~ok & (lo < hi), mid - 1, hi)
-    prefill_bound = max(int(budget * w.output_tokens // (w.queue_prompt_tokens + w.output_tokens)), 1)
+    if spec:
+        e, d = w.tokens_per_step, w.draft_tokens + 1
+        prefill_bound = max(int(budget * w.output_tokens // (d * w.output_tokens + e * w.queue_prompt_tokens)), 1)
+    else:
+        prefill_bound = max(int(budget * w.output_tokens // (w.queue_prompt_tokens + w.output_tokens)), 1)
     return np.minimum(lo, prefill_bound)
 
 
 def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, slots,
-                  efficiency: float, width: int | None = None) -> qm.Steps:
+                  efficiency: float, width: int | None = None, spec: bool = False,
+                  per_token_steps: bool = True) -> qm.Steps:
     """The queue model's step terms for rows (tp, pp, slots): decode compute / memory / fixed
     seconds at n = 0..width-1 running sequences (a replica step is PP stage steps), and seconds of
-    replica time per prompt token (its prefill compute and communication, spread over the stages)."""
+    replica time per prompt token (its prefill compute and communication, spread over the stages).
+
+    spec (speculative decoding, PP 1): an engine step is k draft decode steps (in `fixed`: the
+    draft's own roofline, at the target's TP) then one target pass verifying k + 1 tokens per
+    sequence (compute and communication for n (k + 1) tokens, the KV read once); the draft's
+    prefill adds to the prompt's cost per token. A step yields E = spec_tokens_per_step tokens
+    per sequence on average, so the queue model, which counts one token per step, runs on
+    per-token steps (per_token_steps): compute, memory and fixed over E, the token budget over
+    E, and each running sequence taking (k + 1) / E of it (decode_tokens); the prompt's seconds
+    per token and the tokens/s the room admits are unchanged. per_token_steps=False: the
+    engine's own steps (the simulation's terms)."""
     a = catalog.assumption
     m = w.model
     tp, pp, slots = (np.atleast_1d(np.asarray(x)) for x in (tp, pp, slots))
@@ -215,17 +292,33 @@ def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precisi
               bw_efficiency=a("memory_bw_efficiency"), tp_bw_gb_s=np.maximum(bw(acc, t2), 1e-9),
               pp_bw_gb_s=np.maximum(bw(acc, t2 * p2), 1e-9))
     n = np.maximum(np.arange(width), 1)[None, :].astype(float)
+    overhead = a("decode_layer_overhead_us") * 1e-6
+    k = w.draft_tokens if spec else 0
     dec = sv.decode_stage_time(m, precision, kv_precision, n, w.mean_decode_context, t2, p2, **hw, **comm,
-                               layer_overhead_s=a("decode_layer_overhead_us") * 1e-6)
+                               layer_overhead_s=overhead, tokens_per_seq=k + 1)
     pre = sv.prefill_time(m, precision, w.prompt_tokens, t2, p2, **hw, **comm)
     shape = (len(tp), width)
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).copy()  # noqa: E731
     per_token = (np.asarray(pre.compute) + np.asarray(pre.tp_comm) + np.asarray(pre.pp_comm)) / w.prompt_tokens / p2
-    budget = engine_limits(w, acc)[1]
-    return qm.Steps(compute=full(p2 * dec.compute), memory=full(p2 * dec.memory),
-                    fixed=full(p2 * (np.asarray(dec.tp_comm) + dec.pp_comm + dec.overhead)),
-                    per_token=np.broadcast_to(per_token, (len(tp), 1))[:, 0].astype(float),
-                    slots=slots.astype(np.int64), budget=np.full(len(tp), float(budget)))
+    fixed = p2 * (np.asarray(dec.tp_comm) + dec.pp_comm + dec.overhead)
+    draft = w.draft_model() if spec else None
+    if draft is not None:
+        hw1 = {**hw, "pp_bw_gb_s": hw["tp_bw_gb_s"]}
+        dd = sv.decode_stage_time(draft, precision, kv_precision, n, w.mean_decode_context, t2, 1, **hw1, **comm,
+                                  layer_overhead_s=overhead)
+        fixed = fixed + k * np.asarray(dd.total)
+        dp = sv.prefill_time(draft, precision, w.prompt_tokens, t2, 1, **hw1, **comm)
+        per_token = per_token + (np.asarray(dp.compute) + np.asarray(dp.tp_comm)) / w.prompt_tokens
+    budget = np.full(len(tp), float(engine_limits(w, acc)[1]))
+    compute, memory, fixed = full(p2 * dec.compute), full(p2 * dec.memory), full(fixed)
+    per_token = np.broadcast_to(per_token, (len(tp), 1))[:, 0].astype(float)
+    if not spec:
+        return qm.Steps(compute=compute, memory=memory, fixed=fixed, per_token=per_token,
+                        slots=slots.astype(np.int64), budget=budget)
+    e = w.tokens_per_step if per_token_steps else 1.0
+    return qm.Steps(compute=compute / e, memory=memory / e, fixed=fixed / e, per_token=per_token,
+                    slots=slots.astype(np.int64), budget=budget / e,
+                    decode_tokens=np.full(len(tp), (k + 1) / e))
 
 
 def stack_steps(parts: list[qm.Steps]) -> qm.Steps:
@@ -237,7 +330,9 @@ def stack_steps(parts: list[qm.Steps]) -> qm.Steps:
                     fixed=np.concatenate([pad(p.fixed) for p in parts]),
                     per_token=np.concatenate([p.per_token for p in parts]),
                     slots=np.concatenate([p.slots for p in parts]),
-                    budget=np.concatenate([p.budget for p in parts]))
+                    budget=np.concatenate([p.budget for p in parts]),
+                    decode_tokens=(None if all(p.decode_tokens is None for p in parts) else
+                                   np.concatenate([p.per_seq for p in parts])))
 
 
 TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
@@ -280,7 +375,7 @@ def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.
         rows = np.flatnonzero(keys == key)
         width = int(s.slots[rows].max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
         sub = qm.Steps(s.compute[rows, :width], s.memory[rows, :width], s.fixed[rows, :width], s.per_token[rows],
-                       s.slots[rows], s.budget[rows])
+                       s.slots[rows], s.budget[rows], None if s.decode_tokens is None else s.decode_tokens[rows])
         kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
         return rows, qm.capacity(sub, w.queue, **kw)
 
@@ -316,7 +411,7 @@ def _groups(ids: np.ndarray) -> list[np.ndarray]:
 
 
 def take(s: qm.Steps, rows) -> qm.Steps:
-    return qm.Steps(s.compute[rows], s.memory[rows], s.fixed[rows], s.per_token[rows], s.slots[rows], s.budget[rows])
+    return s.rows(rows)
 
 
 def replica_cost_per_hour(price: Pricing | None, acc: Accelerator, gpus, horizon_days: float,
@@ -362,6 +457,7 @@ class ServeFigures(BaseModel):
     precision: str
     kv_precision: str
     batch: int
+    speculative: bool = False   # speculative decoding with the workload's draft (ServeWorkload.draft)
     ttft_ms: float
     tpot_ms: float
     e2e_ms: float
@@ -401,7 +497,8 @@ class ServePart(ServeFigures):
     memory_breakdown_gib: ServeMemoryGiB
     max_batch: int
     decode_bound: str
-    decode_step_ms: float
+    decode_step_ms: float       # with every slot busy; per output token with speculative decoding
+    tokens_per_step: float = 1.0   # tokens a sequence gains per engine step (speculative: E)
     prefill_ms: float
     efficiency: float
     efficiency_calibrated: bool
@@ -430,6 +527,22 @@ def check_serve_layout(w: ServeWorkload, layout: ServeLayout, acc: Accelerator) 
     problem = acc.span_problem(span)
     if problem:
         raise GpuplanError("pp" if layout.pp > 1 else "tp", layout.pp if layout.pp > 1 else layout.tp, problem)
+    if layout.speculative:
+        if w.draft is None:
+            raise GpuplanError("speculative", True, "give the draft (--draft MODEL|eagle|ngram) and its --draft-accept")
+        problem = spec_problem(w, layout.tp, layout.pp)
+        if problem:
+            raise GpuplanError("draft", w.draft, problem)
+
+
+def spec_problem(w: ServeWorkload, tp: int, pp: int) -> str | None:
+    """Why a replica cannot run speculative decoding with the workload's draft, or None."""
+    if pp > 1:
+        return "speculative decoding is modelled without a pipeline (PP 1)"
+    d = w.draft_model()
+    if d is not None and d.heads % tp:
+        return f"the draft runs at the target's TP, which must divide its {d.heads} attention heads (TP {tp})"
+    return None
 
 
 def meets(value, target):
@@ -463,7 +576,7 @@ def saturated(s: qm.Steps, w: ServeWorkload) -> qm.Figures:
     TTFT = the steps that carry the prompt's chunks (each a decode step plus its chunk)."""
     q = w.queue
     t_b = qm.full_slot_step(s, q)
-    room = np.maximum(s.budget - s.slots + 1, 1)
+    room = np.maximum(s.budget - s.per_seq * (s.slots - 1), 1)
     chunks = np.ceil(w.queue_prompt_tokens / room)
     rows = np.arange(len(s.slots))
     c, m, f = s.compute[rows, s.slots], s.memory[rows, s.slots], s.fixed[rows, s.slots]
@@ -490,25 +603,25 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     headroom = a("memory_headroom") if headroom is None else headroom
     eff = catalog.efficiency(acc.id)
     e = efficiency if efficiency is not None else (eff.matmul_efficiency if eff else 0.5)
-    tp, pp = layout.tp, layout.pp
-    bmax = int(slot_cap(w, acc, layout.precision, layout.kv_precision, tp, pp, headroom)[0])
+    tp, pp, spec = layout.tp, layout.pp, layout.speculative
+    bmax = int(slot_cap(w, acc, layout.precision, layout.kv_precision, tp, pp, headroom, spec)[0])
     demand = w.demand
     if layout.batch is not None:
         options = [layout.batch]
     else:
         curve = full_slot_curve(replica_steps(w, acc, layout.precision, layout.kv_precision, [tp], [pp],
-                                              [max(bmax, 1)], e), w)[0]
+                                              [max(bmax, 1)], e, spec=spec), w)[0]
         options = slot_candidates(w, curve, bmax) or [1]
         if demand is None:
             options = [max(options)]
     n = len(options)
-    steps = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp] * n, [pp] * n, options, e)
+    steps = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp] * n, [pp] * n, options, e, spec=spec)
     keep, caps, _ = best_slots(w, steps, np.zeros(n, dtype=np.int64))
     k = int(keep[0])
     batch = int(options[k])
     row = take(steps, [k])
     cap = None if demand is None else float(caps[0])
-    mem = replica_memory(w, acc, layout.precision, layout.kv_precision, tp, pp, batch)
+    mem = replica_memory(w, acc, layout.precision, layout.kv_precision, tp, pp, batch, spec)
     fits = bool(np.asarray(mem.total) <= acc.memory_gib * GIB * (1.0 - headroom))
     q = w.queue
     if demand is None:
@@ -541,13 +654,13 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     bound = "memory" if row.memory[0, b] >= row.compute[0, b] else "compute"
     return ServePart(
         accelerator=acc.id, count=gpus, replicas=replicas, tp=layout.tp, pp=layout.pp,
-        precision=layout.precision, kv_precision=layout.kv_precision, batch=batch,
+        precision=layout.precision, kv_precision=layout.kv_precision, batch=batch, speculative=spec,
         ttft_ms=float(fig.ttft[0]) * 1e3, tpot_ms=float(fig.tpot[0]) * 1e3, e2e_ms=float(fig.e2e[0]) * 1e3,
         tokens_per_s=capacity, tokens_per_s_per_replica=per_replica, served_tokens_per_s=served,
         requests_per_s=served / w.output_tokens, percentile=w.percentile,
         utilization=None if not np.isfinite(fig.utilization[0]) else float(fig.utilization[0]),
         load_per_replica=per_load, capacity_per_replica=cap, load_unit="users" if w.closed else "requests/s",
-        queue_share=float(fig.wait_share[0]), token_budget=int(row.budget[0]),
+        queue_share=float(fig.wait_share[0]), token_budget=engine_limits(w, acc)[1],
         cost_per_hour_usd=cph,
         cost_per_million_tokens_usd=None if cph is None or served <= 0 else cph / (served * 3600.0) * 1e6,
         acquisition="owned" if own == gpus and own else acq,
@@ -563,6 +676,7 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
                                             overhead=float(mem.overhead) / GIB),
         max_batch=bmax, fits=fits, decode_bound=bound,
         decode_step_ms=float(qm.full_slot_step(row, q)[0]) * 1e3,
+        tokens_per_step=w.tokens_per_step if spec else 1.0,
         prefill_ms=float(row.per_token[0] * w.prefill_tokens) * 1e3,
         break_even_utilization=break_even_utilization(acc, w.horizon_days, amortize),
         facility_power_kw=power, efficiency=e, efficiency_calibrated=bool(eff and eff.calibrated),

@@ -11,6 +11,12 @@ A request's first token comes at the end of the step that finishes its prompt; e
 gives it one more token. TTFT = first token - arrival; TPOT = (last - first) / (tokens - 1), per
 request, as serving benchmarks report it. Arrivals are Poisson (open loop) or users who think an
 exponential time between a response and their next request (closed loop).
+
+Speculative decoding (Replica.draft_tokens k > 0): each step every decoding sequence verifies k
+drafted tokens and takes its budget's k + 1 tokens; it gains 1..k + 1 tokens, drawn per sequence
+and step (each drafted token accepted with probability `accept` until the first rejection, then
+the target's own token), and finishes once it has its output length. The step's terms are the
+engine's whole step (draft passes and the verifying pass), not the planner's per-token steps.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class Replica:
     per_token: float
     slots: int
     budget: int
+    draft_tokens: int = 0   # speculative decoding: tokens drafted per step (0: off)
+    accept: float = 0.0     # the chance each drafted token is accepted
 
 
 @dataclass
@@ -88,7 +96,7 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             t = arrivals[0][0]
             continue
         n_dec = len(decoding)
-        room = rep.budget - n_dec
+        room = rep.budget - n_dec * (rep.draft_tokens + 1)
         chunk, finished_prefill = 0, []
         for item in prefilling:
             if room <= 0:
@@ -106,8 +114,16 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
         if done > warm:
             busy.append(running)
             steps.append(dt)
-        while decoding and decoding[0][0] <= step:
-            _, r = heapq.heappop(decoding)
+        if rep.draft_tokens:   # each sequence gains 1..k + 1 tokens: its remaining count falls by them
+            gained = np.minimum(rng.geometric(1.0 - rep.accept, size=len(decoding)), rep.draft_tokens + 1)
+            decoding = [(left - g, r) for (left, r), g in zip(decoding, gained)]
+            ended = [x for x in decoding if x[0] <= 0]
+            decoding = [x for x in decoding if x[0] > 0]
+            heapq.heapify(ended)
+        else:
+            ended = decoding
+        while ended and ended[0][0] <= (0 if rep.draft_tokens else step):
+            _, r = heapq.heappop(ended)
             at, first, u, length, _ = info.pop(r)
             done += 1
             if done > warm:
@@ -129,6 +145,8 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
                 done += 1
                 if rec[2] >= 0:
                     heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), rec[2]))
+            elif rep.draft_tokens:
+                decoding.append((rec[3] - 1, r))     # tokens still to come
             else:
                 heapq.heappush(decoding, (step + rec[3] - 1, r))
     return Samples(np.array(ttft), np.array(tpot), np.array(e2e), np.array(lengths), np.array(waits),

@@ -53,6 +53,16 @@ FLEETS = [
     # hits request by request; the queue model uses the mean prompt computed, 650 tokens)
     ("8b-prefix-cache-h100", dict(model="llama-3-8b", prompt_tokens=2000, output_tokens=200, rate_rps=500.0,
                                   ttft_s=0.5, tpot_s=0.03, prefix_tokens=1500, prefix_hit=0.9), ("h100-sxm",)),
+    # speculative decoding (the planner prices every replica with and without it; the simulation
+    # draws each sequence's accepted tokens step by step): a 1B draft model, an EAGLE head in a
+    # closed loop, prompt-lookup n-grams
+    ("70b-spec-draft-h200", dict(model="llama-3-70b", prompt_tokens=512, output_tokens=256, rate_rps=16.0,
+                                 ttft_s=1.0, tpot_s=0.02, draft="llama-3.2-1b", draft_accept=0.7), ("h200",)),
+    ("70b-spec-eagle-closed-h100", dict(model="llama-3-70b", prompt_tokens=512, output_tokens=256, users=660,
+                                        think_time_s=3.0, ttft_s=1.0, tpot_s=0.03, draft="eagle", draft_accept=0.75,
+                                        draft_tokens=3), ("h100-sxm",)),
+    ("8b-spec-ngram-h100", dict(model="llama-3-8b", prompt_tokens=1000, output_tokens=300, rate_rps=100.0,
+                                ttft_s=1.0, tpot_s=0.01, draft="ngram", draft_accept=0.5), ("h100-sxm",)),
 ]
 # A miss the model is known for (docs/SERVING.md): in a closed loop, over a long request the
 # arrivals are steadier than Poisson (a burst leaves fewer users thinking), which the step chain
@@ -76,9 +86,13 @@ def planned(name: str):
 
 def replica(w: ServeWorkload, part) -> Replica:
     acc = catalog.accelerator(part.accelerator)
+    # the engine's own steps: with speculative decoding the simulation draws each step's accepted
+    # tokens itself (the planner's per-token steps are what it checks)
     s = replica_steps(w, acc, part.precision, part.kv_precision, [part.tp], [part.pp], [part.batch],
-                      serve_efficiency(acc.id))
-    return Replica(s.compute[0], s.memory[0], s.fixed[0], float(s.per_token[0]), int(s.slots[0]), int(s.budget[0]))
+                      serve_efficiency(acc.id), spec=part.speculative, per_token_steps=False)
+    return Replica(s.compute[0], s.memory[0], s.fixed[0], float(s.per_token[0]), int(s.slots[0]), int(s.budget[0]),
+                   draft_tokens=w.draft_tokens if part.speculative else 0,
+                   accept=w.draft_accept if part.speculative else 0.0)
 
 
 def shares(w: ServeWorkload, parts: list[tuple[object, int]]) -> list[float]:

@@ -62,6 +62,19 @@ class Steps:
     per_token: np.ndarray    # (R,) seconds of replica time per prompt token
     slots: np.ndarray        # (R,) B, the slot cap
     budget: np.ndarray       # (R,) tokens per step
+    # (R,) budget tokens a running sequence takes per step; None: 1 (speculative decoding's rows,
+    # in per-token steps: the k + 1 verified tokens over the E tokens a step yields)
+    decode_tokens: np.ndarray | None = None
+
+    @property
+    def per_seq(self) -> np.ndarray:
+        return np.ones(len(self.slots)) if self.decode_tokens is None else self.decode_tokens
+
+    def rows(self, idx) -> "Steps":
+        """The rows idx (an index array or a slice of rows), every field alike."""
+        dt = None if self.decode_tokens is None else self.decode_tokens[idx]
+        return Steps(self.compute[idx], self.memory[idx], self.fixed[idx], self.per_token[idx], self.slots[idx],
+                     self.budget[idx], dt)
 
 
 @dataclass
@@ -72,6 +85,53 @@ class Workload:
     closed: bool
     think_s: float = 0.0
     length_dist: str = "exponential"
+    # speculative decoding, for the rows whose Steps.decode_tokens exceed 1 (per-token steps):
+    # draft_tokens k drafted per engine step, each accepted with probability `accept`
+    draft_tokens: int = 0
+    accept: float = 0.0
+
+    @property
+    def spec_gain_pmf(self) -> np.ndarray:
+        """P(G = g), g = 1..k + 1: tokens a sequence gains in one speculative step (accepted drafts
+        until the first rejection, plus the target's own token)."""
+        k, a = self.draft_tokens, self.accept
+        g = np.arange(1, k + 2)
+        return np.where(g <= k, a ** (g - 1) * (1 - a), a ** k)
+
+    @property
+    def spec_gain(self) -> float:
+        """E[G] = (1 - a^(k + 1)) / (1 - a) (formulas.serving.spec_tokens_per_step)."""
+        return float((self.spec_gain_pmf * np.arange(1, self.draft_tokens + 2)).sum())
+
+    @property
+    def spec_var(self) -> float:
+        g = np.arange(1, self.draft_tokens + 2)
+        return float((self.spec_gain_pmf * g * g).sum() - self.spec_gain ** 2)
+
+    def spec_steps_pmf(self, tokens: int | None = None) -> np.ndarray:
+        """(tokens, K_EXACT): P(K = j + 1 | m = i + 1), K the engine steps a sequence needs for m
+        more tokens (the first j with G_1 + ... + G_j >= m); a row's mass short of 1 is K > K_EXACT."""
+        pg = self.spec_gain_pmf
+        tokens = K_EXACT if tokens is None else tokens
+        top = tokens + 1
+        dist = np.zeros(top)
+        dist[0] = 1.0                                  # S_0 = 0
+        below = [np.cumsum(dist)[:tokens]]             # P(S_j < m), m = 1..tokens
+        for _ in range(K_EXACT):
+            nxt = np.zeros(top)
+            for g, p in enumerate(pg, start=1):
+                nxt[g:] += dist[:top - g] * p
+            dist = nxt
+            below.append(np.cumsum(dist)[:tokens])
+        below = np.array(below)                        # (K_EXACT + 1, tokens): [j, m - 1]
+        return (below[:-1] - below[1:]).T              # [m - 1, j - 1] = P(S_(j-1) < m) - P(S_j < m)
+
+    def spec_exact_tokens(self) -> int:
+        """The most tokens m whose engine steps stay within K_EXACT but for SPEC_BEYOND of
+        their mass (at most SPEC_TOKENS_MAX): the span of _tpot_tail_law's exact mixture."""
+        pk = self.spec_steps_pmf(SPEC_TOKENS_MAX)
+        ok = 1.0 - pk.sum(axis=1) <= SPEC_BEYOND
+        return int(np.argmin(ok)) if not ok.all() else SPEC_TOKENS_MAX
 
     @property
     def output_quantile(self) -> float:
@@ -132,7 +192,7 @@ def expected_step(c, mem, f, prompt_s, arrivals, room_s):
 def step_time(s: Steps, w: Workload, arrivals):
     """Mean step at every state n = 0..S for prompt arrivals (requests/s) per state (R, S + 1)."""
     k = s.per_token[:, None]
-    room = np.maximum(s.budget[:, None] - np.arange(s.compute.shape[1])[None, :], 0.0)
+    room = np.maximum(s.budget[:, None] - s.per_seq[:, None] * np.arange(s.compute.shape[1])[None, :], 0.0)
     return expected_step(s.compute, s.memory, s.fixed, k * w.prompt, arrivals, k * room)
 
 
@@ -143,7 +203,7 @@ def full_slot_step(s: Steps, w: Workload):
     b = s.slots
     rows = np.arange(len(b))
     c, m, f = s.compute[rows, b], s.memory[rows, b], s.fixed[rows, b]
-    room = np.maximum(s.budget - b, 1.0)
+    room = np.maximum(s.budget - s.per_seq * b, 1.0)
     j = np.arange(K_PROMPTS)[None, :]
     t = np.maximum(c[:, None] + s.per_token[:, None] * np.minimum(w.prompt * j, room[:, None]), m[:, None]) + f[:, None]
     pm = poisson_pmf(b / w.output, K_PROMPTS)
@@ -191,7 +251,8 @@ def chain(s: Steps, w: Workload, load) -> State:
         birth = np.broadcast_to(load[:, None], (r_, width))
         prompts = birth
     top = min(int(s.slots.max()) + 1, width)        # states above every slot cap step at T_B
-    head = Steps(s.compute[:, :top], s.memory[:, :top], s.fixed[:, :top], s.per_token, s.slots, s.budget)
+    head = Steps(s.compute[:, :top], s.memory[:, :top], s.fixed[:, :top], s.per_token, s.slots, s.budget,
+                 s.decode_tokens)
     step = np.broadcast_to(t_b[:, None], (r_, width)).copy()
     step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, prompts[:, :top], 0.0))
     step = np.where(n >= b, t_b[:, None], step)
@@ -257,6 +318,8 @@ SUBLEVELS = 2           # backlog levels per prompt in bursts() for prompts over
 FINE_PROMPT = 1024      # above it a prompt may not fit the room a 2,048-token budget leaves (the same
                         # for every row, so that a row's figures do not depend on the rows beside it)
 K_EXACT = 16            # per-request TPOT: exact Poisson sums up to this many decode steps
+SPEC_TOKENS_MAX = 64    # speculative rows: the exact mixture over the steps K spans at most this many tokens,
+SPEC_BEYOND = 1e-3      # and the tokens whose K exceeds K_EXACT with at most this chance (counted as a miss)
 _LGAMMA = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 4096)))])
 
 
@@ -317,7 +380,7 @@ def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
     distribution."""
     c, m_, f = (_at(x, occupancy) for x in (s.compute, s.memory, s.fixed))
     r_ = len(c)
-    room = np.maximum(s.budget - occupancy, 1.0)
+    room = np.maximum(s.budget - s.per_seq * occupancy, 1.0)
     sub = SUBLEVELS if w.prompt > FINE_PROMPT else 1                    # a prompt may span steps: finer
     levels = K_PROMPTS * sub
     u = max(w.prompt, 1e-9) / sub                                       # tokens per level
@@ -379,13 +442,14 @@ def _points(s: Steps, st: State, seen: bool):
 
 def _expand(s: Steps, j: int) -> Steps:
     rep = lambda x: np.repeat(x, j, axis=0)  # noqa: E731
-    return Steps(rep(s.compute), rep(s.memory), rep(s.fixed), rep(s.per_token), rep(s.slots), rep(s.budget))
+    return Steps(rep(s.compute), rep(s.memory), rep(s.fixed), rep(s.per_token), rep(s.slots), rep(s.budget),
+                 None if s.decode_tokens is None else rep(s.decode_tokens))
 
 
 def _point_bursts(s: Steps, w: Workload, st: State, seen: bool) -> Bursts:
-    """Bursts at each occupancy point, rows (R * J)."""
+    """Bursts at each occupancy point, rows (R * J), in the engine's own steps (_engine_steps)."""
     occ, rate = _points(s, st, seen)
-    return bursts(_expand(s, occ.shape[1]), w, occ.ravel(), rate.ravel())
+    return bursts(_engine_steps(_expand(s, occ.shape[1]), w), w, occ.ravel(), rate.ravel())
 
 
 def _wait_cdf(s: Steps, w: Workload, st: State, slack) -> np.ndarray:
@@ -415,6 +479,25 @@ def _drain(bu: Bursts, s_c: np.ndarray, s_m: np.ndarray, s_f: np.ndarray, k: np.
     return n_full * bu.full[ex] + np.maximum(s_c[ex] + k[ex] * rest, s_m[ex]) + s_f[ex]
 
 
+def _engine_scale(s: Steps, w: Workload) -> np.ndarray:
+    """Per row, engine steps per per-token step: E on speculative rows (decode_tokens > 1), else 1."""
+    if not w.draft_tokens or s.decode_tokens is None:
+        return np.ones(len(s.slots))
+    return np.where(s.decode_tokens > 1 + 1e-12, w.spec_gain, 1.0)
+
+
+def _engine_steps(s: Steps, w: Workload) -> Steps:
+    """The engine's own steps: a speculative row's per-token terms, budget and budget tokens per
+    sequence times E (one engine step yields E tokens a sequence); other rows as they are. The
+    chain (occupancy, queueing for slots) runs on per-token steps; the step-level tails (the
+    prompt backlog, TTFT, TPOT) on these, as the engine takes them."""
+    sc = _engine_scale(s, w)
+    if (sc == 1.0).all():
+        return s
+    g = sc[:, None]
+    return Steps(s.compute * g, s.memory * g, s.fixed * g, s.per_token, s.slots, s.budget * sc, s.per_seq * sc)
+
+
 @dataclass
 class TtftCtx:
     """What ttft_cdf needs that does not depend on t (one chain state; reused across t)."""
@@ -436,7 +519,7 @@ def ttft_ctx(s: Steps, w: Workload, st: State) -> TtftCtx:
     r_ = len(s.slots)
     bu = _point_bursts(s, w, st, seen=True)
     occ, _ = _points(s, st, seen=True)
-    sx = _expand(s, j)
+    sx = _engine_steps(_expand(s, j), w)
     c, m_, f = (_at(x, occ.ravel()) for x in (sx.compute, sx.memory, sx.fixed))
     u = max(w.prompt, 1e-9) / bu.sub
     n_a = K_PROMPTS
@@ -521,6 +604,8 @@ class TpotLaw:
     q0: np.ndarray       # (R, L) the level of a request's first decode step
     t: np.ndarray        # (R, L) step seconds per level
     trans: np.ndarray    # (R, L, L)
+    spec: np.ndarray | None = None   # (R,) speculative rows (per-token steps; _tpot_tail_law)
+    spec_exact: tuple | None = None  # _tpot_tail_law's exact mixture: columns, rows, tokens, P(K | m), survivals
 
 
 def _split(values, width: int):
@@ -585,10 +670,17 @@ def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
     return TpotLaw(t0, h, pmf, mean, sd, ks, wk, bu.stable, q0, tl, bu.trans)
 
 
-def _tpot_tail_law(law: TpotLaw, t) -> np.ndarray:
-    """P(TPOT > t) per row of the law (t: (R,))."""
+def _tpot_tail_law(law: TpotLaw, t, w: Workload | None = None) -> np.ndarray:
+    """P(TPOT > t) per row of the law (t: (R,)).
+
+    Speculative rows (law.spec, the law in engine steps): a request's k tokens come from K engine
+    steps, K random (the tokens a step yields vary, Workload.spec_gain_pmf), and its TPOT is
+    S_K / k. For k up to Workload.spec_exact_tokens the law of K given k (spec_steps_pmf) mixes
+    the exact sums of K_EXACT steps; beyond, the normal's mean and spread are over k / E steps
+    (_points_law)."""
     ks = law.ks
     small = ks <= K_EXACT
+    spec = law.spec if (w is not None and w.draft_tokens and law.spec is not None and law.spec.any()) else None
     over = 1.0 - normal_cdf((ks[None, :] * t[:, None] - law.mean) / law.sd)
     if small.any():
         kk = ks[small].astype(np.int64)
@@ -608,7 +700,30 @@ def _tpot_tail_law(law: TpotLaw, t) -> np.ndarray:
         else:
             long_ = (law.t[:, :, None] + law.t[:, None, :]) > 2 * tt[:, :, None]
             p = np.einsum("ry,ryz->r", law.q0, law.trans * long_)
-        over[:, col[0]] = p
+        over[:, col[0]] = p if spec is None else np.where(spec, over[:, col[0]], p)
+    if spec is not None and (law.spec_exact is None or len(law.spec_exact[0])):
+        # P(S_K > t m) = sum_j P(K = j | m) P(S_j > t m), the survival of each exact sum S_j read
+        # off its grid (each atom spread over [c - 1/2, c + 1/2], as above: linear between the
+        # half-units); the mass of K > K_EXACT counted as over
+        if law.spec_exact is None:
+            cols = np.flatnonzero(ks <= w.spec_exact_tokens())
+            rows = np.flatnonzero(spec)
+            m = np.rint(ks[cols]).astype(np.int64)
+            pk = w.spec_steps_pmf(int(m.max()))[m - 1] if len(m) else np.zeros((0, K_EXACT))   # (nc, K)
+            surv = np.concatenate([np.cumsum(law.pmf[rows, :, ::-1], axis=2)[:, :, ::-1],
+                                   np.zeros((len(rows), K_EXACT, 1))], axis=2)            # (r, K, C + 1)
+            law.spec_exact = (cols, rows, m, pk, np.swapaxes(surv, 1, 2))                 # (r, C + 1, K)
+        cols, rows, m, pk, sv = law.spec_exact
+        n_c = law.pmf.shape[2]
+        j = np.arange(1, K_EXACT + 1)[None, None, :]
+        x = (m[None, :, None] * t[rows, None, None] - j * law.t0[rows, None, None]) / law.h[rows, None, None] + 0.5
+        x = np.clip(x, 0.0, float(n_c))                                                   # (r, nc, K)
+        lo = np.minimum(np.floor(x).astype(np.int64), n_c - 1)
+        fr = x - lo
+        s_lo = np.take_along_axis(sv, lo, axis=1)
+        s_hi = np.take_along_axis(sv, lo + 1, axis=1)
+        p_j = s_lo * (1.0 - fr) + s_hi * fr                                               # P(S_j > t m)
+        over[np.ix_(rows, cols)] = (p_j * pk[None, :, :]).sum(axis=2) + (1.0 - pk.sum(axis=1))[None, :]
     over = np.where(law.stable[:, None], np.clip(over, 0.0, 1.0), 1.0)
     return (over * law.wk[None, :]).sum(axis=1) / law.wk.sum()
 
@@ -623,9 +738,26 @@ def _points_law(s: Steps, w: Workload, st: State) -> tuple[Bursts, TpotLaw]:
     j = OCCUPANCY_POINTS
     bu = _point_bursts(s, w, st, seen=False)
     law = tpot_law(bu, w)
+    sc = np.repeat(_engine_scale(s, w), j)              # engine steps per token step: E or 1
+    if (sc != 1.0).any():
+        # speculative rows: k tokens take K engine steps, E[K] = k / E plus the last step's
+        # overshoot (its constant taken where the exact law ends, at K_EXACT tokens), and K
+        # varies (a renewal count: variance k var(G) / E^3), adding mean_step^2 var(K) to the
+        # sum's variance
+        law.spec = sc != 1.0
+        rows = np.flatnonzero(law.spec)
+        e, k = w.spec_gain, law.ks[None, :]
+        overshoot = float(w.spec_steps_pmf()[-1] @ np.arange(1, K_EXACT + 1)) - K_EXACT / e
+        n_steps = k / e + overshoot
+        phi = bu.phi[rows, None]
+        ar1 = (1 + phi) / (1 - phi) - 2 * phi * (1 - phi ** n_steps) / (n_steps * (1 - phi) ** 2)
+        bias = law.mean[rows, :1] - bu.mean[rows, None] * law.ks[0]           # the start's bias (tpot_law)
+        law.mean[rows] = n_steps * bu.mean[rows, None] + bias
+        law.sd[rows] = np.sqrt(np.maximum(n_steps * bu.var[rows, None] * ar1
+                                          + bu.mean[rows, None] ** 2 * k * w.spec_var / e ** 3, 1e-300))
     big = law.ks > K_EXACT
     if big.any():
-        t_bar = bu.mean.reshape(-1, j).mean(axis=1)
+        t_bar = (bu.mean / sc).reshape(-1, j).mean(axis=1)
         inv_tau = 1.0 / (w.output * t_bar) + (1.0 / max(w.think_s, 1e-3) if w.closed else 0.0)
         x = law.ks[None, big] * (t_bar * inv_tau)[:, None]                  # (R, nb)
         keep = np.sqrt(2.0 * (x - 1.0 + np.exp(-x)) / (x * x))
@@ -639,26 +771,27 @@ def _tpot_tail(s: Steps, w: Workload, st: State, t) -> np.ndarray:
     """P(a request's TPOT > t), t (R,), mixed over the occupancy points a decode token sees."""
     _, law = _points_law(s, w, st)
     j = OCCUPANCY_POINTS
-    return _tpot_tail_law(law, np.repeat(np.asarray(t, dtype=float), j)).reshape(-1, j).mean(axis=1)
+    return _tpot_tail_law(law, np.repeat(np.asarray(t, dtype=float), j), w).reshape(-1, j).mean(axis=1)
 
 
 def tpot_quantile(s: Steps, w: Workload, st: State, iters: int = 40) -> np.ndarray:
     """The p-quantile of per-request TPOT, by bisection on t."""
     bu, law = _points_law(s, w, st)
     j = OCCUPANCY_POINTS
-    lo = bu.t[:, 0].reshape(-1, j).min(axis=1) * (1 - 1e-9)
+    per_seq = _engine_steps(_expand(s, j), w).per_seq        # a step yields at most k + 1 tokens (1 without speculation)
+    lo = (bu.t[:, 0] / per_seq).reshape(-1, j).min(axis=1) * (1 - 1e-9)
     hi = np.maximum(bu.t.max(axis=1), (law.mean / law.ks[None, :] + 6 * law.sd / law.ks[None, :]).max(axis=1))
     hi = hi.reshape(-1, j).max(axis=1) + 1e-9
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        ok = _tpot_tail_law(law, np.repeat(mid, j)).reshape(-1, j).mean(axis=1) <= 1.0 - w.percentile
+        ok = _tpot_tail_law(law, np.repeat(mid, j), w).reshape(-1, j).mean(axis=1) <= 1.0 - w.percentile
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
     return np.where(st.stable, hi, np.inf)
 
 
 def mean_tpot(s: Steps, w: Workload, st: State) -> np.ndarray:
     bu = _point_bursts(s, w, st, seen=False)
-    return bu.mean.reshape(-1, OCCUPANCY_POINTS).mean(axis=1)
+    return (bu.mean / np.repeat(_engine_scale(s, w), OCCUPANCY_POINTS)).reshape(-1, OCCUPANCY_POINTS).mean(axis=1)
 
 
 MARGIN_CLIP = 30.0      # margin(): |log| tail ratios beyond this are clipped (and overloaded rows get -it)
@@ -722,7 +855,7 @@ def _state_rows(st: State, idx) -> State:
 
 
 def _rows(s: Steps, idx) -> Steps:
-    return Steps(s.compute[idx], s.memory[idx], s.fixed[idx], s.per_token[idx], s.slots[idx], s.budget[idx])
+    return s.rows(idx)
 
 
 def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarray:

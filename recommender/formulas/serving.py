@@ -108,18 +108,23 @@ class ServeMemory:
 
 
 def serve_memory(model, precision, kv_precision, batch, context, tp, pp, fixed_gib, fragmentation,
-                 step_tokens=None) -> ServeMemory:
+                 step_tokens=None, extra_weights=0.0, extra_kv=0.0, sampled=None) -> ServeMemory:
     """Weights (weight_bytes), the KV cache of
     `batch` sequences of `context` tokens, a forward pass's working activations over
-    `step_tokens` tokens (default: max(batch, context)), and the framework overhead."""
+    `step_tokens` tokens (default: max(batch, context)), and the framework overhead.
+    extra_weights / extra_kv: bytes per GPU held beside them (a speculative draft's weights and
+    KV cache), counted in the fragmentation like the rest; sampled: the tokens whose logits a step
+    holds (default: one per sequence; k + 1 per sequence when a speculative step verifies k)."""
     tp, pp, batch = np.asarray(tp), np.asarray(pp), np.asarray(batch)
-    weights = np.asarray(weight_bytes(model, precision, tp, pp))
-    kv = batch * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
+    weights = np.asarray(weight_bytes(model, precision, tp, pp)) + extra_weights
+    kv = (batch * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
+          + extra_kv)
     tokens = np.maximum(batch, context) if step_tokens is None else np.asarray(step_tokens)
     mult = 3.0 if model.mlp == "gated" else 2.0
     # residual stream, norm output, QKV and attention output (4h), MLP intermediates (/t), and
-    # fp32 logits for the sequences sampling this step
-    acts = tokens * (4.0 * model.hidden + mult * mlp_width(model) / tp) * ACT_BYTES + batch * model.vocab / tp * 4.0
+    # fp32 logits for the tokens sampled this step
+    sampled = batch if sampled is None else np.asarray(sampled)
+    acts = tokens * (4.0 * model.hidden + mult * mlp_width(model) / tp) * ACT_BYTES + sampled * model.vocab / tp * 4.0
     dynamic = weights + kv + acts
     overhead = fixed_gib * GIB + fragmentation * dynamic
     return ServeMemory(_scalar(weights), _scalar(kv), _scalar(acts), _scalar(overhead))
@@ -148,25 +153,28 @@ class PassTime:
 
 def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, peak_tflops, efficiency,
                       memory_bw_gb_s, bw_efficiency, tp_bw_gb_s, pp_bw_gb_s, comm_efficiency,
-                      allreduce_latency_s, layer_overhead_s=0.0) -> PassTime:
-    """One decode iteration of one pipeline stage over its b = batch / pp sequences.
+                      allreduce_latency_s, layer_overhead_s=0.0, tokens_per_seq=1) -> PassTime:
+    """One decode iteration of one pipeline stage over its b = batch / pp sequences, each with
+    q = tokens_per_seq query tokens (1; q = k + 1 when a speculative step verifies k drafted ones).
 
-    memory  = (weights touched + b sequences' KV cache of `context` tokens) / achievable bandwidth
-    compute = b * (2 N_active_matmul + 4 L H Q context) / (t p) / (peak * efficiency)
-    tp_comm = 2 all-reduces per layer of b * h 16-bit values; pp_comm = one send of b * h values;
+    memory  = (weights touched by b q tokens + b sequences' KV cache of `context` tokens, read
+              once for all q queries) / achievable bandwidth
+    compute = b q (2 N_active_matmul + 4 L H Q context) / (t p) / (peak * efficiency)
+    tp_comm = 2 all-reduces per layer of b q h 16-bit values; pp_comm = one send of b q h values;
     overhead = layers/p x a fixed per-layer cost (kernel launches and tails of a dozen small
     kernels per layer that the roofline does not see; calibrated, docs/VALIDATION.md).
     """
     tp, pp = np.asarray(tp), np.asarray(pp)
     b = np.asarray(batch) / pp
-    read = np.asarray(weight_bytes_read(model, precision, b, tp, pp))
+    bq = b * tokens_per_seq
+    read = np.asarray(weight_bytes_read(model, precision, bq, tp, pp))
     kv_bytes = b * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
     memory = (read + kv_bytes) / (memory_bw_gb_s * GB * bw_efficiency)
-    flops = b * (2.0 * model.matmul_params + 4.0 * model.layers * model.attention_width * context) / (tp * pp)
+    flops = bq * (2.0 * model.matmul_params + 4.0 * model.layers * model.attention_width * context) / (tp * pp)
     compute = flops / (peak_tflops * 1e12 * efficiency)
     tp_comm = model.layers / pp * 2.0 * np.asarray(allreduce_time(
-        b * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
-    pp_comm = np.where(pp > 1, allreduce_latency_s / 2.0 + b * model.hidden * ACT_BYTES / tp
+        bq * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
+    pp_comm = np.where(pp > 1, allreduce_latency_s / 2.0 + bq * model.hidden * ACT_BYTES / tp
                        / (pp_bw_gb_s * GB * comm_efficiency), 0.0)
     overhead = model.layers / pp * layer_overhead_s
     return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm), _scalar(overhead))
@@ -187,3 +195,13 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
     pp_comm = (pp - 1) * (allreduce_latency_s / 2.0 + prompt * model.hidden * ACT_BYTES / tp
                           / (pp_bw_gb_s * GB * comm_efficiency))
     return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm))
+
+
+def spec_tokens_per_step(accept, draft_tokens):
+    """Tokens a sequence gains per speculative step on average: k drafted tokens are checked in
+    order, each accepted with probability a (independently), the first rejected one replaced by
+    the target's own token, and one more token from the target when all k pass:
+    E = (1 - a^(k + 1)) / (1 - a) (Leviathan, Kalman and Matias 2023, "Fast Inference from
+    Transformers via Speculative Decoding", ICML, Eq. 1)."""
+    a = np.asarray(accept, dtype=float)
+    return _scalar((1.0 - a ** (draft_tokens + 1)) / (1.0 - a))
