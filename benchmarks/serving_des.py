@@ -64,6 +64,17 @@ CASES = [
     ("70B, 2k prompts, p90", dict(model="llama-3-70b", prompt_tokens=2000, output_tokens=300, users=400,
                                   think_time_s=5.0, ttft_s=2.0, tpot_s=0.04, percentile=0.9),
      dict(accelerator="h100-sxm", tp=2, precision="fp8", kv_precision="fp8")),
+    # speculative decoding: a small draft model, an EAGLE head, prompt-lookup n-grams
+    ("70B + 1B draft, open", dict(model="llama-3-70b", prompt_tokens=512, output_tokens=256, rate_rps=4.0,
+                                  ttft_s=1.0, tpot_s=0.02, draft="llama-3.2-1b", draft_accept=0.7),
+     dict(accelerator="h200", tp=1, precision="fp8", kv_precision="fp8", speculative=True)),
+    ("70B + EAGLE, closed", dict(model="llama-3-70b", prompt_tokens=512, output_tokens=256, users=300,
+                                 think_time_s=3.0, ttft_s=1.0, tpot_s=0.03, draft="eagle", draft_accept=0.75,
+                                 draft_tokens=3),
+     dict(accelerator="h100-sxm", tp=2, precision="fp8", kv_precision="fp8", speculative=True)),
+    ("8B + n-gram, open", dict(model="llama-3-8b", prompt_tokens=1000, output_tokens=300, rate_rps=20.0,
+                               ttft_s=1.0, tpot_s=0.01, draft="ngram", draft_accept=0.5, draft_tokens=4),
+     dict(accelerator="h100-sxm", tp=1, precision="fp8", kv_precision="fp8", speculative=True)),
 ]
 
 
@@ -72,12 +83,16 @@ def run_case(label: str, wl: dict, layout: dict) -> dict:
     lay = ServeLayout(**layout, replicas=1)
     ev = evaluate_serving(w, lay)
     acc = catalog.accelerator(lay.accelerator)
-    s = replica_steps(w, acc, lay.precision, lay.kv_precision, [lay.tp], [lay.pp], [ev.batch],
-                      serve_efficiency(acc.id))
+    spec = lay.speculative
+    args = (w, acc, lay.precision, lay.kv_precision, [lay.tp], [lay.pp], [ev.batch], serve_efficiency(acc.id))
+    s = replica_steps(*args, spec=spec)
     # the queue model's edge, before the planner's serve_capacity_margin
     cap = float(qm.capacity(s, w.queue, ttft=w.ttft_s, tpot=w.tpot_s)[0])
     at = evaluate_serving(w, lay.model_copy(update={"batch": ev.batch}), load=cap)
-    rep = Replica(s.compute[0], s.memory[0], s.fixed[0], float(s.per_token[0]), int(s.slots[0]), int(s.budget[0]))
+    # the simulation runs the engine's own steps and draws each step's accepted tokens itself
+    e = replica_steps(*args, spec=spec, per_token_steps=False)
+    rep = Replica(e.compute[0], e.memory[0], e.fixed[0], float(e.per_token[0]), int(e.slots[0]), int(e.budget[0]),
+                  draft_tokens=w.draft_tokens if spec else 0, accept=w.draft_accept if spec else 0.0)
     p = w.percentile
 
     def des(load):
@@ -129,8 +144,11 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the table in docs/SERVING.md")
+    ap.add_argument("--only", default="", help="run only the cases whose label contains this")
     args = ap.parse_args()
-    rows = [run_case(*c) for c in CASES]
+    if args.write and args.only:
+        raise SystemExit("--write rewrites the whole table: run it without --only")
+    rows = [run_case(*c) for c in CASES if args.only in c[0]]
     text = table(rows)
     print(text)
     if args.write:
