@@ -81,6 +81,11 @@ class SearchSpace:
 def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.DataFrame:
     """Every valid (count, tp, pp, vp, ep, zero, recompute, micro_batch) for one accelerator,
     built as one numpy cross product and filtered with masks."""
+    return pd.DataFrame(_grid_columns(job, acc, space, owned))
+
+
+def _grid_columns(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> dict[str, np.ndarray]:
+    """layout_grid's columns as numpy arrays (the table is built on arrays, a frame only at the end)."""
     m = job.model
     counts = [c for c in space.gpu_counts(acc.node, owned) if acc.span_problem(c) is None]
     eps = space.ep if m.is_moe else (1,)
@@ -97,26 +102,27 @@ def layout_grid(job: TrainJob, acc, space: SearchSpace, owned: int = 0) -> pd.Da
     if m.is_moe:
         ok &= (dp % ep == 0) & (m.experts % ep == 0)
     idx = np.flatnonzero(ok)
-    out = pd.DataFrame({"count": count[idx], "tp": tp[idx], "pp": pp[idx], "vp": vp[idx], "dp": dp[idx],
-                        "ep": ep[idx], "zero": zero[idx],
-                        "recompute": np.asarray(space.recompute, dtype=object)[rc[idx]],
-                        "micro_batch": mb[idx]})
-    return out
+    return {"count": count[idx], "tp": tp[idx], "pp": pp[idx], "vp": vp[idx], "dp": dp[idx], "ep": ep[idx],
+            "zero": zero[idx], "recompute": np.asarray(space.recompute, dtype=object)[rc[idx]],
+            "micro_batch": mb[idx]}
 
 
 def evaluate_grid(job: TrainJob, acc, precision: str, grid: pd.DataFrame, headroom: float) -> pd.DataFrame:
     """The formulas over a whole grid at once; adds memory, fit and days columns."""
+    cols = {c: grid[c].values for c in grid.columns}
+    return pd.DataFrame(_evaluate_columns(job, acc, precision, cols, headroom))
+
+
+def _evaluate_columns(job: TrainJob, acc, precision: str, g: dict[str, np.ndarray],
+                      headroom: float) -> dict[str, np.ndarray]:
     eff = catalog.efficiency_for(acc.id, job.kernels).matmul_efficiency  # 16-bit; training_terms scales FP8 and the stack
-    t = training_terms(job, acc, precision, grid.tp.values, grid.pp.values, grid.vp.values, grid.dp.values,
-                       grid.zero.values, grid.recompute.values, grid.micro_batch.values, eff, headroom,
-                       grid.ep.values)
-    out = grid.copy()
-    out["memory_gib"] = np.asarray(t.memory.total) / 2**30
-    out["fits"] = np.asarray(t.fits, dtype=bool) & (np.asarray(t.effective_batch)
-                                                    <= BATCH_ROUNDING * job.global_batch_seqs)
-    out["days"] = np.asarray(t.days, dtype=float)
-    out["tokens_s_gpu"] = np.asarray(t.tokens_s_gpu, dtype=float)
-    return out
+    t = training_terms(job, acc, precision, g["tp"], g["pp"], g["vp"], g["dp"], g["zero"], g["recompute"],
+                       g["micro_batch"], eff, headroom, g["ep"])
+    n = len(g["tp"])
+    full = lambda x, dtype: np.broadcast_to(np.asarray(x, dtype=dtype), (n,)).copy()  # noqa: E731
+    return {**g, "memory_gib": full(t.memory.total, float) / 2**30,
+            "fits": full(t.fits, bool) & (full(t.effective_batch, float) <= BATCH_ROUNDING * job.global_batch_seqs),
+            "days": full(t.days, float), "tokens_s_gpu": full(t.tokens_s_gpu, float)}
 
 
 def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
@@ -125,17 +131,17 @@ def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
             and catalog.efficiency(acc.id) is not None)
 
 
-def _fastest_per_group(ev: pd.DataFrame) -> pd.DataFrame:
+def _fastest_per_group(ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per (count, TP) of one accelerator and precision, the fastest row (ties: lower ZeRO stage,
     less recomputation, shallower PP, VP 1, smaller EP, smaller micro-batch). Cost and time both
     grow with days inside such a group for every acquisition mode (cloud hours, energy and
     colocation of bought or owned GPUs), so this row is the group's best under any limit."""
-    rc = ev.recompute.map(RECOMPUTE_ORDER).values
-    order = np.lexsort((ev.micro_batch.values, ev.ep.values, ev.vp.values, ev.pp.values, rc, ev.zero.values,
-                        ev.days.values))
-    ev = ev.iloc[order]
-    keep = ~pd.DataFrame({"c": ev["count"].values, "t": ev.tp.values}).duplicated().values
-    return ev[keep]
+    rc = np.array([RECOMPUTE_ORDER[r] for r in ev["recompute"]], dtype=np.int64)
+    order = np.lexsort((ev["micro_batch"], ev["ep"], ev["vp"], ev["pp"], rc, ev["zero"], ev["days"]))
+    key = ev["count"][order] * (int(ev["tp"].max()) + 1) + ev["tp"][order]
+    _, first = np.unique(key, return_index=True)
+    keep = order[np.sort(first)]                 # each group's first row in that order, in that order
+    return {c: v[keep] for c, v in ev.items()}
 
 
 _TABLES: dict[str, tuple[pd.DataFrame, dict[str, int]]] = {}
@@ -176,43 +182,51 @@ def _build_table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[
             if not usable(acc, precision, job):
                 continue
             if grid is None:
-                grid = layout_grid(job, acc, space, owned)
-            ev = evaluate_grid(job, acc, precision, grid, headroom)
-            stats["tuples"] += len(ev) * len(space.acquisitions)
-            ev = ev[ev.fits]
-            stats["fitting"] += len(ev) * len(space.acquisitions)
-            if ev.empty:
+                grid = _grid_columns(job, acc, space, owned)
+            ev = _evaluate_columns(job, acc, precision, grid, headroom)
+            n = len(ev["fits"])
+            stats["tuples"] += n * len(space.acquisitions)
+            fits = ev.pop("fits")
+            ev = {c: v[fits] for c, v in ev.items()}
+            n = len(ev["count"])
+            stats["fitting"] += n * len(space.acquisitions)
+            if not n:
                 continue
             ev = _fastest_per_group(ev)  # the same row wins for every acquisition: prune first
+            n = len(ev["count"])
+            count = ev["count"]
             for acq in space.acquisitions:
                 options = pricing_options(acc, acq, space.providers) or [None]
-                costs = np.vstack([np.asarray(job_cost(p, acc, ev["count"].values, ev.days.values, space.amortize,
-                                                       owned).total, dtype=float) * np.ones(len(ev))
-                                   for p in options])
+                costs = np.vstack([np.asarray(job_cost(p, acc, count, ev["days"], space.amortize, owned).total,
+                                              dtype=float) * np.ones(n) for p in options])
                 pick = np.argmin(np.where(np.isnan(costs), np.inf, costs), axis=0)  # ties: the shorter term
-                part = ev.copy()
-                part["accelerator"], part["vendor"], part["precision"] = acc.id, acc.vendor, precision
-                part["acquisition"] = acq
-                part["provider"] = [None if options[k] is None else options[k].provider for k in pick]
-                part["cost"] = costs[pick, np.arange(len(ev))]
-                extra = part["count"].values > owned
-                part["owned"] = np.minimum(part["count"].values, owned)
+                extra = count > owned
                 lead = options[0].lead_time_days if options[0] is not None else 0.0
-                part["lead_days"] = np.where(extra, lead, 0.0)
+                # providers as pandas infers them part by part (str, or object where every one is None)
+                provider = pd.Series([None if options[k] is None else options[k].provider for k in pick])
+                acquisition = np.full(n, acq, dtype=object)
                 if owned:
-                    part.loc[~extra, "acquisition"] = "owned"
-                    part.loc[~extra, "provider"] = "owned"
-                part["power_kw"] = np.nan if acc.tdp_w is None else part["count"] * acc.tdp_w / 1000 * pue
-                frames.append(part)
+                    acquisition[~extra] = "owned"
+                    provider[~extra] = "owned"
+                frames.append({**ev, "accelerator": np.full(n, acc.id, dtype=object),
+                               "vendor": np.full(n, acc.vendor, dtype=object),
+                               "precision": np.full(n, precision, dtype=object), "acquisition": acquisition,
+                               "provider": provider, "cost": costs[pick, np.arange(n)],
+                               "owned": np.minimum(count, owned), "lead_days": np.where(extra, lead, 0.0),
+                               "power_kw": (np.full(n, np.nan) if acc.tdp_w is None
+                                            else count * acc.tdp_w / 1000 * pue)})
     if not frames:
         return pd.DataFrame(), stats
-    df = pd.concat(frames, ignore_index=True)
+    cols = {c: np.concatenate([f[c] for f in frames]) for c in frames[0] if c != "provider"}
+    provider = pd.concat([f["provider"] for f in frames], ignore_index=True)
+    df = pd.DataFrame(cols)
+    df.insert(list(frames[0]).index("provider"), "provider", provider)
     df["total_days"] = df.days + df.lead_days
     # identical owned-only rows appear once per acquisition mode: keep one
     df = df.drop_duplicates(subset=["accelerator", "precision", "acquisition", "count", "tp", "pp", "vp", "ep",
                                     "zero", "recompute", "micro_batch"])
     df["_rc"] = df.recompute.map(RECOMPUTE_ORDER)
     df = df.sort_values(["days", "zero", "_rc", "pp", "vp", "ep", "micro_batch"], kind="mergesort")
-    df = df.drop(columns=["_rc", "fits"]).reset_index(drop=True)
+    df = df.drop(columns=["_rc"]).reset_index(drop=True)
     stats["candidates"] = len(df)
     return df, stats
