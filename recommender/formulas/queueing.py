@@ -192,7 +192,8 @@ def expected_step(c, mem, f, prompt_s, arrivals, room_s):
 def step_time(s: Steps, w: Workload, arrivals):
     """Mean step at every state n = 0..S for prompt arrivals (requests/s) per state (R, S + 1)."""
     k = s.per_token[:, None]
-    room = np.maximum(s.budget[:, None] - s.per_seq[:, None] * np.arange(s.compute.shape[1])[None, :], 0.0)
+    n = np.arange(s.compute.shape[1])[None, :]
+    room = np.maximum(s.budget[:, None] - (n if s.decode_tokens is None else s.decode_tokens[:, None] * n), 0.0)
     return expected_step(s.compute, s.memory, s.fixed, k * w.prompt, arrivals, k * room)
 
 
