@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from doc_table import replace_between  # noqa: E402
 from recommender import catalog  # noqa: E402
 from recommender.serving import ServeLayout, ServeWorkload, engine_limits, evaluate_serving  # noqa: E402
 from validate_serving import predict  # noqa: E402
@@ -144,12 +145,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        if START not in doc:
-            raise SystemExit(f"{DOC}: no {START} marker")
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(head + START + "\n" + text + "\n" + END + tail)
+        replace_between(DOC, START, END, text)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from serving_sim import Replica, simulate  # noqa: E402
 
+from doc_table import replace_between  # noqa: E402
 from recommender import catalog  # noqa: E402
 from recommender.formulas import queueing as qm  # noqa: E402
 from recommender.serve_planner import serve_efficiency  # noqa: E402
@@ -152,12 +154,7 @@ def main() -> None:
     text = table(rows)
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        if START not in doc:
-            raise SystemExit(f"{DOC}: no {START} marker")
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(head + START + "\n" + text + "\n" + END + tail)
+        replace_between(DOC, START, END, text)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from doc_table import replace_between  # noqa: E402
 from recommender import catalog  # noqa: E402
 from recommender.evaluate import evaluate  # noqa: E402
 from recommender.spec import ModelSpec, TrainJob, TrainLayout  # noqa: E402
@@ -98,10 +100,7 @@ def main() -> None:
     text, _ = table(runs)
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(head + START + "\n" + text + "\n" + END + tail)
+        replace_between(DOC, START, END, text)
         print(f"\nwrote {DOC.relative_to(ROOT)}")
 
 
