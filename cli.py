@@ -589,7 +589,7 @@ def serve(
     prefix_hit: Annotated[Opt, typer.Option(metavar="SHARE", help="Prefix caching: the share of requests that find the shared prefix cached, e.g. 0.9 or 90% (default 1 with --prefix-tokens).")] = None,
     draft: Annotated[Opt, typer.Option(metavar="MODEL|eagle|ngram", help="Speculative decoding: the draft (a catalog model with the target's tokenizer, an EAGLE head, or n-gram lookup); every replica is priced with and without it. Needs --draft-accept.")] = None,
     draft_tokens: Annotated[Opt, typer.Option(metavar="N", help="Speculative decoding: tokens drafted per step (default 4).")] = None,
-    draft_accept: Annotated[Opt, typer.Option(metavar="SHARE", help="Speculative decoding: the chance each drafted token is accepted, e.g. 0.7 (measure it on your traffic).")] = None,
+    draft_accept: Annotated[Opt, typer.Option(metavar="SHARE[,SHARE...]", help="Speculative decoding: the chance each drafted token is accepted, e.g. 0.7, or one rate per drafted position, e.g. 0.8,0.7,0.6,0.5 (measure it on your traffic: vLLM reports both).")] = None,
     goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,

@@ -651,6 +651,20 @@ class ServeQuery:
     time_limit_s: float
 
 
+def _accept_rates(value):
+    """--draft-accept: one share (0.7, 70%), or one per drafted position (0.8,0.7,0.6 or a YAML list)."""
+    from recommender.units import parse_fraction
+
+    if value is None:
+        return None
+    parts = list(value) if isinstance(value, (list, tuple)) else str(value).split(",")
+    if len(parts) == 1:
+        return parse_fraction("draft-accept", parts[0])
+    if len(parts) > 16:
+        raise GpuplanError("draft-accept", value, "at most 16 rates, one per drafted position")
+    return tuple(parse_fraction("draft-accept", x) for x in parts)
+
+
 def _draft(draft):
     """--draft: a catalog model id or alias, eagle or ngram (None: no speculative decoding)."""
     if draft is None:
@@ -675,6 +689,9 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
 
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads)
     dur = lambda f, v: None if v is None else parse_duration_s(f, v)  # noqa: E731
+    rates = _accept_rates(draft_accept)
+    if isinstance(rates, tuple) and draft_tokens is None:
+        draft_tokens = len(rates)                  # one rate per drafted position sets how many
     w = ServeWorkload(
         model=spec, prompt_tokens=parse_tokens("prompt", prompt), output_tokens=parse_tokens("output", output),
         rate_rps=None if rate is None else parse_rate_per_s("rate", rate),
@@ -688,13 +705,11 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         prefix_hit=(0.0 if prefix_tokens is None and prefix_hit is None else
                     1.0 if prefix_hit is None else parse_fraction("prefix-hit", prefix_hit)),
         draft=_draft(draft), draft_tokens=4 if draft_tokens is None else parse_int("draft-tokens", draft_tokens),
-        draft_accept=None if draft_accept is None else parse_fraction("draft-accept", draft_accept))
+        draft_accept=rates)
     if draft_tokens is not None and draft is None:
         raise GpuplanError("draft-tokens", draft_tokens, "give the draft too (--draft MODEL|eagle|ngram)")
     if not 1 <= w.draft_tokens <= 16:
         raise GpuplanError("draft-tokens", draft_tokens, "must be 1 to 16 drafted tokens per step")
-    if w.draft_accept is not None and not 0 < w.draft_accept < 1:
-        raise GpuplanError("draft-accept", draft_accept, "must be a share strictly between 0 and 1, e.g. 0.7")
     if w.context > spec.seq_len:
         raise GpuplanError("prompt", prompt, f"prompt + output = {w.context} tokens exceeds {spec.id}'s "
                            f"{spec.seq_len}-token context")

@@ -93,7 +93,8 @@ class Workload(Section):
     prefix_hit: Quantity | None = None      # and the share of requests that find it cached
     draft: str | None = None                # speculative decoding: a catalog model, eagle or ngram
     draft_tokens: int | None = Field(None, ge=1, le=16)
-    draft_accept: Quantity | None = None    # the chance each drafted token is accepted
+    # the chance each drafted token is accepted: one rate, or one per drafted position ([0.8, 0.7, ...])
+    draft_accept: Quantity | list[Quantity] | None = None
 
     _tokens = field_validator("tokens", "global_batch")(_check(units.parse_count, "tokens"))
     _times = field_validator("think_time", "ttft", "tpot", "e2e")(_check(units.parse_duration_s, "time"))

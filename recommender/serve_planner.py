@@ -20,7 +20,7 @@ from recommender.serve_solver import ServeModel
 from recommender.solver import deletion_filter
 from recommender.serving import TARGETS as SERVE_TARGETS
 from recommender.formulas import queueing as qm
-from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload,
+from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload, accept_text,
                                  best_slots, stack_steps, take,
                                  evaluate_serving, full_slot_curve, light_load, meets, replica_cost_per_hour,
                                  replica_memory, replica_steps, slot_candidates, slot_cap, spec_problem)
@@ -763,7 +763,7 @@ def _spec_line(q: _Query, best: ServePlan) -> str:
     """What speculative decoding is worth here: #1 against the cheapest fleet without it."""
     w = q.w
     what = (f"speculative decoding ({w.draft} draft, {w.draft_tokens} tokens drafted, acceptance "
-            f"{w.draft_accept:g}: {w.tokens_per_step:.2f} tokens a step)")
+            f"{accept_text(w.draft_accept)}: {w.tokens_per_step:.2f} tokens a step)")
     if not best.speculative:
         return f"{what} does not pay here: the cheapest fleet runs without it."
     alt = q.pm.solve(q.enforce, exclude=q.df.speculative.values.astype(bool))

@@ -55,7 +55,7 @@ class ServeWorkload(Strict):
     # (prompt lookup, no draft model). The planner then prices every replica with and without it.
     draft: str | None = None
     draft_tokens: int = Field(4, ge=1, le=16)
-    draft_accept: float | None = Field(None, gt=0, lt=1)
+    draft_accept: float | tuple[float, ...] | None = None   # one rate, or one per drafted position
 
     @model_validator(mode="after")
     def _speculative(self) -> "ServeWorkload":
@@ -66,6 +66,14 @@ class ServeWorkload(Strict):
         if self.draft_accept is None:
             raise GpuplanError("draft", self.draft, "give the draft's acceptance rate per token (--draft-accept 0.7): "
                                "it depends on the draft and on your traffic, and no default would be honest")
+        rates = self.draft_accept if isinstance(self.draft_accept, tuple) else (self.draft_accept,)
+        if not all(0 < a < 1 for a in rates):
+            raise GpuplanError("draft-accept", accept_text(self.draft_accept),
+                               "each rate must be a share strictly between 0 and 1, e.g. 0.7")
+        if isinstance(self.draft_accept, tuple) and len(rates) != self.draft_tokens:
+            raise GpuplanError("draft-accept", accept_text(self.draft_accept),
+                               f"give one rate per drafted position ({len(rates)} rates for {self.draft_tokens} "
+                               "drafted tokens), or a single rate")
         d = self.draft_model()
         if d is not None and d.vocab != self.model.vocab:
             raise GpuplanError("draft", self.draft, f"its vocabulary ({d.vocab:,} tokens) is not the target's "
@@ -198,6 +206,11 @@ def bw(acc: Accelerator, span):
     """GB/s a GPU reaches inside a group of `span` GPUs (training's link rule, shared)."""
     intra, inter = link_rates(acc)
     return performance.link_bandwidth(span, acc.domain, intra or 0.0, inter or 0.0) / sv.GB
+
+
+def accept_text(accept) -> str:
+    """Acceptance as the user wrote it: 0.7, or 0.8,0.7,0.6 per drafted position."""
+    return ",".join(f"{a:g}" for a in accept) if isinstance(accept, tuple) else f"{accept:g}"
 
 
 def engine_limits(w: ServeWorkload, acc: Accelerator) -> tuple[int, int]:

@@ -14,9 +14,10 @@ exponential time between a response and their next request (closed loop).
 
 Speculative decoding (Replica.draft_tokens k > 0): each step every decoding sequence verifies k
 drafted tokens and takes its budget's k + 1 tokens; it gains 1..k + 1 tokens, drawn per sequence
-and step (each drafted token accepted with probability `accept` until the first rejection, then
-the target's own token), and finishes once it has its output length. The step's terms are the
-engine's whole step (draft passes and the verifying pass), not the planner's per-token steps.
+and step (each drafted token accepted with probability `accept`, or the position's own rate,
+until the first rejection, then the target's own token), and finishes once it has its output
+length. The step's terms are the engine's whole step (draft passes and the verifying pass), not
+the planner's per-token steps.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Replica:
     slots: int
     budget: int
     draft_tokens: int = 0   # speculative decoding: tokens drafted per step (0: off)
-    accept: float = 0.0     # the chance each drafted token is accepted
+    accept: float | tuple = 0.0   # the chance each drafted token is accepted (or one per position)
 
 
 @dataclass
@@ -115,7 +116,11 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             busy.append(running)
             steps.append(dt)
         if rep.draft_tokens:   # each sequence gains 1..k + 1 tokens: its remaining count falls by them
-            gained = np.minimum(rng.geometric(1.0 - rep.accept, size=len(decoding)), rep.draft_tokens + 1)
+            if isinstance(rep.accept, tuple):     # position i accepted with a_i once those before were
+                ok = rng.random((len(decoding), rep.draft_tokens)) < np.asarray(rep.accept)
+                gained = 1 + np.cumprod(ok, axis=1).sum(axis=1)
+            else:
+                gained = np.minimum(rng.geometric(1.0 - rep.accept, size=len(decoding)), rep.draft_tokens + 1)
             decoding = [(left - g, r) for (left, r), g in zip(decoding, gained)]
             ended = [x for x in decoding if x[0] <= 0]
             decoding = [x for x in decoding if x[0] > 0]

@@ -56,6 +56,31 @@ def test_steps_needed_hand_computed_and_against_sampling():
         assert np.abs(sampled - pk[m - 1]).max() < 0.005, m
 
 
+def test_acceptance_per_position_hand_computed_and_against_sampling():
+    """Rates per drafted position (acceptance falls along a draft): E = 1 + a1 + a1 a2 + ...:
+    0.8, 0.6: 1 + 0.8 + 0.48 = 2.28; P(G = 1, 2, 3) = 0.2, 0.32, 0.48. The steps K that m tokens take,
+    against the simulation's own draw (tests/serving_sim.py: position i accepted with a_i once
+    those before were), 200,000 sequences; a single rate repeated is the constant-rate law."""
+    rates = (0.8, 0.6)
+    assert sv.spec_tokens_per_step(rates, 2) == pytest.approx(2.28)
+    w = qm.Workload(prompt=1.0, output=256.0, percentile=0.99, closed=False, draft_tokens=2, accept=rates)
+    assert w.spec_gain_pmf == pytest.approx([0.2, 0.32, 0.48])
+    assert w.spec_gain == pytest.approx(2.28)
+    rng = np.random.default_rng(1)
+    ok = rng.random((200000, qm.K_EXACT, 2)) < np.asarray(rates)
+    gains = (1 + np.cumprod(ok, axis=2).sum(axis=2)).cumsum(axis=1)
+    pk = w.spec_steps_pmf()
+    for m in (3, 9, 16):
+        steps = (gains < m).sum(axis=1) + 1
+        sampled = np.bincount(steps, minlength=qm.K_EXACT + 1)[1:] / len(steps)
+        assert np.abs(sampled - pk[m - 1]).max() < 0.005, m
+    flat = qm.Workload(prompt=1.0, output=256.0, percentile=0.99, closed=False, draft_tokens=3, accept=(0.7,) * 3)
+    same = qm.Workload(prompt=1.0, output=256.0, percentile=0.99, closed=False, draft_tokens=3, accept=0.7)
+    assert flat.spec_gain_pmf == pytest.approx(same.spec_gain_pmf)
+    wl = _workload(draft_accept=(0.8, 0.7, 0.6, 0.5))
+    assert wl.tokens_per_step == pytest.approx(1 + 0.8 + 0.56 + 0.336 + 0.168)
+
+
 def test_verifying_pass_reads_the_kv_once():
     """b sequences verifying q = k + 1 tokens each: the compute and communication of b q tokens,
     the weights read as for b q tokens, and the KV cache of b sequences read once."""
@@ -113,6 +138,8 @@ def test_planner_takes_speculation_where_it_pays():
     (dict(draft_accept=None), "draft=llama-3.2-1b: give the draft's acceptance rate"),
     (dict(draft=None), "draft-accept=0.7: give the draft too"),
     (dict(draft="llama-2-7b"), "draft=llama-2-7b: its vocabulary (32,000 tokens) is not the target's"),
+    (dict(draft_accept=(0.8, 0.7)), "draft-accept=0.8,0.7: give one rate per drafted position (2 rates for 4"),
+    (dict(draft_accept=1.0), "draft-accept=1: each rate must be a share strictly between 0 and 1"),
 ])
 def test_bad_draft_input(kw, needle):
     with pytest.raises(GpuplanError, match=needle.replace("(", r"\(").replace(")", r"\)")):
@@ -125,6 +152,8 @@ def test_bad_draft_input(kw, needle):
     (["--draft", "llama-2-7b", "--draft-accept", "0.7"], "vocabulary"),
     (["--draft", "eagle", "--draft-accept", "1.5"], "draft-accept"),
     (["--draft", "nope", "--draft-accept", "0.7"], "nope"),
+    (["--draft", "eagle", "--draft-accept", "0.8,0.7", "--draft-tokens", "3"], "one rate per drafted position"),
+    (["--draft", "eagle", "--draft-accept", "0.8,x"], "draft-accept"),
 ])
 def test_cli_bad_draft_one_line_exit_2(args, needle):
     base = ["serve", "--model", "llama-3-8b", "--rate", "5rps", "--ttft", "1s", "--tpot", "50ms", "--gpus", "h100-sxm"]
@@ -136,3 +165,8 @@ def test_cli_speculative_plan_shown():
              "--tpot", "20ms", "--draft", "llama-3.2-1b", "--draft-accept", "0.7", "--gpus", "h200"])
     assert r.exit_code == 0, r.output
     assert "fp8+spec" in r.output and "speculative: 2.77 tokens a step" in r.output
+    # rates per position: as many drafted tokens as rates, E = 1 + 0.8 + 0.56 + 0.336 + 0.168
+    r = run(["serve", "--model", "llama-3-70b", "--rate", "2rps", "--ttft", "1s", "--tpot", "20ms", "--draft", "eagle",
+             "--draft-accept", "0.8,0.7,0.6,0.5", "--gpus", "h200"])
+    assert r.exit_code == 0, r.output
+    assert "4 tokens drafted, acceptance 0.8,0.7,0.6,0.5: 2.86 tokens a step" in r.output.replace("\n", " ")

@@ -88,15 +88,16 @@ class Workload:
     # speculative decoding, for the rows whose Steps.decode_tokens exceed 1 (per-token steps):
     # draft_tokens k drafted per engine step, each accepted with probability `accept`
     draft_tokens: int = 0
-    accept: float = 0.0
+    accept: float | tuple[float, ...] = 0.0      # one rate, or one per drafted position
 
     @property
     def spec_gain_pmf(self) -> np.ndarray:
         """P(G = g), g = 1..k + 1: tokens a sequence gains in one speculative step (accepted drafts
-        until the first rejection, plus the target's own token)."""
-        k, a = self.draft_tokens, self.accept
-        g = np.arange(1, k + 2)
-        return np.where(g <= k, a ** (g - 1) * (1 - a), a ** k)
+        until the first rejection, plus the target's own token): P(G > g) = a_1 ... a_g."""
+        k = self.draft_tokens
+        a = np.broadcast_to(np.asarray(self.accept, dtype=float), (k,))
+        above = np.concatenate([[1.0], np.cumprod(a), [0.0]])       # P(G > g), g = 0..k + 1
+        return above[:-1] - above[1:]
 
     @property
     def spec_gain(self) -> float:

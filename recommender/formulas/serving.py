@@ -199,9 +199,12 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
 
 def spec_tokens_per_step(accept, draft_tokens):
     """Tokens a sequence gains per speculative step on average: k drafted tokens are checked in
-    order, each accepted with probability a (independently), the first rejected one replaced by
-    the target's own token, and one more token from the target when all k pass:
+    order, the i-th accepted with probability a_i once those before it were (a_i = a for a single
+    rate), the first rejected one replaced by the target's own token, and one more token from the
+    target when all k pass: E = 1 + a_1 + a_1 a_2 + ... + a_1 ... a_k; with one rate a,
     E = (1 - a^(k + 1)) / (1 - a) (Leviathan, Kalman and Matias 2023, "Fast Inference from
     Transformers via Speculative Decoding", ICML, Eq. 1)."""
     a = np.asarray(accept, dtype=float)
+    if a.ndim == 1:                      # one rate per drafted position
+        return float(1.0 + np.cumprod(a[:draft_tokens]).sum())
     return _scalar((1.0 - a ** (draft_tokens + 1)) / (1.0 - a))
