@@ -21,7 +21,7 @@ from recommender.solver import deletion_filter
 from recommender.serving import TARGETS as SERVE_TARGETS
 from recommender.formulas import queueing as qm
 from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload, accept_text,
-                                 best_slots, stack_steps, take,
+                                 best_slots, stack_steps,
                                  evaluate_serving, full_slot_curve, light_load, meets, replica_cost_per_hour,
                                  replica_memory, replica_steps, slot_candidates, slot_cap, spec_problem)
 from recommender.units import fmt_usd
@@ -178,7 +178,7 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     kind = types.groupby(["accelerator", "precision", "tp", "pp", "speculative"], sort=False).ngroup().values
     keep, cap, light = best_slots(w, s, kind)
     types = types.iloc[keep].reset_index(drop=True)
-    s = take(s, keep)
+    s = s.rows(keep)
     st = qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s)))
     types["gpus"] = types.tp * types.pp
     types["cap"] = cap

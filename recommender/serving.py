@@ -269,11 +269,8 @@ def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: s
         ok = np.asarray(replica_memory(w, acc, precision, kv_precision, tp, pp, mid, spec).total) <= limit
         lo = np.where(ok & (lo < hi), mid, lo)
         hi = np.where(~ok & (lo < hi), mid - 1, hi)
-    if spec:
-        e, d = w.tokens_per_step, w.draft_tokens + 1
-        prefill_bound = max(int(budget * w.output_tokens // (d * w.output_tokens + e * w.queue_prompt_tokens)), 1)
-    else:
-        prefill_bound = max(int(budget * w.output_tokens // (w.queue_prompt_tokens + w.output_tokens)), 1)
+    d, e = (w.draft_tokens + 1, w.tokens_per_step) if spec else (1, 1)
+    prefill_bound = max(int(budget * w.output_tokens // (d * w.output_tokens + e * w.queue_prompt_tokens)), 1)
     return np.minimum(lo, prefill_bound)
 
 
@@ -374,7 +371,7 @@ def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.
     n_rows = len(s.slots)
     halves = [h for h in (np.arange(n_rows)[: n_rows // 2], np.arange(n_rows)[n_rows // 2:]) if len(h)]
     with ThreadPoolExecutor(max_workers=2) as pool:   # independent rows on two threads, as below
-        parts = list(pool.map(lambda rows: targets_met(w, take(s, rows), light_load(w, take(s, rows))), halves))
+        parts = list(pool.map(lambda rows: targets_met(w, s.rows(rows), light_load(w, s.rows(rows))), halves))
     light = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
     names = list(light)
     cap = np.zeros(len(s.slots))
@@ -387,8 +384,7 @@ def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.
     def one(key):
         rows = np.flatnonzero(keys == key)
         width = int(s.slots[rows].max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
-        sub = qm.Steps(s.compute[rows, :width], s.memory[rows, :width], s.fixed[rows, :width], s.per_token[rows],
-                       s.slots[rows], s.budget[rows], None if s.decode_tokens is None else s.decode_tokens[rows])
+        sub = s.rows(rows, width)
         kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
         return rows, qm.capacity(sub, w.queue, **kw)
 
@@ -421,10 +417,6 @@ def _groups(ids: np.ndarray) -> list[np.ndarray]:
     _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     order = np.argsort(first)
     return [np.flatnonzero(inverse == k) for k in order]
-
-
-def take(s: qm.Steps, rows) -> qm.Steps:
-    return s.rows(rows)
 
 
 def replica_cost_per_hour(price: Pricing | None, acc: Accelerator, gpus, horizon_days: float,
@@ -632,7 +624,7 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     keep, caps, _ = best_slots(w, steps, np.zeros(n, dtype=np.int64))
     k = int(keep[0])
     batch = int(options[k])
-    row = take(steps, [k])
+    row = steps.rows([k])
     cap = None if demand is None else float(caps[0])
     mem = replica_memory(w, acc, layout.precision, layout.kv_precision, tp, pp, batch, spec)
     fits = bool(np.asarray(mem.total) <= acc.memory_gib * GIB * (1.0 - headroom))

@@ -46,6 +46,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from recommender.formulas.serving import spec_tokens_per_step
+
 FEW_PROMPTS = 12         # expected_step: exact Poisson prompt counts below a quarter of this mean
 QUEUE_STATES = 256       # closed loop: states kept above the slot cap (beyond: counted as misses)
 NO_TARGET_LOAD = 0.95    # with no latency target, a replica is loaded to this share of saturation
@@ -70,11 +72,13 @@ class Steps:
     def per_seq(self) -> np.ndarray:
         return np.ones(len(self.slots)) if self.decode_tokens is None else self.decode_tokens
 
-    def rows(self, idx) -> "Steps":
-        """The rows idx (an index array or a slice of rows), every field alike."""
+    def rows(self, idx, width: int | None = None) -> "Steps":
+        """The rows idx (an index array or a slice of rows), every field alike; width: only the
+        states 0..width-1 of the per-state terms."""
+        cols = slice(None) if width is None else slice(0, width)
         dt = None if self.decode_tokens is None else self.decode_tokens[idx]
-        return Steps(self.compute[idx], self.memory[idx], self.fixed[idx], self.per_token[idx], self.slots[idx],
-                     self.budget[idx], dt)
+        return Steps(self.compute[idx][:, cols], self.memory[idx][:, cols], self.fixed[idx][:, cols],
+                     self.per_token[idx], self.slots[idx], self.budget[idx], dt)
 
 
 @dataclass
@@ -101,8 +105,8 @@ class Workload:
 
     @property
     def spec_gain(self) -> float:
-        """E[G] = (1 - a^(k + 1)) / (1 - a) (formulas.serving.spec_tokens_per_step)."""
-        return float((self.spec_gain_pmf * np.arange(1, self.draft_tokens + 2)).sum())
+        """E[G], the tokens a step yields (formulas.serving.spec_tokens_per_step)."""
+        return float(spec_tokens_per_step(self.accept, self.draft_tokens))
 
     @property
     def spec_var(self) -> float:
@@ -253,8 +257,7 @@ def chain(s: Steps, w: Workload, load) -> State:
         birth = np.broadcast_to(load[:, None], (r_, width))
         prompts = birth
     top = min(int(s.slots.max()) + 1, width)        # states above every slot cap step at T_B
-    head = Steps(s.compute[:, :top], s.memory[:, :top], s.fixed[:, :top], s.per_token, s.slots, s.budget,
-                 s.decode_tokens)
+    head = s.rows(slice(None), top)
     step = np.broadcast_to(t_b[:, None], (r_, width)).copy()
     step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, prompts[:, :top], 0.0))
     step = np.where(n >= b, t_b[:, None], step)
@@ -814,7 +817,7 @@ def margin(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> 
         # part) is computed only for the other rows
         rows = np.flatnonzero(out >= -1e-9) if ttft is not None else np.arange(len(out))
         if len(rows):
-            tail = _tpot_tail(_rows(s, rows), w, _state_rows(st, rows), np.full(len(rows), tpot * (1 + 1e-12)))
+            tail = _tpot_tail(s.rows(rows), w, _state_rows(st, rows), np.full(len(rows), tpot * (1 + 1e-12)))
             out[rows] = np.minimum(out[rows], ratio(tail))
     if e2e is not None:
         budget = e2e - (w.output_quantile - 1.0) * mean_tpot(s, w, st)
@@ -856,10 +859,6 @@ def _state_rows(st: State, idx) -> State:
     return State(*(getattr(st, f.name)[idx] for f in fields(State)))
 
 
-def _rows(s: Steps, idx) -> Steps:
-    return s.rows(idx)
-
-
 def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarray:
     """The largest load per row (requests/s; closed loop: users, an integer) at which every given
     target holds at the percentile; 0 where none does. The margin (margin()) falls as the load
@@ -883,7 +882,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarra
         if ttft is None and tpot is None and e2e is None:
             return NO_TARGET_LOAD * hi
         lo = hi * 1e-6
-    g = lambda rows, x: margin(_rows(s, rows), w, chain(_rows(s, rows), w, x), ttft, tpot, e2e)  # noqa: E731
+    g = lambda rows, x: margin(s.rows(rows), w, chain(s.rows(rows), w, x), ttft, tpot, e2e)  # noqa: E731
     all_rows = np.arange(r_)
     g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
     met_top = g_hi >= -1e-9
