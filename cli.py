@@ -590,6 +590,7 @@ def serve(
     draft: Annotated[Opt, typer.Option(metavar="MODEL|eagle|ngram", help="Speculative decoding: the draft (a catalog model with the target's tokenizer, an EAGLE head, or n-gram lookup); every replica is priced with and without it. Needs --draft-accept.")] = None,
     draft_tokens: Annotated[Opt, typer.Option(metavar="N", help="Speculative decoding: tokens drafted per step (default 4).")] = None,
     draft_accept: Annotated[Opt, typer.Option(metavar="SHARE[,SHARE...]", help="Speculative decoding: the chance each drafted token is accepted, e.g. 0.7, or one rate per drafted position, e.g. 0.8,0.7,0.6,0.5 (measure it on your traffic: vLLM reports both).")] = None,
+    disaggregate: Annotated[str, typer.Option(metavar="auto|off|only", help="Disaggregated prefill/decode (separate prefill and decode pools, the KV cache handed over the network): auto prices them beside aggregated replicas and takes the cheaper; off or only. Open loop (--rate) only.")] = "auto",
     goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,
@@ -614,7 +615,7 @@ def serve(
                        gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom,
                        percentile=percentile, length_dist=length_dist, token_budget=token_budget, max_seqs=max_seqs,
                        prefix_tokens=prefix_tokens, prefix_hit=prefix_hit, draft=draft, draft_tokens=draft_tokens,
-                       draft_accept=draft_accept)
+                       draft_accept=draft_accept, disaggregate=disaggregate)
     _print_serve(result, json_out, csv)
 
 

@@ -679,7 +679,8 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5,
                 amortize=False, time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None,
                 headroom=None, percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None,
-                prefix_tokens=None, prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None):
+                prefix_tokens=None, prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None,
+                disaggregate="auto"):
     """Parse and check `serve`'s arguments: a ServeQuery, or with --gpu the fixed configuration's
     evaluated result (a ServeResult)."""
     from recommender import serve_planner as sp
@@ -724,6 +725,12 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     if hr is not None and hr >= 1:
         raise GpuplanError("headroom", headroom, "must be a fraction below 1")
     owned = parse_own(own)
+    dis = str(disaggregate).lower()
+    if dis not in sp.DISAGGREGATE:
+        raise GpuplanError("disaggregate", disaggregate, f"must be one of {', '.join(sp.DISAGGREGATE)}")
+    if dis == "only" and (w.closed or w.e2e_s is not None or w.rate_rps is None):
+        raise GpuplanError("disaggregate", disaggregate, "disaggregated pools are planned for an open loop (--rate) "
+                           "without an --e2e target")
     if gpu is not None:
         return _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, providers, hr, amortize,
                             owned)
@@ -740,7 +747,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     space = sp.ServeSpace(accelerators=tuple(sorted(set(gpu_ids or ()) | set(owned))) if gpu_ids else
                           tuple(catalog.accelerators()), precisions=precisions, kv_precision=kv,
                           owned=owned, acquisitions=acqs or sp.ServeSpace.acquisitions,
-                          amortize=amortize, headroom=hr)
+                          amortize=amortize, headroom=hr, disaggregate=dis)
     return ServeQuery(workload=w, limits=limits, space=space, objective=str(objective).lower(),
                       top=parse_int("top", top), time_limit_s=parse_duration_s("time-limit", time_limit))
 
@@ -751,7 +758,7 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
           time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None,
           percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None, prefix_tokens=None,
-          prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None):
+          prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None, disaggregate="auto"):
     """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
     fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
     q = serve_query(**locals())

@@ -123,7 +123,9 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
     priced = full[full.cost_ph.notna()].reset_index(drop=True) if not full.empty else full
     if priced.empty:
         raise GpuplanError("model", w.model.id, "no priced accelerator in the search space can hold one replica")
-    floor = float(with_latencies(priced, w)[f"{metric}0"].min())
+    # the floor from aggregated replicas (a disaggregated fleet's latencies are sums over its pools)
+    agg = priced[priced.role == "both"] if "role" in priced and (priced.role == "both").any() else priced
+    floor = float(with_latencies(agg, w)[f"{metric}0"].min())
     top = getattr(w, field) or floor * FLOOR_SPAN
     bounds = np.geomspace(floor * 1.02, max(top, floor * 1.05), GRID_POINTS)[::-1]
     found = []

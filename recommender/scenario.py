@@ -63,7 +63,7 @@ class ModelSection(Section):
 TRAIN_FIELDS = ("tokens", "global_batch", "seq_len", "attention", "loss")
 FINETUNE_FIELDS = TRAIN_FIELDS + ("epochs", "method", "lora_rank")
 SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision",
-                "prefix_tokens", "prefix_hit", "draft", "draft_tokens", "draft_accept")
+                "prefix_tokens", "prefix_hit", "draft", "draft_tokens", "draft_accept", "disaggregate")
 
 
 class Workload(Section):
@@ -95,6 +95,7 @@ class Workload(Section):
     draft_tokens: int | None = Field(None, ge=1, le=16)
     # the chance each drafted token is accepted: one rate, or one per drafted position ([0.8, 0.7, ...])
     draft_accept: Quantity | list[Quantity] | None = None
+    disaggregate: Literal["auto", "off", "only"] | None = None   # separate prefill and decode pools
 
     _tokens = field_validator("tokens", "global_batch")(_check(units.parse_count, "tokens"))
     _times = field_validator("think_time", "ttft", "tpot", "e2e")(_check(units.parse_duration_s, "time"))

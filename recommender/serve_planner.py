@@ -21,7 +21,7 @@ from recommender.solver import deletion_filter
 from recommender.serving import TARGETS as SERVE_TARGETS
 from recommender.formulas import queueing as qm
 from recommender.serving import (HOURS_PER_DAY, ServeFigures, ServeLayout, ServePart, ServeWorkload, accept_text,
-                                 best_slots, stack_steps,
+                                 best_slots, decode_budgets, figures, engine_limits, role_workload, stack_steps,
                                  evaluate_serving, full_slot_curve, light_load, meets, replica_cost_per_hour,
                                  replica_memory, replica_steps, slot_candidates, slot_cap, spec_problem)
 from recommender.units import fmt_usd
@@ -30,6 +30,7 @@ TARGETS = ("ttft", "tpot", "e2e")
 ROW_LIMITS = TARGETS + ("gpus", "vendors", "providers", "acquisitions")
 FLEET_LIMITS = ("budget", "max_gpus", "power")
 OBJECTIVES = ("cost", "latency")
+DISAGGREGATE = ("auto", "off", "only")
 REL_TOL = 1e-6
 MAX_FIXES = 4
 DEFAULT_PRECISIONS = ("bf16", "fp16", "fp8")  # fp16 only on parts without bf16
@@ -47,6 +48,9 @@ class ServeSpace:
     amortize: bool = False
     headroom: float | None = None
     max_pp: int = 64
+    # disaggregated prefill/decode pools (serving.disaggregated_roles): "auto" prices them beside the
+    # aggregated replicas and lets the solver choose; "off" aggregated only; "only" disaggregated only
+    disaggregate: str = "auto"
 
 
 @dataclass
@@ -89,6 +93,8 @@ def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: flo
     speculative decoding (serving.spec_problem: PP 1, a TP the draft divides)."""
     m = w.model
     links = link_rates(acc)[0]
+    if w.role != "both" and (acc.inter_node_bw_gb_s or 0.0) < catalog.assumption("disagg_min_link_gb_s"):
+        return []    # a disaggregated pool sends (or takes) every prompt's KV over an RDMA-class network
     tps = [t for t in (1, 2, 4, 8, 16) if t <= acc.domain and m.heads % t == 0 and (t == 1 or links)]
     if spec:
         tps = [t for t in tps if spec_problem(w, t, 1) is None]
@@ -104,7 +110,9 @@ def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: flo
                 break
             p *= 2
     types = [(t, p, caps(t, p)) for p in pps for t in tps if not acc.span_problem(t * p)]
-    types = [x for x in types if x[2] >= 1]
+    # a prefill replica must be able to admit more prompts than one step takes, or its slots bind
+    least = math.ceil(engine_limits(w, acc)[1] / w.queue_prompt_tokens) + 1 if w.role == "prefill" else 1
+    types = [x for x in types if x[2] >= least]
     if not types:
         return []
     tp0, pp0, cap0 = (np.array(x) for x in zip(*types))
@@ -134,14 +142,22 @@ def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     only where they are asked for."""
     if df.empty or "ttft" in df:
         return df
-    types = df.drop_duplicates(TYPE_COLUMNS).reset_index(drop=True)
-    s = _group_steps(w, types)
-    light = light_load(w, s)
-    fig = qm.figures(s, w.queue, np.where(types.cap.values > 0, types.cap.values, light))
-    floor = qm.figures(s, w.queue, light)
-    lat = types[TYPE_COLUMNS].assign(ttft=fig.ttft, tpot=fig.tpot, e2e=fig.e2e, ttft0=floor.ttft, tpot0=floor.tpot,
-                                     e2e0=floor.e2e)
-    return df.merge(lat, on=TYPE_COLUMNS, how="left", sort=False)
+    cols = TYPE_COLUMNS + [c for c in ("role", "level") if c in df]
+    types = df.drop_duplicates(cols).reset_index(drop=True)
+    frames = []
+    # aggregated rows in one pass; a pool's rows per split and accelerator (their targets differ)
+    pool = (types.role + "|" + types.level.astype(str) if "role" in types else pd.Series("both|-1", index=types.index))
+    for key, idx in pool.groupby(pool, sort=False).indices.items():
+        role, level = key.split("|")
+        sub = types.iloc[idx].reset_index(drop=True)
+        wr = w if role == "both" else role_workload(w, role, int(level))
+        s = _group_steps(wr, sub)
+        light = light_load(wr, s)
+        fig = figures(wr, s, np.where(sub.cap.values > 0, sub.cap.values, light))
+        floor = figures(wr, s, light)
+        frames.append(sub[cols].assign(ttft=fig.ttft, tpot=fig.tpot, e2e=fig.e2e, ttft0=floor.ttft,
+                                       tpot0=floor.tpot, e2e0=floor.e2e))
+    return df.merge(pd.concat(frames, ignore_index=True), on=cols, how="left", sort=False)
 
 
 TYPE_COLUMNS = ["accelerator", "precision", "kv_precision", "tp", "pp", "batch", "speculative"]
@@ -153,10 +169,32 @@ def serve_efficiency(acc_id: str) -> float:
     return eff.matmul_efficiency if eff else 0.5
 
 
+def disaggregates(w: ServeWorkload, space: ServeSpace) -> bool:
+    """Whether disaggregated pools are priced: asked for, an open loop (a closed loop's users would
+    cycle through two pools, which the model does not follow), no end-to-end target."""
+    return space.disaggregate != "off" and not w.closed and w.rate_rps is not None and w.e2e_s is None
+
+
 def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     """Every fitting replica type (accelerator, precision, TP, PP, slot cap) with its capacity within
     the targets (one vectorized queueing solve over all of them) x acquisition, priced per
-    replica-hour over the horizon."""
+    replica-hour over the horizon; role "both" (aggregated). With disaggregation (disaggregates()),
+    also the prefill and decode replicas of each split of the TTFT target (serving.decode_budgets;
+    column `level`, -1 for aggregated rows), whose capacities are those of their own pool."""
+    frames = []
+    if space.disaggregate != "only" or not disaggregates(w, space):
+        frames.append(_role_table(w, w, space).assign(role="both", level=-1))
+    if disaggregates(w, space):
+        for level in range(max(len(decode_budgets(w)), 1)):
+            for role in ("prefill", "decode"):
+                frames.append(_role_table(role_workload(w, role, level), w, space).assign(role=role, level=level))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _role_table(w: ServeWorkload, served: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
+    """replica_table's rows for one workload (aggregated, or one disaggregated pool's); `served`:
+    the requests the fleet serves (their output tokens per request, for the tokens/s columns)."""
     a = catalog.assumption
     headroom = a("memory_headroom") if space.headroom is None else space.headroom
     rows = []
@@ -167,7 +205,7 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
         e = serve_efficiency(acc.id)
         for prec in precisions_for(acc, space.precisions):
             kv = kv_for(prec, space.kv_precision)
-            for spec in (False, True) if w.draft else (False,):
+            for spec in (False, True) if w.draft and w.role == "both" else (False,):
                 rows += [(acc.id, acc.vendor, prec, kv, t, p, b, spec)
                          for t, p, b in _replica_types(w, acc, prec, kv, headroom, e, space.max_pp, spec)]
     if not rows:
@@ -179,10 +217,11 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     keep, cap, light = best_slots(w, s, kind)
     types = types.iloc[keep].reset_index(drop=True)
     s = s.rows(keep)
-    st = qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s)))
+    fig_thr = (np.where(cap > 0, cap, 0.0) if w.role == "prefill" else
+               qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s))).throughput)
     types["gpus"] = types.tp * types.pp
     types["cap"] = cap
-    types["thr"] = np.where(cap > 0, st.throughput * w.output_tokens, 0.0)
+    types["thr"] = np.where(cap > 0, fig_thr * served.output_tokens, 0.0)
     types["step_full"] = qm.full_slot_step(s, w.queue)
     for c, _ in SERVE_TARGETS:
         types[f"miss_{c}"] = ~light[c] if c in light else False
@@ -232,6 +271,8 @@ def prune(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     miss = missed(df, w).values
     keep = np.ones(len(df), dtype=bool)
     key = df.accelerator + "|" + df.acquisition + "|" + df.provider.fillna("")
+    if "role" in df and (df.role != "both").any():   # each pool (and split) apart
+        key = key + "|" + df.role + "|" + df.level.astype(str)
     if w.draft:
         key = key + "|" + df.speculative.astype(str)
     for _, idx in df.groupby(key, sort=True).indices.items():
@@ -254,6 +295,7 @@ class ServePlan(ServeFigures):
 
     rank: int
     demand_tokens_per_s: float
+    disaggregated: bool = False    # separate prefill and decode pools (parts' role)
     horizon_cost_usd: float | None
     vs_best: str
     parts: list[ServePart]
@@ -324,7 +366,8 @@ def _fleet(limits: ServeLimits) -> dict[str, float]:
 
 def _rank(df: pd.DataFrame) -> np.ndarray:
     """A fixed order of the rows for the last tie-break: lower latency, fewer GPUs, then names."""
-    keys = df[["step_full", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]].copy()
+    keys = df[["step_full", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]
+              + [c for c in ("role", "level") if c in df]].copy()
     order = keys.sort_values(list(keys.columns), kind="mergesort").index.values
     rank = np.empty(len(df), dtype=np.int64)
     rank[order] = np.arange(len(df))
@@ -347,7 +390,8 @@ def _describe(df: pd.DataFrame, rows: list[tuple[int, int]], hours: float) -> st
     parts = []
     for i, r in rows:
         x = df.iloc[i]
-        parts.append(f"{r} x {x.accelerator} {x.acquisition} (TP {x.tp}"
+        role = "" if "role" not in df or x.role == "both" else f"{x.role} "
+        parts.append(f"{r} x {role}{x.accelerator} {x.acquisition} (TP {x.tp}"
                      + (f" x PP {x.pp}" if x.pp > 1 else "") + f", {x.precision}, {x.batch} slots)")
     cost = sum(df.cost_ph.values[i] * r for i, r in rows)
     return " + ".join(parts) + (f": {fmt_usd(cost)}/h ({fmt_usd(cost * hours)} over the horizon)"
@@ -420,8 +464,10 @@ class _Query:
                 pools.append((idx, cap))
         self.masks = _row_masks(df, w, limits)
         self.fleet = _fleet(limits)
+        role = df.role.map({"both": 0, "prefill": 1, "decode": 2}).values if "role" in df else None
         self.pm = ServeModel(df.cap.values, df.gpus.values, df.cost_ph.values, df.power_kw.values, _rank(df),
-                             demand, self.masks, self.fleet, self.hours, pools, time_limit_s)
+                             demand, self.masks, self.fleet, self.hours, pools, time_limit_s,
+                             role=role, level=df.level.values if "level" in df else None)
         self.enforce = set(self.masks) | set(self.fleet)
 
     def least_metric(self, c: str, keep: set[str]) -> list[tuple[int, int]] | None:
@@ -539,25 +585,45 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
              limits: ServeLimits, demand: float) -> list[ServePart]:
     """Re-evaluate each part with the one-configuration evaluator at its share of the demand (in
     proportion to capacity, as a load balancer weighted by capacity splits it) and check every
-    limit."""
-    total = sum(float(df.cap.values[i]) * r for i, r in rows)
+    limit. A disaggregated fleet: each pool (prefill, decode) carries the whole demand, each part
+    evaluated with its pool's workload (serving.role_workload)."""
+    roles = df.role.values if "role" in df else np.full(len(df), "both")
+    totals: dict[str, float] = {}
+    for i, r in rows:
+        totals[roles[i]] = totals.get(roles[i], 0.0) + float(df.cap.values[i]) * r
     parts = []
     for i, r in rows:
         x = df.iloc[i]
         owned = x.acquisition == "owned"
+        role = str(roles[i])
+        wr = w if role == "both" else role_workload(w, role, int(x.level))
         layout = ServeLayout(accelerator=x.accelerator, tp=int(x.tp), pp=int(x.pp), precision=x.precision,
                              kv_precision=x.kv_precision, batch=int(x.batch), replicas=int(r),
                              speculative=bool(x.speculative),
                              acquisition="on_demand" if owned else x.acquisition,
                              provider=None if owned or x.acquisition == "buy" else x.provider)
-        ev = evaluate_serving(w, layout, headroom=space.headroom, amortize=space.amortize,
-                              owned=int(x.gpus) * int(r) if owned else 0, load=share(w, float(x.cap), demand, total))
+        ev = evaluate_serving(wr, layout, headroom=space.headroom, amortize=space.amortize,
+                              owned=int(x.gpus) * int(r) if owned else 0,
+                              load=share(w, float(x.cap), demand, totals[role]))
         check(ev.fits, f"replica does not fit: {ev.accelerator} TP{ev.tp} batch {ev.batch}")
-        check(abs(ev.capacity_per_replica - x.cap) <= 1e-9 * x.cap,
+        # a pool's edge is the lesser of two root searches (serving._edges), each to 1e-4 of its
+        # bracket: re-evaluated alone, a row may stop a step apart from the table's
+        tol = 1e-9 if role == "both" else 2e-4
+        check(abs(ev.capacity_per_replica - x.cap) <= tol * x.cap,
               f"capacity {ev.capacity_per_replica} re-evaluated, {x.cap} in the table")
         check(not ev.missed_targets, f"{', '.join(ev.missed_targets)} missed at the part's share of the demand")
+        if role == "prefill":   # its tokens are the output tokens of the requests it prefills
+            o = w.output_tokens
+            served = ev.served_tokens_per_s * o
+            ev = ev.model_copy(update=dict(
+                tokens_per_s=ev.tokens_per_s * o, tokens_per_s_per_replica=ev.tokens_per_s_per_replica * o,
+                served_tokens_per_s=served,
+                cost_per_million_tokens_usd=(None if ev.cost_per_hour_usd is None or served <= 0 else
+                                             ev.cost_per_hour_usd / (served * 3600.0) * 1e6)))
         parts.append(ev)
-    check(total >= demand * (1 - REL_TOL), f"capacity {total} below the demand {demand}")
+    for role, total in totals.items():
+        check(total >= demand * (1 - REL_TOL), f"{role} capacity {total} below the demand {demand}")
+    check(set(totals) in ({"both"}, {"prefill", "decode"}), f"a fleet of roles {sorted(totals)}")
     hours = w.horizon_days * HOURS_PER_DAY
     if limits.max_gpus is not None:
         check(sum(p.count for p in parts) <= limits.max_gpus, "over the GPU limit")
@@ -570,10 +636,25 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
     return parts
 
 
+def _latencies(parts: list[ServePart]) -> tuple[float, float, float]:
+    """A fleet's (TTFT, TPOT, end-to-end) ms at its percentile: the worst part's; a disaggregated
+    fleet's TTFT is the worst prefill part's TTFT and hand-off, then the worst decode part's wait and
+    first step and hand-off (each at 1 - (1 - p) / 2, so the sum holds at p: role_workload)."""
+    if all(p.role == "both" for p in parts):
+        return (max(p.ttft_ms for p in parts), max(p.tpot_ms for p in parts), max(p.e2e_ms for p in parts))
+    pre = max(p.ttft_ms for p in parts if p.role == "prefill")     # each part's TTFT counts its hand-off
+    dec = [p for p in parts if p.role == "decode"]
+    return pre + max(p.ttft_ms for p in dec), max(p.tpot_ms for p in dec), pre + max(p.e2e_ms for p in dec)
+
+
 def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -> ServePlan:
-    capacity = sum(p.tokens_per_s for p in parts)
-    served = sum(p.served_tokens_per_s for p in parts)
-    saturated = sum(p.served_tokens_per_s / p.utilization for p in parts if p.utilization)
+    pools = [[p for p in parts if p.role == r] for r in ("both", "prefill", "decode")]
+    pools = [x for x in pools if x]
+    # a disaggregated fleet serves what its smaller pool can; its load is its busier pool's
+    capacity = min(sum(p.tokens_per_s for p in x) for x in pools)
+    served = min(sum(p.served_tokens_per_s for p in x) for x in pools)
+    saturated = min(sum(p.served_tokens_per_s / p.utilization for p in x if p.utilization) for x in pools)
+    ttft, tpot, e2e = _latencies(parts)
     main = max(parts, key=lambda p: (p.tokens_per_s, p.count))
     cph = None if any(p.cost_per_hour_usd is None for p in parts) else sum(p.cost_per_hour_usd for p in parts)
     power = None if any(p.facility_power_kw is None for p in parts) else sum(p.facility_power_kw for p in parts)
@@ -583,8 +664,8 @@ def _fleet_plan(rank: int, parts: list[ServePart], hours: float, vs_best: str) -
         rank=rank, accelerator=join("accelerator"), count=sum(p.count for p in parts),
         speculative=any(p.speculative for p in parts),
         replicas=sum(p.replicas for p in parts), tp=main.tp, pp=main.pp, precision=main.precision,
-        kv_precision=main.kv_precision, batch=main.batch, ttft_ms=max(p.ttft_ms for p in parts),
-        tpot_ms=max(p.tpot_ms for p in parts), e2e_ms=max(p.e2e_ms for p in parts), tokens_per_s=capacity,
+        kv_precision=main.kv_precision, batch=main.batch, ttft_ms=ttft, tpot_ms=tpot, e2e_ms=e2e,
+        disaggregated=len(pools) > 1, tokens_per_s=capacity,
         served_tokens_per_s=served, demand_tokens_per_s=served, percentile=main.percentile,
         utilization=served / saturated if saturated else None,
         cost_per_hour_usd=cph, cost_per_million_tokens_usd=per_mtok,
@@ -662,7 +743,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
             fig = _fleet_figures(df, rows)
             if best is None:
                 best = fig
-            fig["e2e"] = max(pt.e2e_ms for pt in parts)
+            fig["e2e"] = _latencies(parts)[2]
             plans.append(_fleet_plan(len(plans) + 1, parts, hours, _versus(fig, best)))
             # the next plan uses none of this one's (accelerator, acquisition) pairs it pays for
             paid = [(df.accelerator.values[i], df.acquisition.values[i]) for i, _ in rows
@@ -756,7 +837,34 @@ def _explain(q: _Query, plans: list[ServePlan], objective: str) -> list[str]:
         lines.append("No limit binds: #1 is the cheapest fleet in the search space.")
     if q.w.draft:
         lines.append(_spec_line(q, plans[0]))
+    if "role" in q.df and (q.df.role != "both").any():
+        lines.append(_disagg_line(q, plans[0]))
     return lines
+
+
+def _disagg_line(q: _Query, best: ServePlan) -> str:
+    """What separate prefill and decode pools are worth here: #1 against the cheapest fleet of the
+    other kind (aggregated, or disaggregated)."""
+    dis = (q.df.role != "both").values
+    if best.disaggregated:
+        pre = next(p for p in best.parts if p.role == "prefill")
+        dec = next(p for p in best.parts if p.role == "decode")
+        what = (f"disaggregated prefill/decode (the prefill pool's TTFT within {pre.ttft_ms:,.0f} ms and the decode "
+                f"pool's first token within {dec.ttft_ms:,.0f} ms, each at p{pre.ttft_percentile * 100:g} and "
+                f"counting {pre.kv_transfer_ms + dec.kv_transfer_ms:,.1f} ms of KV hand-off)")
+        if not (~dis).any():
+            return f"{what}: only disaggregated fleets were priced (--disaggregate only)."
+        alt = q.pm.solve(q.enforce, exclude=dis)
+        if not alt.rows:
+            return f"{what} is what makes the targets reachable: no aggregated fleet meets them."
+        cost = _fleet_figures(q.df, alt.rows)["cost"]
+        return f"{what} saves {1 - best.cost_per_hour_usd / cost:.0%}: aggregated, {_describe(q.df, alt.rows, q.hours)}."
+    alt = q.pm.solve(q.enforce, exclude=~dis)
+    if not alt.rows:
+        return "disaggregated prefill/decode pools cannot meet the targets here (no such fleet does)."
+    cost = _fleet_figures(q.df, alt.rows)["cost"]
+    return (f"disaggregated prefill/decode does not pay here: the cheapest such fleet costs "
+            f"{cost / best.cost_per_hour_usd - 1:+.0%} ({_describe(q.df, alt.rows, q.hours)}).")
 
 
 def _spec_line(q: _Query, best: ServePlan) -> str:

@@ -10,8 +10,13 @@ Decision variables
   r_i in {0, ..., u_i}  replicas of type i, u_i = ceil(D / thr_i) (more is never needed) or the
                         owned cap
   a_c in {0, 1}         user limit c is enforced (passed as an assumption)
+  z_l in {0, 1}         disaggregated prefill/decode at split l of the TTFT target (at most one;
+                        only where the table has such rows)
 Constraints
   (1) cover:  sum_i floor(1000 thr_i) r_i >= ceil(1000 D)           (milli-tokens/s)
+      with disaggregated rows (role prefill / decode, split l): the aggregated rows cover D when no
+      z_l is set, and then the rows of the other roles are 0; with z_l set, the prefill rows of
+      split l cover D and so do its decode rows, every other row 0
   (2) pools:  sum_{i in R_p} n_i r_i <= O_p
   (3) row limits (targets, allowed accelerators / vendors / providers / acquisitions):
               a_c  =>  r_i = 0 for every i violating c
@@ -51,7 +56,7 @@ class ServeModel:
 
     def __init__(self, thr, gpus, cost_ph, power_kw, rank, demand_tokens_s, row_masks: dict[str, np.ndarray],
                  fleet_limits: dict[str, float], hours: float, pools: list[tuple[np.ndarray, int]],
-                 time_limit_s: float = 10.0):
+                 time_limit_s: float = 10.0, role=None, level=None):
         self.n = len(thr)
         self.thr = np.floor(np.asarray(thr) * THR_SCALE).astype(np.int64)
         self.gpus = np.asarray(gpus, dtype=np.int64)
@@ -64,6 +69,9 @@ class ServeModel:
         self.hours = hours
         self.pools = pools
         self.time_limit_s = time_limit_s
+        # 0 aggregated, 1 prefill, 2 decode (serve_planner's role column) and the split of each
+        self.role = np.zeros(self.n, dtype=np.int64) if role is None else np.asarray(role, dtype=np.int64)
+        self.level = np.full(self.n, -1, dtype=np.int64) if level is None else np.asarray(level, dtype=np.int64)
         ub = np.ceil(self.demand / np.maximum(self.thr, 1)).astype(np.int64)
         self.ub = np.where(self.thr > 0, ub, 0)
         for idx, cap in pools:
@@ -79,7 +87,30 @@ class ServeModel:
         r = [m.new_int_var(0, 0 if zero[i] else int(self.ub[i]), f"r{i}") for i in range(self.n)]
         lits = {c: m.new_bool_var(f"a_{c}") for c in self.limits}
         # (1) cover the demand
-        m.add(sum(int(self.thr[i]) * r[i] for i in range(self.n)) >= self.demand)
+        cover = lambda rows: sum(int(self.thr[i]) * r[i] for i in rows) >= self.demand  # noqa: E731
+        splits = sorted(set(self.level[self.role > 0].tolist()))
+        if not splits:
+            m.add(cover(range(self.n)))
+        else:
+            z = {lv: m.new_bool_var(f"z{lv}") for lv in splits}
+            m.add(sum(z.values()) <= 1)
+            agg = np.flatnonzero(self.role == 0)
+            if len(agg):
+                m.add(cover(agg)).only_enforce_if([v.Not() for v in z.values()])
+            else:
+                m.add(sum(z.values()) == 1)
+            for i in agg:
+                for v in z.values():
+                    m.add(r[i] == 0).only_enforce_if(v)
+            for lv, v in z.items():
+                for role in (1, 2):
+                    rows = np.flatnonzero((self.role == role) & (self.level == lv))
+                    if len(rows):
+                        m.add(cover(rows)).only_enforce_if(v)
+                    else:
+                        m.add(v == 0)
+                for i in np.flatnonzero((self.role > 0) & (self.level == lv)):
+                    m.add(r[i] == 0).only_enforce_if(v.Not())
         # (2) owned pools
         for idx, cap in self.pools:
             m.add(sum(int(self.gpus[i]) * r[i] for i in idx) <= int(cap))

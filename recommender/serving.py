@@ -56,6 +56,13 @@ class ServeWorkload(Strict):
     draft: str | None = None
     draft_tokens: int = Field(4, ge=1, le=16)
     draft_accept: float | tuple[float, ...] | None = None   # one rate, or one per drafted position
+    # disaggregated prefill/decode (disaggregated_roles): what this workload's replicas do. "both":
+    # the usual engine; "prefill": prompts only (output_tokens 1: the first token, then the KV cache
+    # leaves for a decode replica); "decode": requests whose prompt KV arrives by transfer, so no
+    # prefill compute, the first token from the first decode step. ttft_percentile: the TTFT's own
+    # percentile where it differs from TPOT's (each pool's share of the fleet's TTFT)
+    role: str = "both"
+    ttft_percentile: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _speculative(self) -> "ServeWorkload":
@@ -151,10 +158,12 @@ class ServeWorkload(Strict):
 
     @property
     def queue(self) -> qm.Workload:
-        return qm.Workload(prompt=float(self.queue_prompt_tokens), output=float(self.output_tokens),
+        # a decode replica's request enters with its prompt's KV resident: one token's step room
+        prompt = 1.0 if self.role == "decode" else float(self.queue_prompt_tokens)
+        return qm.Workload(prompt=prompt, output=float(self.output_tokens),
                            percentile=self.percentile, closed=self.closed, think_s=self.think_time_s,
                            length_dist=self.length_dist, draft_tokens=self.draft_tokens if self.draft else 0,
-                           accept=self.draft_accept or 0.0)
+                           accept=self.draft_accept or 0.0, ttft_percentile=self.ttft_percentile)
 
     @property
     def mean_decode_context(self) -> float:
@@ -206,6 +215,50 @@ def bw(acc: Accelerator, span):
     """GB/s a GPU reaches inside a group of `span` GPUs (training's link rule, shared)."""
     intra, inter = link_rates(acc)
     return performance.link_bandwidth(span, acc.domain, intra or 0.0, inter or 0.0) / sv.GB
+
+
+# disaggregated prefill/decode: the decode pool's first token (the hand-off, a wait for a slot, the
+# rest of a step and its own) may take DECODE_STEPS x the TPOT target (without one, DECODE_SHARES
+# of the TTFT target), at most half the TTFT target; the prefill pool has the rest. The solver
+# picks one split per fleet.
+DECODE_STEPS = (3.0, 6.0)
+DECODE_SHARES = (0.1, 0.25)
+
+
+def decode_budgets(w: ServeWorkload) -> tuple[float, ...]:
+    """The splits of the TTFT target offered to a disaggregated fleet: the decode pool's share (s)."""
+    if w.ttft_s is None:
+        return ()
+    raw = [k * w.tpot_s for k in DECODE_STEPS] if w.tpot_s is not None else [f * w.ttft_s for f in DECODE_SHARES]
+    return tuple(sorted({min(b, 0.5 * w.ttft_s) for b in raw}))
+ROLES = ("both", "prefill", "decode")
+
+
+def kv_transfer_s(w: ServeWorkload, acc: Accelerator) -> float | None:
+    """Seconds one prompt's KV cache (16-bit: an 8-bit cache takes half) takes over one GPU's
+    published inter-node link of `acc` (a replica's TP shards travel on their own NICs in
+    parallel: one GPU's is the slow case); None where no network figure is published."""
+    bw = acc.inter_node_bw_gb_s
+    if not bw:
+        return None
+    return float(sv.kv_transfer_time(w.model, w.prompt_tokens, 2.0, bw, catalog.assumption("comm_efficiency")))
+
+
+def role_workload(w: ServeWorkload, role: str, level: int) -> ServeWorkload:
+    """What one pool of a disaggregated fleet must do, at split decode_budgets(w)[level] of the
+    TTFT target (the decode pool's; none without a TTFT target). The fleet's TTFT is the prefill pool's TTFT, the KV hand-off, then the decode pool's
+    wait for a slot and first step: each pool holds its share at 1 - (1 - p) / 2 (by the union
+    bound the sum then holds at p, whatever their dependence), its TTFT counting the hand-off at
+    its own link (replica_steps' Steps.delay: the pair's transfer, at the slower of the two links,
+    is at most the sum). TPOT is the decode pool's at p. Only parts with a published inter-node
+    link take a role (serve_planner._replica_types)."""
+    budgets = decode_budgets(w)
+    ttft = None if not budgets else (budgets[level] if role == "decode" else w.ttft_s - budgets[level])
+    p2 = 1.0 - (1.0 - w.percentile) / 2.0
+    common = dict(role=role, ttft_s=ttft, e2e_s=None, draft=None, draft_accept=None)
+    if role == "prefill":
+        return w.model_copy(update=common | dict(output_tokens=1, length_dist="fixed", tpot_s=None, percentile=p2))
+    return w.model_copy(update=common | dict(ttft_percentile=p2))
 
 
 def accept_text(accept) -> str:
@@ -269,8 +322,11 @@ def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: s
         ok = np.asarray(replica_memory(w, acc, precision, kv_precision, tp, pp, mid, spec).total) <= limit
         lo = np.where(ok & (lo < hi), mid, lo)
         hi = np.where(~ok & (lo < hi), mid - 1, hi)
+    if w.role == "prefill":      # no decodes share the budget: the KV cache and max_num_seqs bound it
+        return lo
     d, e = (w.draft_tokens + 1, w.tokens_per_step) if spec else (1, 1)
-    prefill_bound = max(int(budget * w.output_tokens // (d * w.output_tokens + e * w.queue_prompt_tokens)), 1)
+    prompt = 1 if w.role == "decode" else w.queue_prompt_tokens
+    prefill_bound = max(int(budget * w.output_tokens // (d * w.output_tokens + e * prompt)), 1)
     return np.minimum(lo, prefill_bound)
 
 
@@ -322,9 +378,16 @@ def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precisi
     budget = np.full(len(tp), float(engine_limits(w, acc)[1]))
     compute, memory, fixed = full(p2 * dec.compute), full(p2 * dec.memory), full(fixed)
     per_token = np.broadcast_to(per_token, (len(tp), 1))[:, 0].astype(float)
+    delay = None
+    if w.role == "prefill":      # nothing decodes: every step is the one-sequence step plus its chunk
+        compute, memory, fixed = (np.repeat(x[:, 1:2], width, axis=1) for x in (compute, memory, fixed))
+    elif w.role == "decode":     # the prompt's KV arrives by transfer: no prefill compute here
+        per_token = np.zeros(len(tp))
+    if w.role != "both":         # each pool charges the KV hand-off at its own link (role_workload)
+        delay = np.full(len(tp), kv_transfer_s(w, acc))
     if not spec:
         return qm.Steps(compute=compute, memory=memory, fixed=fixed, per_token=per_token,
-                        slots=slots.astype(np.int64), budget=budget)
+                        slots=slots.astype(np.int64), budget=budget, delay=delay)
     e = w.tokens_per_step if per_token_steps else 1.0
     return qm.Steps(compute=compute / e, memory=memory / e, fixed=fixed / e, per_token=per_token,
                     slots=slots.astype(np.int64), budget=budget / e,
@@ -342,7 +405,9 @@ def stack_steps(parts: list[qm.Steps]) -> qm.Steps:
                     slots=np.concatenate([p.slots for p in parts]),
                     budget=np.concatenate([p.budget for p in parts]),
                     decode_tokens=(None if all(p.decode_tokens is None for p in parts) else
-                                   np.concatenate([p.per_seq for p in parts])))
+                                   np.concatenate([p.per_seq for p in parts])),
+                    delay=(None if all(p.delay is None for p in parts) else
+                           np.concatenate([np.zeros(len(p.slots)) if p.delay is None else p.delay for p in parts])))
 
 
 TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
@@ -352,11 +417,25 @@ def light_load(w: ServeWorkload, s: qm.Steps) -> np.ndarray:
     """A load small enough that queueing is negligible: the best latencies a replica reaches."""
     if w.closed:
         return np.ones(len(s.slots))
+    if w.role == "prefill":
+        return qm.prefill_saturation(s, w.queue) * 1e-6
     return qm.saturation(s, w.queue) * 1e-6
+
+
+def figures(w: ServeWorkload, s: qm.Steps, load) -> qm.Figures:
+    """The latency percentiles and throughput of rows s at `load` (a prefill pool's own model)."""
+    if w.role == "prefill":
+        return qm.prefill_figures(s, w.queue, load, w.ttft_s)
+    return qm.figures(s, w.queue, load)
 
 
 def targets_met(w: ServeWorkload, s: qm.Steps, load) -> dict[str, np.ndarray]:
     """Per target given: does each row meet it at `load` (at the percentile)?"""
+    if w.role == "prefill":
+        q = w.queue
+        ok = (qm.prefill_cdf(qm.prefill_ctx(s, q, load, w.ttft_s), w.ttft_s) >= q.ttft_p
+              if w.ttft_s is not None else None)
+        return {} if ok is None else {"ttft": ok}
     st = qm.chain(s, w.queue, load)
     return {name: qm.meets(s, w.queue, st, **{name: getattr(w, f)})
             for name, f in TARGETS if getattr(w, f) is not None}
@@ -366,6 +445,32 @@ def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.
     """Each row's capacity (users or requests/s per replica) under the targets it can meet at all
     (a row that misses one even at light load is sized by the others and marked as missing it),
     less serve_capacity_margin of it, and which targets each row can meet."""
+    cap, light = _edges(w, s)
+    # the queue model's own error (benchmarks/serving_des.py): keep a margin of the edge free
+    kept = cap * (1.0 - catalog.assumption("serve_capacity_margin"))
+    return (np.floor(kept + 1e-9) if w.closed else kept), light
+
+
+def _edges(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """capacities() before the margin: the most load at which each row's targets hold."""
+    if w.role == "prefill":      # its own model (queueing.prefill_capacity)
+        light = targets_met(w, s, light_load(w, s))
+        cap = qm.prefill_capacity(s, w.queue, w.ttft_s)
+        return (np.where(light["ttft"], cap, 0.0) if light else cap), light
+    if w.role == "decode" and w.ttft_s is not None and w.tpot_s is not None:
+        # each margin falls with the load, so the joint edge is the lesser of the two: TPOT's (the
+        # costly law, the same for every split of the TTFT target) first, remembered across splits;
+        # then TTFT's edge only on the rows that miss TTFT there
+        # (a decode row that misses TPOT even at light load cannot be a decode pool's: capacity 0)
+        cap, light = _decode_tpot_edges(w.model_copy(update=dict(ttft_s=None)), s)
+        cap = np.where(light["tpot"], cap, 0.0)
+        ttft_only = w.model_copy(update=dict(tpot_s=None))
+        light = light | targets_met(ttft_only, s, light_load(w, s))
+        at_cap = targets_met(ttft_only, s, np.where(cap > 0, cap, light_load(w, s)))["ttft"]
+        redo = np.flatnonzero(~at_cap & light["ttft"] & light["tpot"])
+        if len(redo):
+            cap[redo] = np.minimum(cap[redo], _edges(ttft_only, s.rows(redo))[0])
+        return cap, light
     from concurrent.futures import ThreadPoolExecutor
 
     n_rows = len(s.slots)
@@ -393,9 +498,27 @@ def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.
     with ThreadPoolExecutor(max_workers=2) as pool:
         for rows, c in pool.map(one, np.unique(keys)):
             cap[rows] = c
-    # the queue model's own error (benchmarks/serving_des.py): keep a margin of the edge free
-    kept = cap * (1.0 - catalog.assumption("serve_capacity_margin"))
-    return (np.floor(kept + 1e-9) if w.closed else kept), light
+    return cap, light
+
+
+_TPOT_EDGES: dict[str, tuple] = {}
+
+
+def _decode_tpot_edges(w: ServeWorkload, s: qm.Steps):
+    """_edges() of decode rows under their TPOT target alone, remembered for the last few
+    (workload, rows): the splits of the TTFT target in one query share them."""
+    import hashlib
+
+    h = hashlib.sha1(w.model_dump_json().encode())
+    for x in (s.compute, s.memory, s.fixed, s.per_token, s.slots, s.budget):
+        h.update(np.ascontiguousarray(x).tobytes())
+    key = h.hexdigest()
+    if key not in _TPOT_EDGES:
+        if len(_TPOT_EDGES) >= 8:
+            _TPOT_EDGES.pop(next(iter(_TPOT_EDGES)))
+        _TPOT_EDGES[key] = _edges(w, s)
+    cap, light = _TPOT_EDGES[key]
+    return cap.copy(), dict(light)
 
 
 def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray):
@@ -500,6 +623,11 @@ class ServePart(ServeFigures):
     memory_capacity_gib: float
     memory_limit_gib: float
     memory_breakdown_gib: ServeMemoryGiB
+    # disaggregated prefill/decode (role_workload): the part's pool, and the KV hand-off it charges
+    # (its own link); its ttft_ms is its pool's share at its ttft_percentile
+    role: str = "both"
+    kv_transfer_ms: float | None = None
+    ttft_percentile: float | None = None
     max_batch: int
     decode_bound: str
     decode_step_ms: float       # with every slot busy; per output token with speculative decoding
@@ -567,6 +695,8 @@ def slot_candidates(w: ServeWorkload, curve: np.ndarray, cap: int) -> list[int]:
     the percentile; without one, the largest that fits and half of it."""
     if cap < 1:
         return []
+    if w.role == "prefill":      # a prefill replica's capacity does not depend on its slots
+        return [cap]
     if w.tpot_s is not None:
         ok = np.flatnonzero(curve[1:cap + 1] <= w.tpot_s) + 1
         e = int(ok[-1]) if len(ok) else 1
@@ -638,9 +768,9 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     else:
         replicas = layout.replicas or (max(1, math.ceil(demand / cap - 1e-9)) if cap > 0 else 1)
         per_load = float(load) if load is not None else demand / replicas
-        fig = qm.figures(row, q, [per_load])
+        fig = figures(w, row, [per_load])
         missed = targets_missed_at(w, row, per_load)
-        cap_fig = qm.figures(row, q, [cap]) if cap > 0 else fig
+        cap_fig = figures(w, row, [cap]) if cap > 0 else fig
     per_replica = float(cap_fig.throughput[0]) * w.output_tokens   # tokens/s within the targets
     served = float(fig.throughput[0]) * w.output_tokens * replicas
     gpus = replicas * layout.gpus_per_replica
@@ -679,7 +809,9 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
         memory_breakdown_gib=ServeMemoryGiB(weights=float(mem.weights) / GIB, kv_cache=float(mem.kv_cache) / GIB,
                                             activations=float(mem.activations) / GIB,
                                             overhead=float(mem.overhead) / GIB),
-        max_batch=bmax, fits=fits, decode_bound=bound,
+        max_batch=bmax, fits=fits, decode_bound=bound, role=w.role,
+        kv_transfer_ms=None if w.role == "both" else kv_transfer_s(w, acc) * 1e3,
+        ttft_percentile=None if w.role == "both" else q.ttft_p,
         decode_step_ms=float(qm.full_slot_step(row, q)[0]) * 1e3,
         tokens_per_step=w.tokens_per_step if spec else 1.0,
         prefill_ms=float(row.per_token[0] * w.prefill_tokens) * 1e3,

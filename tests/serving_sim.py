@@ -50,13 +50,22 @@ class Samples:
     wait: np.ndarray     # seconds each request queued for a slot (TTFT's order)
     busy: np.ndarray     # running sequences at each step (time-weighted by step length)
     steps: np.ndarray    # each step's length
+    # per request, in TTFT's order: its index in the arrivals (a trace's order), arrival and
+    # first-token times; and the index of each TPOT sample (disaggregated fleets chain replicas)
+    ids: np.ndarray | None = None
+    arrived_at: np.ndarray | None = None
+    first_at: np.ndarray | None = None
+    tpot_ids: np.ndarray | None = None
 
 
 def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None, users: float | None = None,
              think_s: float = 0.0, length_dist: str = "exponential", requests: int = 20000,
-             seed: int = 0, prefix_tokens: int = 0, prefix_hit: float = 0.0) -> Samples:
+             seed: int = 0, prefix_tokens: int = 0, prefix_hit: float = 0.0, trace=None,
+             lengths=None) -> Samples:
     """`prefix_hit` of the requests (drawn one by one) find the first `prefix_tokens` of their
-    prompt cached and prefill only the rest (the queue model uses the mean)."""
+    prompt cached and prefill only the rest (the queue model uses the mean). trace: arrival times
+    (sorted) instead of Poisson ones, with `lengths` their output lengths (else drawn); every
+    request of the trace is counted (no warm-up), `requests` ignored."""
     rng = np.random.RandomState(seed)
 
     def out_len() -> int:
@@ -65,7 +74,10 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
         return int(rng.geometric(1.0 / output))
 
     arrivals: list[tuple[float, int]] = []   # (time, user)
-    if users is not None:
+    if trace is not None:
+        arrivals = [(float(x), -2) for x in trace]        # already a heap: sorted
+        requests = len(arrivals)
+    elif users is not None:
         n_users = int(round(users))
         for u in range(n_users):
             heapq.heappush(arrivals, (rng.exponential(think_s) if think_s > 0 else 0.0, u))
@@ -75,16 +87,17 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
     prefilling: deque = deque()      # [request, prompt tokens left]
     decoding: list = []              # heap of (finish step, id)
     info: dict[int, list] = {}       # id -> [arrival, first, user, length]
-    ttft, tpot, e2e, lengths, waits, busy, steps = [], [], [], [], [], [], []
+    ttft, tpot, e2e, out_lengths, waits, busy, steps = [], [], [], [], [], [], []
+    ids, arrived, firsts, tpot_ids = [], [], [], []
     t, step, rid, done = 0.0, 0, 0, 0
-    warm = requests // 10
-    while done < requests + warm:
+    warm = requests // 10 if trace is None else -1
+    while done < requests + max(warm, 0):
         while arrivals and arrivals[0][0] <= t:
             at, u = heapq.heappop(arrivals)
-            info[rid] = [at, None, u, out_len()]
+            info[rid] = [at, None, u, int(lengths[rid]) if lengths is not None else out_len()]
             waiting.append(rid)
             rid += 1
-            if u < 0:
+            if u == -1:
                 heapq.heappush(arrivals, (at + rng.exponential(1.0 / rate), -1))
         running = len(prefilling) + len(decoding)
         while waiting and running < rep.slots:
@@ -94,6 +107,8 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             prefilling.append([r, prompt - prefix_tokens if hit else prompt])
             running += 1
         if running == 0:
+            if not arrivals:
+                break
             t = arrivals[0][0]
             continue
         n_dec = len(decoding)
@@ -134,7 +149,8 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             if done > warm:
                 tpot.append((t - first) / (length - 1))
                 e2e.append(t - at)
-                lengths.append(length)
+                out_lengths.append(length)
+                tpot_ids.append(r)
             if u >= 0:
                 heapq.heappush(arrivals, (t + (rng.exponential(think_s) if think_s > 0 else 0.0), u))
         while prefilling and prefilling[0][1] == 0:
@@ -145,6 +161,9 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
             if done > warm:
                 ttft.append(t - rec[0])
                 waits.append(rec[4])
+                ids.append(r)
+                arrived.append(rec[0])
+                firsts.append(t)
             if rec[3] <= 1:
                 info.pop(r)
                 done += 1
@@ -154,8 +173,9 @@ def simulate(rep: Replica, prompt: int, output: float, rate: float | None = None
                 decoding.append((rec[3] - 1, r))     # tokens still to come
             else:
                 heapq.heappush(decoding, (step + rec[3] - 1, r))
-    return Samples(np.array(ttft), np.array(tpot), np.array(e2e), np.array(lengths), np.array(waits),
-                   np.array(busy), np.array(steps))
+    return Samples(np.array(ttft), np.array(tpot), np.array(e2e), np.array(out_lengths), np.array(waits),
+                   np.array(busy), np.array(steps), np.array(ids), np.array(arrived), np.array(firsts),
+                   np.array(tpot_ids))
 
 
 def weighted_quantile(values: list[np.ndarray], weights: list[float], p: float) -> float:

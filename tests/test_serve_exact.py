@@ -24,7 +24,7 @@ from recommender.serving import HOURS_PER_DAY, ServeLayout, ServeWorkload, evalu
 MODELS = ["llama-2-7b", "mistral-7b", "llama-3-8b", "chatglm2-6b", "qwen2.5-7b", "llama-2-13b"]
 GPUS = ["a100-80g", "a100-40g", "h100-sxm", "h200", "l40s", "l4", "mi300x", "b200", "gaudi2", "rtx4090"]
 ACQS = ["on_demand", "spot", "reserved", "buy"]
-INSTANCES = 60   # each runs the queue model for every replica type twice: about 2 s an instance
+INSTANCES = 45   # each runs the queue model for every replica type twice: about 2 s an instance
 
 
 def instance(seed: int):
@@ -43,7 +43,9 @@ def instance(seed: int):
     owned = {}
     if rng.rand() < 0.3:
         owned = {gpus[0]: int(rng.choice([1, 2, 4, 8]))}
-    space = ServeSpace(accelerators=gpus, precisions=precisions, owned=owned)
+    # aggregated replicas only: the disaggregated pools have their own exhaustive check
+    # (tests/test_disaggregated.py), on fewer instances since each prices three pools per split
+    space = ServeSpace(accelerators=gpus, precisions=precisions, owned=owned, disaggregate="off")
     return w, limits, space
 
 

@@ -79,7 +79,9 @@ PADDED = {"70b-p90-h100", "8b-prefix-cache-h100"}
 def planned(name: str):
     _, wl, gpus = next(f for f in FLEETS if f[0] == name)
     w = ServeWorkload(**{**wl, "model": catalog.model(wl["model"])})
-    result = plan_serving(w, ServeLimits(acquisitions=("on_demand",)), ServeSpace(accelerators=gpus), top=1)
+    # aggregated fleets: disaggregated ones are simulated in tests/test_disaggregated.py
+    result = plan_serving(w, ServeLimits(acquisitions=("on_demand",)), ServeSpace(accelerators=gpus, disaggregate="off"),
+                          top=1)
     assert result.status == "optimal" and result.plans
     return w, result.plans[0]
 

@@ -120,7 +120,7 @@ def test_planner_takes_speculation_where_it_pays():
     passes cost more than they save and the planner does not speculate."""
     from recommender.serve_planner import ServeLimits, ServeSpace, plan_serving
 
-    lim, space = ServeLimits(acquisitions=("on_demand",)), ServeSpace(accelerators=("h200",))
+    lim, space = ServeLimits(acquisitions=("on_demand",)), ServeSpace(accelerators=("h200",), disaggregate="off")
     results = {a: plan_serving(_workload(rate_rps=2.0, draft_accept=a), lim, space, top=1) for a in (0.7, 0.05)}
     good, bad = results[0.7].plans[0], results[0.05].plans[0]
     none = plan_serving(_workload(rate_rps=2.0, draft=None, draft_accept=None), lim, space, top=1).plans[0]

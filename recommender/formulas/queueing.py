@@ -67,6 +67,9 @@ class Steps:
     # (R,) budget tokens a running sequence takes per step; None: 1 (speculative decoding's rows,
     # in per-token steps: the k + 1 verified tokens over the E tokens a step yields)
     decode_tokens: np.ndarray | None = None
+    # (R,) seconds added to every TTFT after the replica's own (a disaggregated pool's KV hand-off);
+    # None: 0
+    delay: np.ndarray | None = None
 
     @property
     def per_seq(self) -> np.ndarray:
@@ -78,7 +81,8 @@ class Steps:
         cols = slice(None) if width is None else slice(0, width)
         dt = None if self.decode_tokens is None else self.decode_tokens[idx]
         return Steps(self.compute[idx][:, cols], self.memory[idx][:, cols], self.fixed[idx][:, cols],
-                     self.per_token[idx], self.slots[idx], self.budget[idx], dt)
+                     self.per_token[idx], self.slots[idx], self.budget[idx], dt,
+                     None if self.delay is None else self.delay[idx])
 
 
 @dataclass
@@ -93,6 +97,13 @@ class Workload:
     # draft_tokens k drafted per engine step, each accepted with probability `accept`
     draft_tokens: int = 0
     accept: float | tuple[float, ...] = 0.0      # one rate, or one per drafted position
+    # the percentile TTFT is held at, where it differs from TPOT's (a disaggregated decode pool:
+    # its share of the fleet's TTFT at 1 - (1 - p) / 2, serving.disaggregated_roles)
+    ttft_percentile: float | None = None
+
+    @property
+    def ttft_p(self) -> float:
+        return self.percentile if self.ttft_percentile is None else self.ttft_percentile
 
     @property
     def spec_gain_pmf(self) -> np.ndarray:
@@ -448,7 +459,7 @@ def _points(s: Steps, st: State, seen: bool):
 def _expand(s: Steps, j: int) -> Steps:
     rep = lambda x: np.repeat(x, j, axis=0)  # noqa: E731
     return Steps(rep(s.compute), rep(s.memory), rep(s.fixed), rep(s.per_token), rep(s.slots), rep(s.budget),
-                 None if s.decode_tokens is None else rep(s.decode_tokens))
+                 None if s.decode_tokens is None else rep(s.decode_tokens), None if s.delay is None else rep(s.delay))
 
 
 def _point_bursts(s: Steps, w: Workload, st: State, seen: bool) -> Bursts:
@@ -500,7 +511,8 @@ def _engine_steps(s: Steps, w: Workload) -> Steps:
     if (sc == 1.0).all():
         return s
     g = sc[:, None]
-    return Steps(s.compute * g, s.memory * g, s.fixed * g, s.per_token, s.slots, s.budget * sc, s.per_seq * sc)
+    return Steps(s.compute * g, s.memory * g, s.fixed * g, s.per_token, s.slots, s.budget * sc, s.per_seq * sc,
+                 s.delay)
 
 
 @dataclass
@@ -553,6 +565,8 @@ def ttft_cdf(s: Steps, w: Workload, st: State, t, ctx: TtftCtx | None = None) ->
     finds no slot waits for a departure (the chain) and then joins a step's backlog the same way.
     Step times at the occupancy points an arrival finds."""
     t = np.asarray(t, dtype=float)
+    if s.delay is not None:
+        t = t - s.delay
     r_ = len(t)
     j = OCCUPANCY_POINTS
     x = ctx if ctx is not None else ttft_ctx(s, w, st)
@@ -809,9 +823,9 @@ def margin(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> 
     off exponentially, which is what capacity()'s root finding wants)."""
     out = np.full(len(s.slots), MARGIN_CLIP)
     allowed = 1.0 - w.percentile
-    ratio = lambda miss: np.clip(np.log(allowed / np.maximum(miss, 1e-300)), -MARGIN_CLIP, MARGIN_CLIP)  # noqa: E731
+    ratio = lambda miss, a=allowed: np.clip(np.log(a / np.maximum(miss, 1e-300)), -MARGIN_CLIP, MARGIN_CLIP)  # noqa: E731
     if ttft is not None:
-        out = np.minimum(out, ratio(1.0 - ttft_cdf(s, w, st, np.full(len(out), ttft))))
+        out = np.minimum(out, ratio(1.0 - ttft_cdf(s, w, st, np.full(len(out), ttft)), 1.0 - w.ttft_p))
     if tpot is not None:
         # where an earlier target is already missed the sign is settled: the TPOT law (the costly
         # part) is computed only for the other rows
@@ -835,18 +849,20 @@ def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = 48) -> np.ndarr
     r_ = len(s.slots)
     ctx = ttft_ctx(s, w, st)
     hi = np.max(np.where(np.isfinite(st.step), st.step, 0.0), axis=1) * 4.0 + 1.0
+    if s.delay is not None:
+        hi = hi + s.delay
     while True:
-        grow = (ttft_cdf(s, w, st, hi, ctx) < w.percentile) & st.stable & (hi <= 1e7)
+        grow = (ttft_cdf(s, w, st, hi, ctx) < w.ttft_p) & st.stable & (hi <= 1e7)
         if not grow.any():
             break
         hi = np.where(grow, hi * 4.0, hi)
     lo = np.zeros(r_)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        ok = ttft_cdf(s, w, st, mid, ctx) >= w.percentile
+        ok = ttft_cdf(s, w, st, mid, ctx) >= w.ttft_p
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
     # beyond 1e7 s (a replica that never catches up in practice): infinite
-    hi = np.where(ttft_cdf(s, w, st, hi, ctx) >= w.percentile, hi, np.inf)
+    hi = np.where(ttft_cdf(s, w, st, hi, ctx) >= w.ttft_p, hi, np.inf)
     return np.where(st.stable, hi, np.inf)
 
 
@@ -883,12 +899,19 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarra
             return NO_TARGET_LOAD * hi
         lo = hi * 1e-6
     g = lambda rows, x: margin(s.rows(rows), w, chain(s.rows(rows), w, x), ttft, tpot, e2e)  # noqa: E731
+    return _edge(g, lo, hi, 1.0 if w.closed else 0.0)
+
+
+def _edge(g, lo, hi, step: float = 0.0) -> np.ndarray:
+    """The root of the decreasing margins g(rows, x) per row on the bracket [lo, hi]: the
+    Illinois variant of regula falsi (see capacity()); step 1: integer loads. hi where the margin
+    holds there, 0 where it fails at lo."""
+    r_ = len(lo)
     all_rows = np.arange(r_)
     g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
     met_top = g_hi >= -1e-9
     ok_lo = g_lo >= -1e-9
     tol = 1e-4
-    step = 1.0 if w.closed else 0.0
     active = ok_lo & ~met_top & (hi - lo > np.maximum(tol * hi, step))
     side = np.zeros(r_, dtype=np.int64)          # Illinois: which end was kept last (+1 lo, -1 hi)
     while active.any():
@@ -902,7 +925,7 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarra
         # edge is often orders of magnitude below the bracket's top), then the secant takes over
         clipped = (np.abs(gl) >= MARGIN_CLIP - 1e-9) | (np.abs(gh) >= MARGIN_CLIP - 1e-9)
         x = np.where(clipped & (l_ > 0), np.sqrt(np.maximum(l_, 1e-300) * h_), x)
-        if w.closed:
+        if step:
             x = np.clip(np.round(x), l_ + 1.0, h_ - 1.0)
         gx = g(rows, x)
         ok = gx >= -1e-9
@@ -940,3 +963,182 @@ def figures(s: Steps, w: Workload, load) -> Figures:
     waits = (st.seen * (n >= s.slots[:, None])).sum(axis=1)
     util = np.where(st.stable, st.throughput / st.peak, np.nan)
     return Figures(ttft, tpot, e2e, st.throughput, util, busy, waits)
+
+
+# A disaggregated prefill pool (serving.role_workload): replicas that only prefill. Nothing decodes
+# there, so the engine is one FIFO server of prompt tokens: each step takes the token budget's
+# worth of the backlog, oldest first, in T(c) = max(C + k c, M) + F seconds (C, M, F at one running
+# sequence: the token a finished prompt samples). The birth-death chain above counts a request's
+# time in its slot as decode steps, which a prefill-only replica does not have (its TTFT came out
+# half the simulation's at 4,000-token prompts), so the pool has its own model: the backlog a step
+# starts with, X' = max(X - B, 0) + P A with A ~ Poisson(lambda T(X)), solved exactly on
+# PREFILL_LEVELS levels (a fractional level split between its two neighbours, so that the mean is
+# kept; a backlog short of one level rounded up to it) spanning three times the backlog an arrival
+# could still clear within the horizon (the TTFT target, else PREFILL_STEPS full steps): mass beyond
+# the top level is a miss. Each row's figures depend on that row alone. Slots never bind while the engine may admit more prompts than a
+# step takes (the planner keeps prefill replicas with at least ceil(B / P) + 1 slots).
+PREFILL_LEVELS = 97
+PREFILL_STEPS = 12
+PREFILL_SPAN_PROMPTS = 32
+PREFILL_SPAN_STEPS = 8
+PREFILL_ARRIVALS = 160  # prompts counted per step (beyond: the chain's top level, and a miss)
+PREFILL_POSITIONS = 4   # where in its step an arrival lands: K equal bins of the step
+
+
+@dataclass
+class PrefillCtx:
+    own: np.ndarray       # (R, L, A) seconds from the end of the step an arrival lands in to its first token
+    tm: np.ndarray        # (R, L) that step's length, at its backlog level
+    ptime: np.ndarray     # (R, L) share of time in a step at each level (levels kept)
+    pa: np.ndarray        # (K, R, L, A) prompts that arrived before it in that step, at each of K positions
+    idle: np.ndarray      # (R,) share of arrivals finding the engine idle
+    own_idle: np.ndarray  # (R,) their TTFT
+    stable: np.ndarray    # (R,)
+    delay: np.ndarray     # (R,) Steps.delay: the KV hand-off after the first token
+
+
+def _prefill_step(c, k, m, f, tokens):
+    return np.maximum(c + k * tokens, m) + f
+
+
+def prefill_saturation(s: Steps, w: Workload) -> np.ndarray:
+    """Prompts/s a prefill-only replica processes with every step full (B tokens each)."""
+    return s.budget / (w.prompt * _prefill_step(s.compute[:, 1], s.per_token, s.memory[:, 1], s.fixed[:, 1], s.budget))
+
+
+def prefill_ctx(s: Steps, w: Workload, rate, horizon_s=None) -> PrefillCtx:
+    """The prefill pool's backlog chain at `rate` prompts/s per row, and what its TTFT law needs up
+    to horizon_s seconds (the TTFT target: the CDF is exact up to there)."""
+    rate = np.broadcast_to(np.asarray(rate, dtype=float), (len(s.slots),))
+    c, m, f, k, bud = s.compute[:, 1], s.memory[:, 1], s.fixed[:, 1], s.per_token, s.budget
+    p, r_ = w.prompt, len(c)
+    t_b = _prefill_step(c, k, m, f, bud)
+    steps = PREFILL_STEPS if horizon_s is None else np.asarray(horizon_s) / t_b
+    # (R,) tokens kept: three times what the horizon clears, at most what the load's backlog
+    # reaches (PREFILL_SPAN_PROMPTS prompts or PREFILL_SPAN_STEPS full steps, more as the load nears
+    # saturation, where the backlog's scale grows as 1 / (1 - load))
+    rho = np.clip(rate / prefill_saturation(s, w), 0.0, 0.999)
+    span = np.minimum((3.0 * np.ceil(steps) + 4.0) * bud + p,
+                      np.maximum(PREFILL_SPAN_PROMPTS * p, PREFILL_SPAN_STEPS * bud) * np.maximum(1.0, 0.15 / (1.0 - rho)))
+    levels = PREFILL_LEVELS
+    u = span / (levels - 1)                                                     # (R,) tokens per level
+    x = np.arange(levels)[None, :]
+    t = _prefill_step(c[:, None], k[:, None], m[:, None], f[:, None], np.minimum(x * u[:, None], bud[:, None]))
+    left = np.maximum(x - (bud / u)[:, None], 0.0)                             # (R, L) levels carried over
+    # prompts arriving during a step: Poisson(rate T) up to PREFILL_ARRIVALS (the rest of the mass
+    # reaches the top level in the chain, and misses in the TTFT law); the same shape for every row,
+    # so that a row's figures do not depend on the rows beside it
+    n_a = PREFILL_ARRIVALS
+    pa = poisson_pmf(rate[:, None] * t, n_a)                                   # (R, L, A)
+    dest = left[:, :, None] + (p / u)[:, None, None] * np.arange(n_a)[None, None, :]
+    # level 0 is the empty engine only: a backlog short of one level is rounded up to it
+    dest = np.where(dest > 0, np.maximum(dest, 1.0), 0.0)
+    lo = np.floor(dest).astype(np.int64)
+    hw = dest - lo
+    base = (np.arange(r_)[:, None, None] * levels + np.arange(levels)[None, :, None]) * levels
+    idx = np.concatenate([(base + np.minimum(lo, levels - 1)).ravel(), (base + np.minimum(lo + 1, levels - 1)).ravel()])
+    wts = np.concatenate([(pa * (1.0 - hw)).ravel(), (pa * hw).ravel()])
+    trans = np.bincount(idx, weights=wts, minlength=r_ * levels * levels).reshape(r_, levels, levels)
+    trans[:, :, -1] += np.maximum(1.0 - trans.sum(axis=2), 0.0)
+    # level 0 (nothing left, nothing arrived): the engine falls idle until the next arrival, whose
+    # step starts with its one prompt
+    one = np.clip(p / u, 1.0, levels - 1.0)
+    one_lo = np.floor(one).astype(np.int64)
+    gone = trans[:, :, 0].copy()
+    rows = np.arange(r_)
+    trans[:, :, 0] = 0.0
+    trans[:, 0, :] = 0.0
+    for col, share in ((one_lo, 1.0 - (one - one_lo)), (np.minimum(one_lo + 1, levels - 1), one - one_lo)):
+        trans[rows, :, col] += gone * share[:, None]
+        trans[rows, 0, col] += share
+    lhs = np.swapaxes(trans, 1, 2) - np.eye(levels)[None]
+    lhs[:, -1, :] = 1.0
+    rhs = np.zeros((r_, levels, 1))
+    rhs[:, -1, 0] = 1.0
+    pm = np.clip(np.linalg.solve(lhs, rhs)[:, :, 0], 0.0, None)
+    pm[:, 0] = 0.0
+    pm = pm / pm.sum(axis=1, keepdims=True)
+    busy = (pm * t).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        idle_s = (pm * gone).sum(axis=1) / np.maximum(rate, 1e-300)
+    total = busy + idle_s
+    ptime = pm * t / total[:, None]
+    ptime[:, -1] = 0.0                                   # beyond the levels kept: counted as a miss
+    # an arrival's first token: the steps that process what its step leaves, the prompts ahead of
+    # it and its own, at B per step; the last of them also takes later arrivals' tokens (the mean
+    # of one step's arrivals) where the budget has room
+    col3 = (slice(None), None, None)
+    ahead = (left * u[:, None])[:, :, None] + p * (np.arange(n_a)[None, None, :] + 1.0)
+    n_full = np.maximum(np.ceil(ahead / bud[col3]) - 1.0, 0.0)
+    rest = ahead - n_full * bud[col3]
+    extra = p * rate[col3] * t[:, :, None]
+    own = n_full * t_b[col3] + _prefill_step(c[col3], k[col3], m[col3], f[col3], np.minimum(bud[col3], rest + extra))
+    n_idle = np.maximum(np.ceil(p / bud) - 1.0, 0.0)
+    first = _prefill_step(c, k, m, f, np.minimum(bud, p))
+    own_idle = n_idle * t_b + _prefill_step(c, k, m, f, np.minimum(bud, p - n_idle * bud + p * rate * first))
+    stable = rate < prefill_saturation(s, w)
+    delay = np.zeros(r_) if s.delay is None else s.delay
+    # an arrival a share U into its step finds the prompts of that share ahead of it: Poisson(rate U T)
+    mids = (np.arange(PREFILL_POSITIONS) + 0.5) / PREFILL_POSITIONS
+    before = np.stack([poisson_pmf(rate[:, None] * t * x, n_a) for x in mids])
+    return PrefillCtx(own, t, ptime, before, idle_s / total, own_idle, stable, delay)
+
+
+def prefill_cdf(ctx: PrefillCtx, t) -> np.ndarray:
+    """P(TTFT <= t) per row: an arrival lands at a uniform point U of a step (time-weighted by
+    level; U in K bins, each with the prompts that came before it, the rest of the step uniform
+    within the bin) or finds the engine idle."""
+    t = np.broadcast_to(np.asarray(t, dtype=float), ctx.idle.shape) - ctx.delay
+    k = ctx.pa.shape[0]
+    busy = np.zeros(len(t))
+    for j in range(k):
+        # the rest of the step runs from (1 - (j + 1) / K) T to (1 - j / K) T within bin j
+        with np.errstate(invalid="ignore"):
+            frac = np.clip((t[:, None, None] - ctx.own - (1.0 - (j + 1.0) / k) * ctx.tm[:, :, None])
+                           / (ctx.tm[:, :, None] / k), 0.0, 1.0)
+        busy += (ctx.ptime[:, :, None] * ctx.pa[j] * frac).sum(axis=(1, 2)) / k
+    out = ctx.idle * (ctx.own_idle <= t) + busy
+    return np.where(ctx.stable, out, 0.0)
+
+
+def prefill_quantile(ctx: PrefillCtx, p: float, iters: int = 48) -> np.ndarray:
+    """The p-quantile of a prefill pool's TTFT per row (inf where it is not reached within the
+    context's horizon)."""
+    hi = np.maximum(ctx.own_idle, ctx.tm.max(axis=1)) * 4.0 + ctx.delay
+    for _ in range(12):
+        grow = (prefill_cdf(ctx, hi) < p) & ctx.stable
+        hi = np.where(grow, hi * 4.0, hi)
+    lo = np.zeros(len(hi))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        ok = prefill_cdf(ctx, mid) >= p
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    return np.where(ctx.stable & (prefill_cdf(ctx, hi) >= p), hi, np.inf)
+
+
+def prefill_capacity(s: Steps, w: Workload, ttft=None) -> np.ndarray:
+    """The most prompts/s per row at which P(TTFT <= ttft) >= the TTFT percentile: the root of
+    log((1 - p) / P(miss)) (falling with the rate) by _edge; 0 where even a lone prompt misses.
+    No target: NO_TARGET_LOAD of saturation."""
+    sat = prefill_saturation(s, w) * (1.0 - 1e-9)
+    if ttft is None:
+        return NO_TARGET_LOAD * sat
+    allowed = 1.0 - w.ttft_p
+
+    def g(rows, rate):
+        miss = 1.0 - prefill_cdf(prefill_ctx(s.rows(rows), w, rate, ttft), ttft)
+        return np.clip(np.log(allowed / np.maximum(miss, 1e-300)), -MARGIN_CLIP, MARGIN_CLIP)
+
+    return _edge(g, sat * 1e-6, sat.copy())
+
+
+def prefill_figures(s: Steps, w: Workload, load, horizon_s=None) -> Figures:
+    """A prefill replica at `load` prompts/s: TTFT at the TTFT percentile (inf beyond horizon_s,
+    the target: prefill_ctx); no decode (TPOT 0)."""
+    load = np.broadcast_to(np.asarray(load, dtype=float), (len(s.slots),))
+    ctx = prefill_ctx(s, w, load, horizon_s)
+    ttft = prefill_quantile(ctx, w.ttft_p)
+    zero = np.zeros(len(load))
+    return Figures(ttft=ttft, tpot=zero, e2e=ttft, throughput=np.where(ctx.stable, load, 0.0),
+                   utilization=np.where(ctx.stable, load / prefill_saturation(s, w), np.nan),
+                   busy_slots=1.0 - ctx.idle, wait_share=zero)

@@ -197,6 +197,13 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
     return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm))
 
 
+def kv_transfer_time(model, prompt_tokens, kv_bytes, link_gb_s, comm_efficiency):
+    """Seconds to send one prompt's KV cache (2 layers kv_heads head_dim bytes per token, Kwon et
+    al. 2023) over a link of link_gb_s GB/s at comm_efficiency: the hand-off from a prefill replica
+    to a decode replica in disaggregated serving (Zhong et al. 2024, "DistServe", OSDI, Sec. 3)."""
+    return _scalar(prompt_tokens * model.kv_bytes_per_token(kv_bytes) / (np.asarray(link_gb_s) * GB * comm_efficiency))
+
+
 def spec_tokens_per_step(accept, draft_tokens):
     """Tokens a sequence gains per speculative step on average: k drafted tokens are checked in
     order, the i-th accepted with probability a_i once those before it were (a_i = a for a single
