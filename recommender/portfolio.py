@@ -359,7 +359,8 @@ def _service(pf: Portfolio, j: PortfolioJob, i: int, types: list[GpuType], bound
                         prefix_tokens=j.prefix_tokens, prefix_hit=j.prefix_hit,
                         gpus=",".join(t.id for t in types), precision=None if j.precision is None else ",".join(j.precision),
                         acquisition="on_demand")
-    space = sp.ServeSpace(**{**q.space.__dict__, "acquisitions": ("on_demand",)})
+    # a service is served by aggregated replicas: the fleet model has no prefill / decode pools
+    space = sp.ServeSpace(**{**q.space.__dict__, "acquisitions": ("on_demand",), "disaggregate": "off"})
     df = sp.replica_table(q.workload, space)
     end = pf.horizon
     if j.until is not None:

@@ -295,13 +295,17 @@ def serve_frame(result) -> pd.DataFrame:
     rows = []
     sym = money.symbol()
 
-    def line(rank, p, fleet_cost=True):
+    def line(rank, p, fleet_cost=True, plan=None):
         acq = p.acquisition.replace("_", "-") + ("" if not p.provider or "buy" in p.acquisition
                                                   or "owned" in p.acquisition else f" {p.provider}")
+        role = getattr(p, "role", "both")
+        head = plan or p     # a part's columns under its plan's percentile (a pool's share is at its own)
         return {
             "#": rank, "accelerator": p.accelerator, "GPUs": p.count,
-            "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else ""), "prec": _prec(p),
-            "slots": p.batch, f"TTFT p{pct(p)}": round(p.ttft_ms), f"TPOT p{pct(p)}": round(p.tpot_ms, 1),
+            "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else "")
+                        + ("" if role == "both" else f" {role}"), "prec": _prec(p),
+            "slots": p.batch, f"TTFT p{pct(head)}": round(p.ttft_ms),
+            f"TPOT p{pct(head)}": "" if role == "prefill" else round(p.tpot_ms, 1),
             "tok/s": f"{p.served_tokens_per_s:,.0f}", "load": _pct(p.utilization),
             f"{sym}/h": None if p.cost_per_hour_usd is None else f"{money.in_display(p.cost_per_hour_usd):,.2f}",
             f"{sym}/Mtok": (None if not fleet_cost or p.cost_per_million_tokens_usd is None
@@ -313,13 +317,16 @@ def serve_frame(result) -> pd.DataFrame:
     for p in result.plans:
         row = line(p.rank, p)
         if len(p.parts) > 1:  # the parts' rows below carry the layout
-            row.update({"replicas": f"{p.replicas} in {len(p.parts)} types", "slots": "",
+            pools = (f"{sum(pt.replicas for pt in p.parts if pt.role == 'prefill')} prefill + "
+                     f"{sum(pt.replicas for pt in p.parts if pt.role == 'decode')} decode" if p.disaggregated else
+                     f"{p.replicas} in {len(p.parts)} types")
+            row.update({"replicas": pools, "slots": "",
                         "prec": " / ".join(dict.fromkeys(_prec(pt) for pt in p.parts))})
         row["vs #1"] = p.vs_best
         rows.append(row)
         if len(p.parts) > 1:
             for pt in p.parts:
-                sub = line("", pt, fleet_cost=False)
+                sub = line("", pt, fleet_cost=False, plan=p)
                 sub["accelerator"] = "  " + sub["accelerator"]
                 sub["vs #1"] = ""
                 rows.append(sub)
@@ -349,7 +356,7 @@ def render_serve(result, csv_path: str | None = None) -> None:
     render_reasons(c, result)
     if result.plans:
         p = result.plans[0]
-        pt = max(p.parts, key=lambda x: x.tokens_per_s)
+        pt = max((x for x in p.parts if x.role != "prefill"), key=lambda x: x.tokens_per_s)
         load = ("" if p.utilization is None else
                 f"{p.utilization:.0%} of its saturated throughput in use, {pt.queue_share:.1%} of requests wait for a "
                 f"slot; ")

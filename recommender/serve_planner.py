@@ -807,7 +807,7 @@ def queue_note(w: ServeWorkload) -> str:
 
 def fleet_summary(p: ServePlan) -> str:
     """A fleet in one line: replicas x accelerator, how they are had, TP/PP, precision, batch, per part."""
-    return " + ".join(f"{pt.replicas} x {pt.accelerator} {pt.acquisition} (TP {pt.tp}"
+    return " + ".join(f"{pt.replicas} x {'' if pt.role == 'both' else pt.role + ' '}{pt.accelerator} {pt.acquisition} (TP {pt.tp}"
                       + (f" x PP {pt.pp}" if pt.pp > 1 else "") + f", {pt.precision}, {pt.batch} slots)"
                       for pt in p.parts)
 
