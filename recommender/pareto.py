@@ -24,6 +24,8 @@ beats on cost are dropped. Between two grid bounds the frontier is not resolved.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from typing import Literal
 
@@ -119,6 +121,8 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
         raise GpuplanError("rate", None, "give the demand: rate, or users with think_time")
     t0 = time.perf_counter()
     field = f"{metric}_s"
+    if metric == "e2e":   # an end-to-end bound rules disaggregated pools out (serve_planner.disaggregates)
+        space = dataclasses.replace(space, disaggregate="off")
     full = replica_table(w, space)
     priced = full[full.cost_ph.notna()].reset_index(drop=True) if not full.empty else full
     if priced.empty:

@@ -221,7 +221,7 @@ def serve_csv(result) -> pd.DataFrame:
     for p in result.plans:
         for pt in p.parts:
             rows.append({
-                "rank": p.rank, "accelerator": pt.accelerator, "gpus": pt.count, "replicas": pt.replicas,
+                "rank": p.rank, "accelerator": pt.accelerator, "role": pt.role, "gpus": pt.count, "replicas": pt.replicas,
                 "tp": pt.tp, "pp": pt.pp, "precision": pt.precision, "speculative": pt.speculative,
                 "tokens_per_step": pt.tokens_per_step, "slots": pt.batch,
                 "percentile": pt.percentile, "ttft_ms": pt.ttft_ms, "tpot_ms": pt.tpot_ms, "e2e_ms": pt.e2e_ms,

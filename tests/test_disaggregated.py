@@ -314,3 +314,22 @@ def test_optimum_with_disaggregation_matches_brute_force(seed):
         assert plan.disaggregated
     elif agg < dis * (1 - 1e-6):
         assert not plan.disaggregated
+
+
+@pytest.mark.parametrize("name", [f[0] for f in FLEETS])
+def test_disaggregated_fleet_is_tight(name):
+    """One replica fewer in each pool of two or more (the part that carries most of that pool)
+    misses a target in the same simulation: the pools are not padded."""
+    w, plan, _ = planned(name)
+    parts = [(p, p.replicas) for p in plan.parts]
+    tried = 0
+    for role in ("prefill", "decode"):
+        pool = [j for j, (p, _) in enumerate(parts) if p.role == role]
+        if sum(parts[j][1] for j in pool) < 2:
+            continue
+        main = max(pool, key=lambda j: parts[j][1] * parts[j][0].capacity_per_replica)
+        fewer = [(p, r - (j == main)) for j, (p, r) in enumerate(parts)]
+        got = simulate_disaggregated(w, [(p, r) for p, r in fewer if r > 0])
+        assert got["ttft"] > w.ttft_s * (1 + TOL) or got["tpot"] > w.tpot_s * (1 + TOL), (role, fewer, got)
+        tried += 1
+    assert tried >= 1
