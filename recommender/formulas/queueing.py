@@ -981,7 +981,7 @@ PREFILL_LEVELS = 97
 PREFILL_STEPS = 12
 PREFILL_SPAN_PROMPTS = 32
 PREFILL_SPAN_STEPS = 8
-PREFILL_ARRIVALS = 160  # prompts counted per step (beyond: the chain's top level, and a miss)
+PREFILL_ARRIVALS = 160  # at most this many prompts counted per step (beyond: the chain's top level, and a miss)
 PREFILL_POSITIONS = 4   # where in its step an arrival lands: K equal bins of the step
 
 
@@ -990,7 +990,7 @@ class PrefillCtx:
     own: np.ndarray       # (R, L, A) seconds from the end of the step an arrival lands in to its first token
     tm: np.ndarray        # (R, L) that step's length, at its backlog level
     ptime: np.ndarray     # (R, L) share of time in a step at each level (levels kept)
-    pa: np.ndarray        # (K, R, L, A) prompts that arrived before it in that step, at each of K positions
+    pa: list              # K x (R, L, A) prompts that arrived before it in that step, at each of K positions
     idle: np.ndarray      # (R,) share of arrivals finding the engine idle
     own_idle: np.ndarray  # (R,) their TTFT
     stable: np.ndarray    # (R,)
@@ -1025,10 +1025,12 @@ def prefill_ctx(s: Steps, w: Workload, rate, horizon_s=None) -> PrefillCtx:
     x = np.arange(levels)[None, :]
     t = _prefill_step(c[:, None], k[:, None], m[:, None], f[:, None], np.minimum(x * u[:, None], bud[:, None]))
     left = np.maximum(x - (bud / u)[:, None], 0.0)                             # (R, L) levels carried over
-    # prompts arriving during a step: Poisson(rate T) up to PREFILL_ARRIVALS (the rest of the mass
-    # reaches the top level in the chain, and misses in the TTFT law); the same shape for every row,
-    # so that a row's figures do not depend on the rows beside it
-    n_a = PREFILL_ARRIVALS
+    # prompts arriving during a step: Poisson(rate T), counted up to twice what a full step of the
+    # largest budget holds, plus 24 (at most PREFILL_ARRIVALS; the rest of the mass reaches the top
+    # level in the chain, and misses in the TTFT law); the same count for every row of a workload
+    # (budgets are vLLM's 2,048 or 8,192, or the user's for all), so that a row's figures do not
+    # depend on the rows beside it
+    n_a = int(np.clip(np.ceil(2.0 * max(8192.0, float(bud.max())) / p) + 24, 32, PREFILL_ARRIVALS))
     pa = poisson_pmf(rate[:, None] * t, n_a)                                   # (R, L, A)
     dest = left[:, :, None] + (p / u)[:, None, None] * np.arange(n_a)[None, None, :]
     # level 0 is the empty engine only: a backlog short of one level is rounded up to it
@@ -1080,7 +1082,7 @@ def prefill_ctx(s: Steps, w: Workload, rate, horizon_s=None) -> PrefillCtx:
     delay = np.zeros(r_) if s.delay is None else s.delay
     # an arrival a share U into its step finds the prompts of that share ahead of it: Poisson(rate U T)
     mids = (np.arange(PREFILL_POSITIONS) + 0.5) / PREFILL_POSITIONS
-    before = np.stack([poisson_pmf(rate[:, None] * t * x, n_a) for x in mids])
+    before = [poisson_pmf(rate[:, None] * t * x, n_a) for x in mids]
     return PrefillCtx(own, t, ptime, before, idle_s / total, own_idle, stable, delay)
 
 
@@ -1089,7 +1091,7 @@ def prefill_cdf(ctx: PrefillCtx, t) -> np.ndarray:
     level; U in K bins, each with the prompts that came before it, the rest of the step uniform
     within the bin) or finds the engine idle."""
     t = np.broadcast_to(np.asarray(t, dtype=float), ctx.idle.shape) - ctx.delay
-    k = ctx.pa.shape[0]
+    k = len(ctx.pa)
     busy = np.zeros(len(t))
     for j in range(k):
         # the rest of the step runs from (1 - (j + 1) / K) T to (1 - j / K) T within bin j
