@@ -227,48 +227,29 @@ def _budget(acc_id):
 
 
 def brute_force_disaggregated(w, limits, space):
-    """The cheapest disaggregated fleet: for each split, every prefill fleet covering the demand
-    (depth-first, branches cut by a cost lower bound), each completed with the cheapest decode fleet
-    within what the limits leave (GPUs, power, budget, owned GPUs shared by both pools)."""
-    hours = w.horizon_days * 24.0
-    caps = dict(cost=math.inf if limits.budget_usd is None else limits.budget_usd / hours,
-                gpus=math.inf if limits.max_gpus is None else limits.max_gpus,
-                power=math.inf if limits.power_kw is None else limits.power_kw)
+    """The cheapest disaggregated fleet: for each split, every prefill fleet covering the demand,
+    each completed with every decode fleet within what the limits leave (GPUs, power, budget, owned
+    GPUs shared by both pools); branches cut by cost lower bounds (serve_brute.cover)."""
+    from serve_brute import cover, limit_caps
+
+    caps = limit_caps(limits, w.horizon_days * 24.0)
     best = [math.inf, None]
-    d = w.rate_rps
     for level in range(max(len(decode_budgets(w)), 1)):
         pre = sorted(_pool_types(w, space, limits.acquisitions, "prefill", level), key=lambda t: t[3] / t[2])
         dec = sorted(_pool_types(w, space, limits.acquisitions, "decode", level), key=lambda t: t[3] / t[2])
         if not pre or not dec:
             continue
-        least_d = dec[0][3] / dec[0][2]
 
-        def dfs(types, i, need, cost, gpus, power, used, chosen, done, bound_rest):
-            if need <= 1e-9:
-                done(cost, gpus, power, used, chosen)
-                return
-            if i == len(types) or cost + need * types[i][3] / types[i][2] + bound_rest >= best[0] - 1e-9:
-                return
-            name, acc, thr, c, g, p, own = types[i]
-            for r in range(math.ceil(need / thr), -1, -1):
-                if cost + r * c > caps["cost"] or gpus + r * g > caps["gpus"] or power + r * p > caps["power"] + 1e-9:
-                    continue
-                if own and used.get(acc, 0) + r * g > space.owned[acc]:
-                    continue
-                u = dict(used)
-                if own:
-                    u[acc] = u.get(acc, 0) + r * g
-                dfs(types, i + 1, need - r * thr, cost + r * c, gpus + r * g, power + r * p, u,
-                    chosen + ([(name, r)] if r else []), done, bound_rest)
-
-        def finish_decode(cost, gpus, power, used, chosen):
+        def finish(cost, gpus, power, used, chosen):
             if cost < best[0] - 1e-9:
                 best[0], best[1] = cost, chosen
 
-        def after_prefill(cost, gpus, power, used, chosen):
-            dfs(dec, 0, d, cost, gpus, power, used, chosen, finish_decode, 0.0)
+        def then_decode(cost, gpus, power, used, chosen):
+            cover(dec, w.rate_rps, caps, space.owned, best, finish, start=(cost, gpus, power, used, chosen))
 
-        dfs(pre, 0, d, 0.0, 0, 0.0, {}, [], after_prefill, d * least_d)
+        # the decode pool still to buy costs at least the demand at its least $ per capacity
+        cover(pre, w.rate_rps, caps, space.owned, best, then_decode,
+              bound_rest=w.rate_rps * dec[0][3] / dec[0][2])
     return best[0], best[1]
 
 

@@ -21,6 +21,8 @@ from recommender.serve_planner import ServeLimits, ServeSpace, plan_serving
 from recommender.evaluate import pricing
 from recommender.serving import HOURS_PER_DAY, ServeLayout, ServeWorkload, evaluate_serving, replica_cost_per_hour
 
+from serve_brute import cover, limit_caps
+
 MODELS = ["llama-2-7b", "mistral-7b", "llama-3-8b", "chatglm2-6b", "qwen2.5-7b", "llama-2-13b"]
 GPUS = ["a100-80g", "a100-40g", "h100-sxm", "h200", "l40s", "l4", "mi300x", "b200", "gaudi2", "rtx4090"]
 ACQS = ["on_demand", "spot", "reserved", "buy"]
@@ -87,39 +89,14 @@ def replica_types(w: ServeWorkload, space: ServeSpace, allowed: tuple[str, ...])
 
 
 def brute_force(w: ServeWorkload, limits: ServeLimits, space: ServeSpace):
-    types = replica_types(w, space, limits.acquisitions)
-    demand = w.rate_rps
-    hours = w.horizon_days * HOURS_PER_DAY
-    cap_cost = math.inf if limits.budget_usd is None else limits.budget_usd / hours
-    cap_gpus = math.inf if limits.max_gpus is None else limits.max_gpus
-    cap_power = math.inf if limits.power_kw is None else limits.power_kw
-    types.sort(key=lambda t: t[3] / t[2])
-    n = len(types)
+    types = sorted(replica_types(w, space, limits.acquisitions), key=lambda t: t[3] / t[2])
     best = [math.inf, None]
-    # least $ per token/s among types i.. (for the lower bound)
-    least = [min((t[3] / t[2] for t in types[i:]), default=math.inf) for i in range(n + 1)]
 
-    def dfs(i, need, cost, gpus, power, owned_used, chosen):
-        if need <= 1e-9:
-            if cost < best[0] - 1e-9:
-                best[0], best[1] = cost, list(chosen)
-            return
-        if i == n or cost + need * least[i] >= best[0] - 1e-9:
-            return
-        name, acc, thr, c, g, p, own = types[i]
-        ub = math.ceil(need / thr)
-        for r in range(ub, -1, -1):
-            if cost + r * c > cap_cost or gpus + r * g > cap_gpus or power + r * p > cap_power + 1e-9:
-                continue
-            if own and owned_used.get(acc, 0) + r * g > space.owned[acc]:
-                continue
-            used = dict(owned_used)
-            if own:
-                used[acc] = used.get(acc, 0) + r * g
-            dfs(i + 1, need - r * thr, cost + r * c, gpus + r * g, power + r * p, used,
-                chosen + ([(name, r)] if r else []))
+    def done(cost, gpus, power, used, chosen):
+        if cost < best[0] - 1e-9:
+            best[0], best[1] = cost, chosen
 
-    dfs(0, demand, 0.0, 0, 0.0, {}, [])
+    cover(types, w.rate_rps, limit_caps(limits, w.horizon_days * HOURS_PER_DAY), space.owned, best, done)
     return best[0], best[1]
 
 
