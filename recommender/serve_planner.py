@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ class ServeSpace:
     amortize: bool = False
     headroom: float | None = None
     max_pp: int = 64
-    # disaggregated prefill/decode pools (serving.disaggregated_roles): "auto" prices them beside the
+    # disaggregated prefill/decode pools (serving.role_workload): "auto" prices them beside the
     # aggregated replicas and lets the solver choose; "off" aggregated only; "only" disaggregated only
     disaggregate: str = "auto"
 
@@ -145,7 +145,7 @@ def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
     cols = TYPE_COLUMNS + [c for c in ("role", "level") if c in df]
     types = df.drop_duplicates(cols).reset_index(drop=True)
     frames = []
-    # aggregated rows in one pass; a pool's rows per split and accelerator (their targets differ)
+    # aggregated rows in one pass, then each pool's rows per split (their targets differ)
     pool = (types.role + "|" + types.level.astype(str) if "role" in types else pd.Series("both|-1", index=types.index))
     for key, idx in pool.groupby(pool, sort=False).indices.items():
         role, level = key.split("|")
@@ -694,6 +694,9 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     t0 = time.perf_counter()
     notes = list(notes or [])
     demand = w.demand
+    if objective == "latency" and space.disaggregate != "off":
+        # a pool's row latencies are its share of the fleet's, not a fleet's: aggregated replicas only
+        space = replace(space, disaggregate="off")
     if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
     full, df = _tables(w, limits, space)

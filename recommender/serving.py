@@ -5,6 +5,7 @@ one-configuration evaluator that `gpuplan serve --gpu ...` and the serving plann
 from __future__ import annotations
 
 import math
+from typing import Literal
 from statistics import NormalDist
 
 import numpy as np
@@ -56,12 +57,12 @@ class ServeWorkload(Strict):
     draft: str | None = None
     draft_tokens: int = Field(4, ge=1, le=16)
     draft_accept: float | tuple[float, ...] | None = None   # one rate, or one per drafted position
-    # disaggregated prefill/decode (disaggregated_roles): what this workload's replicas do. "both":
+    # disaggregated prefill/decode (role_workload): what this workload's replicas do. "both":
     # the usual engine; "prefill": prompts only (output_tokens 1: the first token, then the KV cache
     # leaves for a decode replica); "decode": requests whose prompt KV arrives by transfer, so no
     # prefill compute, the first token from the first decode step. ttft_percentile: the TTFT's own
     # percentile where it differs from TPOT's (each pool's share of the fleet's TTFT)
-    role: str = "both"
+    role: Literal["both", "prefill", "decode"] = "both"
     ttft_percentile: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
@@ -231,7 +232,6 @@ def decode_budgets(w: ServeWorkload) -> tuple[float, ...]:
         return ()
     raw = [k * w.tpot_s for k in DECODE_STEPS] if w.tpot_s is not None else [f * w.ttft_s for f in DECODE_SHARES]
     return tuple(sorted({min(b, 0.5 * w.ttft_s) for b in raw}))
-ROLES = ("both", "prefill", "decode")
 
 
 def kv_transfer_s(w: ServeWorkload, acc: Accelerator) -> float | None:
@@ -245,13 +245,14 @@ def kv_transfer_s(w: ServeWorkload, acc: Accelerator) -> float | None:
 
 
 def role_workload(w: ServeWorkload, role: str, level: int) -> ServeWorkload:
-    """What one pool of a disaggregated fleet must do, at split decode_budgets(w)[level] of the
-    TTFT target (the decode pool's; none without a TTFT target). The fleet's TTFT is the prefill pool's TTFT, the KV hand-off, then the decode pool's
-    wait for a slot and first step: each pool holds its share at 1 - (1 - p) / 2 (by the union
-    bound the sum then holds at p, whatever their dependence), its TTFT counting the hand-off at
-    its own link (replica_steps' Steps.delay: the pair's transfer, at the slower of the two links,
-    is at most the sum). TPOT is the decode pool's at p. Only parts with a published inter-node
-    link take a role (serve_planner._replica_types)."""
+    """What one pool of a disaggregated fleet must do at split `level`: the decode pool's share of
+    the TTFT target is decode_budgets(w)[level], the prefill pool's the rest (no TTFT target: none).
+    The fleet's TTFT is the prefill pool's TTFT, the KV hand-off, then the decode pool's wait for a
+    slot and first step: each pool holds its share at 1 - (1 - p) / 2 (by the union bound the sum
+    then holds at p, whatever their dependence), its TTFT counting the hand-off at its own link
+    (replica_steps' Steps.delay: the pair's transfer, at the slower of the two links, is at most the
+    sum). TPOT is the decode pool's at p. Only parts with an RDMA-class link take a role
+    (serve_planner._replica_types, disagg_min_link_gb_s)."""
     budgets = decode_budgets(w)
     ttft = None if not budgets else (budgets[level] if role == "decode" else w.ttft_s - budgets[level])
     p2 = 1.0 - (1.0 - w.percentile) / 2.0
