@@ -357,6 +357,7 @@ def render_serve(result, csv_path: str | None = None) -> None:
     if result.plans:
         p = result.plans[0]
         pt = max((x for x in p.parts if x.role != "prefill"), key=lambda x: x.tokens_per_s)
+        prompt_ms = max(x.prefill_ms for x in p.parts if x.role == "prefill") if p.disaggregated else pt.prefill_ms
         load = ("" if p.utilization is None else
                 f"{p.utilization:.0%} of its saturated throughput in use, {pt.queue_share:.1%} of requests wait for a "
                 f"slot; ")
@@ -364,7 +365,7 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 f"speculative: {pt.tokens_per_step:.2f} tokens a step, {pt.decode_step_ms * pt.tokens_per_step:.1f} ms "
                 f"a step ({pt.decode_step_ms:.1f} ms a token) with every slot busy")
         c.print(f"#1: {load}end-to-end p{pct(p)} {p.e2e_ms / 1e3:,.2f} s; decode is {pt.decode_bound}-bound "
-                f"({step}, a prompt {pt.prefill_ms:.0f} ms of compute); "
+                f"({step}, a prompt {prompt_ms:.0f} ms of compute{' in the prefill pool' if p.disaggregated else ''}); "
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
                 f"paged KV cache per GPU (slots up to {pt.max_batch}, token budget {pt.token_budget:,}); "
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))
