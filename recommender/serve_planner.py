@@ -700,6 +700,11 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
     full, df = _tables(w, limits, space)
+    floor = catalog.assumption("disagg_min_link_gb_s")
+    if full.empty and space.disaggregate == "only" and not any(
+            (catalog.accelerator(a).inter_node_bw_gb_s or 0.0) >= floor for a in space.accelerators):
+        raise GpuplanError("disaggregate", "only", f"no accelerator in the search space has an RDMA-class inter-node "
+                           f"link (at least {floor:g} GB/s per GPU) to take a prefill or decode role")
     if full.empty:
         raise GpuplanError("model", w.model.id, "no accelerator in the search space can hold one replica of this "
                            "model at these prompt and output lengths")

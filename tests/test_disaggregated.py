@@ -314,3 +314,33 @@ def test_disaggregated_fleet_is_tight(name):
         assert got["ttft"] > w.ttft_s * (1 + TOL) or got["tpot"] > w.tpot_s * (1 + TOL), (role, fewer, got)
         tried += 1
     assert tried >= 1
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--disaggregate", "sometimes"], "disaggregate=sometimes: must be one of auto, off, only"),
+    (["--disaggregate", "only", "--e2e", "20s"], "open loop (--rate) without an --e2e target"),
+    (["--disaggregate", "only", "--gpus", "l4"], "RDMA-class inter-node link"),
+    (["--disaggregate", "only", "--objective", "latency"], "the latency objective plans aggregated replicas only"),
+])
+def test_disaggregate_bad_input_is_one_line_exit_2(args, says):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--model", "llama-3-8b", "--rate", "5rps", "--prompt", "4000", "--output",
+                                 "200", "--ttft", "1s", "--tpot", "30ms", *args])
+    assert r.exit_code == 2, (r.exit_code, r.exception)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert says in r.output and "Traceback" not in r.output
+
+
+def test_closed_loop_is_planned_aggregated():
+    """Users who think between requests cycle through both pools, which the model does not follow:
+    no pool rows, the same plan as --disaggregate off."""
+    from recommender import api
+
+    kw = dict(model="llama-3-8b", users=200, think_time="3s", prompt=4000, output=200, ttft="1s", tpot="30ms",
+              gpus="h100-sxm", acquisition="cloud", top=1)
+    auto, off = api.serve(**kw), api.serve(**kw, disaggregate="off")
+    assert not auto.plans[0].disaggregated and auto.replica_types == off.replica_types
+    assert auto.plans[0].cost_per_hour_usd == off.plans[0].cost_per_hour_usd
