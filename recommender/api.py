@@ -731,6 +731,9 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     if dis == "only" and (w.closed or w.e2e_s is not None or w.rate_rps is None):
         raise GpuplanError("disaggregate", disaggregate, "disaggregated pools are planned for an open loop (--rate) "
                            "without an --e2e target")
+    if dis == "only" and gpu is not None:
+        raise GpuplanError("disaggregate", disaggregate, "--gpu evaluates one aggregated replica configuration; "
+                           "drop --gpu to plan disaggregated pools")
     if dis == "only" and str(objective).lower() == "latency":
         raise GpuplanError("disaggregate", disaggregate, "the latency objective plans aggregated replicas only "
                            "(a pool's latencies are shares of the fleet's); use --objective cost")

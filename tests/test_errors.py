@@ -145,7 +145,7 @@ COMMANDS = {
     "models": ["--family"],
     "prices": ["--gpu", "--provider", "--tier", "--currency", "--market"],
     "solve": [],
-    "serve": ["--gpu", "--tp", "--rate", "--users", "--ttft", "--tpot", "--precision", "--currency"],
+    "serve": ["--gpu", "--tp", "--rate", "--users", "--ttft", "--tpot", "--precision", "--currency", "--disaggregate"],
 }
 
 
