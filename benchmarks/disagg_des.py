@@ -18,7 +18,7 @@ import test_disaggregated as td  # noqa: E402
 from doc_table import replace_between  # noqa: E402
 
 DOC = ROOT / "docs" / "SERVING.md"
-START, END = "<!-- disagg-table:begin -->", "<!-- disagg-table:end -->"
+START, END = "<!-- disagg-table:begin -->", "  <!-- disagg-table:end -->"   # inside a list item
 SEEDS = 3
 
 
