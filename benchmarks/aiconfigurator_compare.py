@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from doc_table import replace_between  # noqa: E402
+from doc_table import show  # noqa: E402
 from recommender import catalog  # noqa: E402
 from recommender.serving import ServeLayout, ServeWorkload, engine_limits, evaluate_serving  # noqa: E402
 from validate_serving import predict  # noqa: E402
@@ -142,10 +142,7 @@ def main() -> None:
     lines.append(f"Median |error| over the {len(errs['aic'])} rows: gpuplan {med['gpuplan']:.1%}; AIConfigurator "
                  f"{med['aic']:.1%} with its default engine, {med['aic_budget']:.1%} with gpuplan's token budget."
                  + (f" Not compared: {'; '.join(skipped)}." if skipped else ""))
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        replace_between(DOC, START, END, text)
+    show("\n".join(lines), args.write, DOC, START, END)
 
 
 if __name__ == "__main__":

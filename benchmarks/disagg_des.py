@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import test_disaggregated as td  # noqa: E402
-from doc_table import replace_between  # noqa: E402
+from doc_table import show  # noqa: E402
 
 DOC = ROOT / "docs" / "SERVING.md"
 START, END = "<!-- disagg-table:begin -->", "  <!-- disagg-table:end -->"   # inside a list item
@@ -60,10 +60,7 @@ def main():
     lines = ["  | fleet | plan | $/h (aggregated) | TTFT p99: bound / simulated (3 seeds) | "
              "TPOT p99: planned / simulated | one replica fewer |", "  |---|---|---|---|---|---|"]
     lines += [row(name) for name, _, _ in td.FLEETS]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        replace_between(DOC, START, END, text)
+    show("\n".join(lines), args.write, DOC, START, END)
 
 
 if __name__ == "__main__":

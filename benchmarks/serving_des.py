@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from serving_sim import Replica, simulate  # noqa: E402
 
-from doc_table import replace_between  # noqa: E402
+from doc_table import show  # noqa: E402
 from recommender import catalog  # noqa: E402
 from recommender.formulas import queueing as qm  # noqa: E402
 from recommender.serve_planner import serve_efficiency  # noqa: E402
@@ -155,10 +155,7 @@ def main() -> None:
     if args.write and args.only:
         raise SystemExit("--write rewrites the whole table: run it without --only")
     rows = [run_case(*c) for c in CASES if args.only in c[0]]
-    text = table(rows)
-    print(text)
-    if args.write:
-        replace_between(DOC, START, END, text)
+    show(table(rows), args.write, DOC, START, END)
 
 
 if __name__ == "__main__":

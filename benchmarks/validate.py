@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from doc_table import replace_between  # noqa: E402
+from doc_table import show  # noqa: E402
 from recommender import catalog  # noqa: E402
 from recommender.evaluate import evaluate  # noqa: E402
 from recommender.spec import ModelSpec, TrainJob, TrainLayout  # noqa: E402
@@ -98,10 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = load_runs()
     text, _ = table(runs)
-    print(text)
-    if args.write:
-        replace_between(DOC, START, END, text)
-        print(f"\nwrote {DOC.relative_to(ROOT)}")
+    show(text, args.write, DOC, START, END)
 
 
 if __name__ == "__main__":

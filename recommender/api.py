@@ -728,7 +728,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     dis = str(disaggregate).lower()
     if dis not in sp.DISAGGREGATE:
         raise GpuplanError("disaggregate", disaggregate, f"must be one of {', '.join(sp.DISAGGREGATE)}")
-    if dis == "only" and (w.closed or w.e2e_s is not None or w.rate_rps is None):
+    if dis == "only" and not sp.pools_apply(w):
         raise GpuplanError("disaggregate", disaggregate, "disaggregated pools are planned for an open loop (--rate) "
                            "without an --e2e target")
     if dis == "only" and gpu is not None:

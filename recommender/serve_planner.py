@@ -93,7 +93,7 @@ def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: flo
     speculative decoding (serving.spec_problem: PP 1, a TP the draft divides)."""
     m = w.model
     links = link_rates(acc)[0]
-    if w.role != "both" and (acc.inter_node_bw_gb_s or 0.0) < catalog.assumption("disagg_min_link_gb_s"):
+    if w.role != "both" and not takes_role(acc):
         return []    # a disaggregated pool sends (or takes) every prompt's KV over an RDMA-class network
     tps = [t for t in (1, 2, 4, 8, 16) if t <= acc.domain and m.heads % t == 0 and (t == 1 or links)]
     if spec:
@@ -169,10 +169,20 @@ def serve_efficiency(acc_id: str) -> float:
     return eff.matmul_efficiency if eff else 0.5
 
 
+def pools_apply(w: ServeWorkload) -> bool:
+    """Whether a workload can be served by disaggregated pools: an open loop (a closed loop's users
+    would cycle through two pools, which the model does not follow) with no end-to-end target."""
+    return not w.closed and w.rate_rps is not None and w.e2e_s is None
+
+
+def takes_role(acc) -> bool:
+    """Whether a part may take a prefill or decode role: an RDMA-class published inter-node link."""
+    return (acc.inter_node_bw_gb_s or 0.0) >= catalog.assumption("disagg_min_link_gb_s")
+
+
 def disaggregates(w: ServeWorkload, space: ServeSpace) -> bool:
-    """Whether disaggregated pools are priced: asked for, an open loop (a closed loop's users would
-    cycle through two pools, which the model does not follow), no end-to-end target."""
-    return space.disaggregate != "off" and not w.closed and w.rate_rps is not None and w.e2e_s is None
+    """Whether disaggregated pools are priced: asked for, and the workload allows them."""
+    return space.disaggregate != "off" and pools_apply(w)
 
 
 def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
@@ -183,18 +193,19 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     column `level`, -1 for aggregated rows), whose capacities are those of their own pool."""
     frames = []
     if space.disaggregate != "only" or not disaggregates(w, space):
-        frames.append(_role_table(w, w, space).assign(role="both", level=-1))
+        frames.append(_role_table(w, w.output_tokens, space).assign(role="both", level=-1))
     if disaggregates(w, space):
         for level in range(max(len(decode_budgets(w)), 1)):
             for role in ("prefill", "decode"):
-                frames.append(_role_table(role_workload(w, role, level), w, space).assign(role=role, level=level))
+                frames.append(_role_table(role_workload(w, role, level), w.output_tokens, space)
+                              .assign(role=role, level=level))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _role_table(w: ServeWorkload, served: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
-    """replica_table's rows for one workload (aggregated, or one disaggregated pool's); `served`:
-    the requests the fleet serves (their output tokens per request, for the tokens/s columns)."""
+def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.DataFrame:
+    """replica_table's rows for one workload (aggregated, or one disaggregated pool's);
+    output_tokens: those of the requests the fleet serves (for the tokens/s columns)."""
     a = catalog.assumption
     headroom = a("memory_headroom") if space.headroom is None else space.headroom
     rows = []
@@ -221,7 +232,7 @@ def _role_table(w: ServeWorkload, served: ServeWorkload, space: ServeSpace) -> p
                qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s))).throughput)
     types["gpus"] = types.tp * types.pp
     types["cap"] = cap
-    types["thr"] = np.where(cap > 0, fig_thr * served.output_tokens, 0.0)
+    types["thr"] = np.where(cap > 0, fig_thr * output_tokens, 0.0)
     types["step_full"] = qm.full_slot_step(s, w.queue)
     for c, _ in SERVE_TARGETS:
         types[f"miss_{c}"] = ~light[c] if c in light else False
@@ -700,11 +711,11 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
     full, df = _tables(w, limits, space)
-    floor = catalog.assumption("disagg_min_link_gb_s")
-    if full.empty and space.disaggregate == "only" and not any(
-            (catalog.accelerator(a).inter_node_bw_gb_s or 0.0) >= floor for a in space.accelerators):
-        raise GpuplanError("disaggregate", "only", f"no accelerator in the search space has an RDMA-class inter-node "
-                           f"link (at least {floor:g} GB/s per GPU) to take a prefill or decode role")
+    if full.empty and space.disaggregate == "only" and not any(takes_role(catalog.accelerator(a))
+                                                               for a in space.accelerators):
+        raise GpuplanError("disaggregate", "only", "no accelerator in the search space has an RDMA-class inter-node "
+                           f"link (at least {catalog.assumption('disagg_min_link_gb_s'):g} GB/s per GPU) to take a "
+                           "prefill or decode role")
     if full.empty:
         raise GpuplanError("model", w.model.id, "no accelerator in the search space can hold one replica of this "
                            "model at these prompt and output lengths")

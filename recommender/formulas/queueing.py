@@ -846,24 +846,29 @@ def meets(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> n
 
 def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = 48) -> np.ndarray:
     """The p-quantile of TTFT per row, by bisection on t (F is non-decreasing)."""
-    r_ = len(s.slots)
     ctx = ttft_ctx(s, w, st)
     hi = np.max(np.where(np.isfinite(st.step), st.step, 0.0), axis=1) * 4.0 + 1.0
     if s.delay is not None:
         hi = hi + s.delay
+    return _quantile(lambda t: ttft_cdf(s, w, st, t, ctx), w.ttft_p, hi, st.stable, iters)
+
+
+def _quantile(cdf, p: float, hi: np.ndarray, stable: np.ndarray, iters: int) -> np.ndarray:
+    """The p-quantile per row of a non-decreasing cdf(t): hi grown 4x until it holds (up to 1e7 s:
+    beyond, a replica that never catches up in practice, infinite), then bisection; inf where
+    unstable."""
     while True:
-        grow = (ttft_cdf(s, w, st, hi, ctx) < w.ttft_p) & st.stable & (hi <= 1e7)
+        grow = (cdf(hi) < p) & stable & (hi <= 1e7)
         if not grow.any():
             break
         hi = np.where(grow, hi * 4.0, hi)
-    lo = np.zeros(r_)
+    lo = np.zeros(len(hi))
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        ok = ttft_cdf(s, w, st, mid, ctx) >= w.ttft_p
+        ok = cdf(mid) >= p
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
-    # beyond 1e7 s (a replica that never catches up in practice): infinite
-    hi = np.where(ttft_cdf(s, w, st, hi, ctx) >= w.ttft_p, hi, np.inf)
-    return np.where(st.stable, hi, np.inf)
+    hi = np.where(cdf(hi) >= p, hi, np.inf)
+    return np.where(stable, hi, np.inf)
 
 
 def saturation(s: Steps, w: Workload) -> np.ndarray:
@@ -1107,15 +1112,7 @@ def prefill_quantile(ctx: PrefillCtx, p: float, iters: int = 48) -> np.ndarray:
     """The p-quantile of a prefill pool's TTFT per row (inf where it is not reached within the
     context's horizon)."""
     hi = np.maximum(ctx.own_idle, ctx.tm.max(axis=1)) * 4.0 + ctx.delay
-    for _ in range(12):
-        grow = (prefill_cdf(ctx, hi) < p) & ctx.stable
-        hi = np.where(grow, hi * 4.0, hi)
-    lo = np.zeros(len(hi))
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        ok = prefill_cdf(ctx, mid) >= p
-        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
-    return np.where(ctx.stable & (prefill_cdf(ctx, hi) >= p), hi, np.inf)
+    return _quantile(lambda t: prefill_cdf(ctx, t), p, hi, ctx.stable, iters)
 
 
 def prefill_capacity(s: Steps, w: Workload, ttft=None) -> np.ndarray:
