@@ -416,11 +416,9 @@ TARGETS = (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"))
 
 def light_load(w: ServeWorkload, s: qm.Steps) -> np.ndarray:
     """A load small enough that queueing is negligible: the best latencies a replica reaches."""
-    if w.closed:
-        return np.ones(len(s.slots))
     if w.role == "prefill":
         return qm.prefill_saturation(s, w.queue) * 1e-6
-    return qm.saturation(s, w.queue) * 1e-6
+    return qm.light_load(s, w.queue)
 
 
 def figures(w: ServeWorkload, s: qm.Steps, load) -> qm.Figures:
@@ -437,23 +435,30 @@ def targets_met(w: ServeWorkload, s: qm.Steps, load) -> dict[str, np.ndarray]:
         ok = (qm.prefill_cdf(qm.prefill_ctx(s, q, load, w.ttft_s), w.ttft_s) >= q.ttft_p
               if w.ttft_s is not None else None)
         return {} if ok is None else {"ttft": ok}
+    return {name: m >= -1e-9 for name, m in target_margins(w, s, load).items()}
+
+
+def target_margins(w: ServeWorkload, s: qm.Steps, load) -> dict[str, np.ndarray]:
+    """Per target given: each row's margin at `load` (queueing.margin; >= 0: met), not for a
+    prefill pool (its own model)."""
     st = qm.chain(s, w.queue, load)
-    return {name: qm.meets(s, w.queue, st, **{name: getattr(w, f)})
+    return {name: qm.margin(s, w.queue, st, **{name: getattr(w, f)})
             for name, f in TARGETS if getattr(w, f) is not None}
 
 
-def capacities(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def capacities(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each row's capacity (users or requests/s per replica) under the targets it can meet at all
     (a row that misses one even at light load is sized by the others and marked as missing it),
     less serve_capacity_margin of it, and which targets each row can meet."""
-    cap, light = _edges(w, s)
-    # the queue model's own error (benchmarks/serving_des.py): keep a margin of the edge free
-    kept = cap * (1.0 - catalog.assumption("serve_capacity_margin"))
-    return (np.floor(kept + 1e-9) if w.closed else kept), light
+    cap, light = _edges(w, s, kinds)
+    return _kept(w, cap), light
 
 
-def _edges(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """capacities() before the margin: the most load at which each row's targets hold."""
+def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """capacities() before the margin: the most load at which each row's targets hold (with
+    kinds, best_slots()'s replica types: exact only on the rows that may be their type's pick;
+    the others' at most 2% low, never enough to be picked)."""
     if w.role == "prefill":      # its own model (queueing.prefill_capacity)
         light = targets_met(w, s, light_load(w, s))
         cap = qm.prefill_capacity(s, w.queue, w.ttft_s)
@@ -477,29 +482,73 @@ def _edges(w: ServeWorkload, s: qm.Steps) -> tuple[np.ndarray, dict[str, np.ndar
     n_rows = len(s.slots)
     halves = [h for h in (np.arange(n_rows)[: n_rows // 2], np.arange(n_rows)[n_rows // 2:]) if len(h)]
     with ThreadPoolExecutor(max_workers=2) as pool:   # independent rows on two threads, as below
-        parts = list(pool.map(lambda rows: targets_met(w, s.rows(rows), light_load(w, s.rows(rows))), halves))
-    light = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
+        parts = list(pool.map(lambda rows: target_margins(w, s.rows(rows), light_load(w, s.rows(rows))), halves))
+    at_light = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
+    light = {name: m >= -1e-9 for name, m in at_light.items()}
     names = list(light)
-    cap = np.zeros(len(s.slots))
     keys = np.zeros(len(s.slots), dtype=np.int64)
     for j, name in enumerate(names):
         keys |= light[name].astype(np.int64) << j
     # rows grouped by the targets they can meet and by the size of their state space (padding
     # small replicas to the largest's states would cost more than it saves)
     keys = keys * 64 + np.ceil(np.log2(s.slots + 1.0)).astype(np.int64)
-    def one(key):
-        rows = np.flatnonzero(keys == key)
+    found: list[qm.Bracket | None] = [None] * len(s.slots)
+
+    def search(key, idx, tol):
+        rows = idx[keys[idx] == key]
         width = int(s.slots[rows].max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
         sub = s.rows(rows, width)
         kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
-        return rows, qm.capacity(sub, w.queue, **kw)
+        if found[rows[0]] is None:
+            # the joint margin at light load (capacity()'s lower end): the least of the targets' there
+            at_lo = (np.min([at_light[name][rows] for name in kw], axis=0) if kw else None)
+            start = None
+        else:
+            at_lo, start = None, _stack_brackets([found[i] for i in rows])
+        br = qm.capacity(sub, w.queue, at_lo=at_lo, tol=tol, start=start, bracket=True, **kw)
+        return rows, br
 
-    # the groups are independent and their numpy work releases the GIL: two threads (the budget's
-    # 2-core machine) cut the README serve query's table from 4.2 to 3.2 s, same answer
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for rows, c in pool.map(one, np.unique(keys)):
-            cap[rows] = c
-    return cap, light
+    def run(idx, tol):
+        # the groups are independent and their numpy work releases the GIL: two threads (the
+        # budget's 2-core machine) cut the README serve query's table from 4.2 to 3.2 s, same answer
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for rows, br in pool.map(lambda k: search(k, idx, tol), np.unique(keys[idx])):
+                if isinstance(br, np.ndarray):          # no target: no search
+                    br = qm.Bracket(br, br, br * 0, br * 0, np.ones(len(br), bool), np.ones(len(br), bool), 0.0)
+                for i, r in enumerate(rows):
+                    found[r] = br.rows(slice(i, i + 1))
+
+    every = np.arange(len(s.slots))
+    if kinds is None:
+        run(every, qm.CAPACITY_TOL)
+    else:
+        # a coarse search first; then the full one only on the rows that may still be their
+        # kind's pick (best_slots: no other row's capacity surely above theirs after the margin)
+        run(every, COARSE_TOL)
+        br = _stack_brackets(found)
+        met = sum(v.astype(int) for v in light.values()) if light else np.zeros(len(every), dtype=int)
+        low, most = _kept(w, br.value()), _kept(w, br.most())
+        open_ = np.zeros(len(every), dtype=bool)
+        for rows in _groups(kinds):
+            top = rows[met[rows] == met[rows].max()]
+            open_[top[most[top] >= low[top].max()]] = True
+        run(np.flatnonzero(open_), qm.CAPACITY_TOL)
+    return _stack_brackets(found).value(), light
+
+
+COARSE_TOL = 0.02   # _edges: the first search's width, before the rows that may be picked are refined
+
+
+def _stack_brackets(parts: list[qm.Bracket]) -> qm.Bracket:
+    cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
+    return qm.Bracket(cat("lo"), cat("hi"), cat("g_lo"), cat("g_hi"), cat("met_top"), cat("ok_lo"), parts[0].step)
+
+
+def _kept(w: ServeWorkload, cap: np.ndarray) -> np.ndarray:
+    """capacities()'s capacity kept of an edge: less the model's margin (whole users in a closed loop)."""
+    # the queue model's own error (benchmarks/serving_des.py): keep a margin of the edge free
+    kept = cap * (1.0 - catalog.assumption("serve_capacity_margin"))
+    return np.floor(kept + 1e-9) if w.closed else kept
 
 
 _TPOT_EDGES: dict[str, tuple] = {}
@@ -531,7 +580,7 @@ def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray):
     if w.demand is None:
         keep = np.array([rows[np.argmax(s.slots[rows])] for rows in groups])
         return keep, np.zeros(len(keep)), {}
-    cap, light = capacities(w, s)
+    cap, light = capacities(w, s, types)
     met = sum(v.astype(int) for v in light.values()) if light else np.zeros(len(cap), dtype=int)
     keep = np.array([min(rows, key=lambda i: (-met[i], -cap[i], s.slots[i])) for rows in groups])
     return keep, cap[keep], {k: v[keep] for k, v in light.items()}

@@ -176,33 +176,32 @@ def expected_step(c, mem, f, prompt_s, arrivals, room_s):
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.maximum(np.where(kr < 1.0, (c + f) / (1.0 - kr), np.inf), mem + f)   # the mean-field start
     t = np.where(np.isfinite(t), t, np.maximum(c + room_s, mem) + f)
-    m = np.arange(FEW_PROMPTS)
+    phi = np.minimum(kr, 0.95)
+    shape = np.broadcast_shapes(np.shape(c), np.shape(mem), np.shape(t))
+    gap = np.broadcast_to(c - mem, shape)           # compute over memory time with no prompt
     for _ in range(3):
         a = arrivals * t
-        mu = c + prompt_s * a
-        phi = np.minimum(prompt_s * arrivals, 0.95)
+        mu = gap + prompt_s * a                     # the mean of X - mem
         sd = prompt_s * np.sqrt(a / (1.0 - phi ** 2))   # the count's variance as in bursts()
         with np.errstate(divide="ignore", invalid="ignore"):
-            d = (mu - mem) / sd
-            excess = np.where(sd > 0, sd * np.exp(-0.5 * d * d) / np.sqrt(2 * np.pi) + (mu - mem) * normal_cdf(d),
-                              np.maximum(mu - mem, 0.0))
+            d = mu / sd
+            excess = np.where(sd > 0, sd * np.exp(-0.5 * d * d) / np.sqrt(2 * np.pi) + mu * normal_cdf(d),
+                              np.maximum(mu, 0.0))
         excess = np.nan_to_num(excess, nan=0.0, posinf=np.inf)
         # few prompts per step (a memory-bound step that a rare prompt lengthens): the Poisson
-        # count itself, not its normal approximation
-        few = np.flatnonzero(a < FEW_PROMPTS / 4)
-        if len(few):
-            shape = excess.shape
-            af = a.ravel()[few][:, None]
-            cf = np.broadcast_to(c, shape).ravel()[few][:, None]
-            mf = np.broadcast_to(mem, shape).ravel()[few][:, None]
-            kf = np.broadcast_to(prompt_s, shape).ravel()[few][:, None]
-            pk = np.exp(-af) * np.cumprod(np.concatenate([np.ones_like(af), af / m[1:]], axis=1), axis=1)
-            excess = excess.ravel().copy()
-            excess[few] = (pk * np.maximum(cf + kf * m - mf, 0.0)).sum(axis=1)
-            excess = excess.reshape(shape)
+        # count itself (its first FEW_PROMPTS terms), not its normal approximation
+        few = a < FEW_PROMPTS / 4
+        if few.any():
+            af = np.where(few, a, 0.0)
+            pk = np.exp(-af)
+            acc = pk * np.maximum(gap, 0.0)
+            for m in range(1, FEW_PROMPTS):
+                pk = pk * (af / m)
+                acc = acc + pk * np.maximum(gap + prompt_s * m, 0.0)
+            excess = np.where(few, acc, excess)
         t = mem + excess + f
     full = np.maximum(c + room_s, mem) + f
-    return np.where((prompt_s * arrivals >= 1.0) | (prompt_s * arrivals * t > room_s), np.maximum(full, t * 0 + full), t)
+    return np.where((kr >= 1.0) | (kr * t > room_s), np.maximum(full, t * 0 + full), t)
 
 
 def step_time(s: Steps, w: Workload, arrivals):
@@ -478,11 +477,13 @@ def _wait_cdf(s: Steps, w: Workload, st: State, slack) -> np.ndarray:
     q = min(width - int(s.slots.min()), QUEUE_STATES + 1)
     idx = s.slots[:, None] + np.arange(q)[None, :]
     seen_q = np.where(idx < width, np.take_along_axis(st.seen, np.minimum(idx, width - 1), axis=1), 0.0)
-    out = np.zeros(slack.shape)
-    for j in range(slack.shape[1]):   # a wait for j + 1 departures at mu_B: P(Poisson(mu_B s) > j)
-        surv = 1.0 - np.cumsum(poisson_pmf(st.mu_b * pos[:, j], q), axis=1)
-        out[:, j] = np.where(slack[:, j] > 0, (seen_q * np.clip(surv, 0.0, 1.0)).sum(axis=1), 0.0)
-    return out
+    # found j requests queued ahead: a wait for j + 1 departures at mu_B, done within s when
+    # N ~ Poisson(mu_B s) > j: sum_j seen_j P(N > j) = E[C(N)], C(n) = sum_{j < n} seen_j
+    below = np.concatenate([np.zeros((r_, 1)), np.cumsum(seen_q, axis=1)], axis=1)     # C(0..q)
+    pm = poisson_pmf(st.mu_b[:, None] * pos, q)                                          # (R, J, q)
+    tail = np.clip(1.0 - pm.sum(axis=2), 0.0, 1.0)                                       # P(N >= q)
+    out = np.einsum("rjn,rn->rj", pm, below[:, :q]) + tail * below[:, q:]
+    return np.where(slack > 0, out, 0.0)
 
 
 def _drain(bu: Bursts, s_c: np.ndarray, s_m: np.ndarray, s_f: np.ndarray, k: np.ndarray, tokens) -> np.ndarray:
@@ -601,6 +602,7 @@ def _decode_steps(w: Workload):
     return np.concatenate([exact, mid]), np.concatenate([wts, mass])
 
 
+QUANTILE_ITERS = 30     # the percentiles' bisections: to 2^-30 of their bracket (a billionth of a second or so)
 UNITS = 8               # the TPOT recursion's grid: units per step up to a heavy step (CAP_SD)
 CAP_SD = 4.0            # the heavy step: a + CAP_SD sqrt(a) + 2 prompts (a: prompts per step)
 
@@ -660,24 +662,23 @@ def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
     groups = [(sh, np.flatnonzero(flat_lo == sh)) for sh in range(UNITS)]
     groups = [(sh, idx, flat_wh[idx, None]) for sh, idx in groups if len(idx)]
 
-    def add_step(g, used):      # g (R, L, C) mass at the step's level, its first `used` columns
-        g2 = g.reshape(-1, width)
-        out = np.zeros_like(g2)
+    def add_step(g):            # g (R, L, u): mass at the step's level over its u units so far
+        used = g.shape[2]
+        g2 = g.reshape(-1, used)
+        out = np.zeros((len(g2), used + UNITS))
         for sh, idx, wt in groups:
-            part = g2[idx, :used]
+            part = g2[idx]
             out[idx, sh:sh + used] += part * (1.0 - wt)
             out[idx, sh + 1:sh + 1 + used] += part * wt
-        return out.reshape(g.shape)
+        return out.reshape(r_, levels, used + UNITS)
 
     back = np.swapaxes(bu.trans, 1, 2)                                   # (R, z, y)
-    f = np.zeros((r_, levels, width))
-    f[:, :, 0] = q0
-    f = add_step(f, 1)
-    pmf = [f.sum(axis=1)]
-    for i in range(K_EXACT - 1):
-        f = add_step(np.matmul(back, f), (i + 1) * UNITS + 1)
-        pmf.append(f.sum(axis=1))
-    pmf = np.stack(pmf, axis=1)                                          # (R, K_EXACT, C)
+    pmf = np.zeros((r_, K_EXACT, width))                                 # (R, K_EXACT, C)
+    f = add_step(q0[:, :, None])
+    pmf[:, 0, :f.shape[2]] = f.sum(axis=1)
+    for i in range(1, K_EXACT):
+        f = add_step(np.matmul(back, f))
+        pmf[:, i, :f.shape[2]] = f.sum(axis=1)
     ks, wk = _decode_steps(w)
     k = ks[None, :]
     e_last = t0 * K_EXACT + h * (pmf[:, -1, :] * np.arange(width)[None, :]).sum(axis=1)
@@ -793,7 +794,7 @@ def _tpot_tail(s: Steps, w: Workload, st: State, t) -> np.ndarray:
     return _tpot_tail_law(law, np.repeat(np.asarray(t, dtype=float), j), w).reshape(-1, j).mean(axis=1)
 
 
-def tpot_quantile(s: Steps, w: Workload, st: State, iters: int = 40) -> np.ndarray:
+def tpot_quantile(s: Steps, w: Workload, st: State, iters: int = QUANTILE_ITERS) -> np.ndarray:
     """The p-quantile of per-request TPOT, by bisection on t."""
     bu, law = _points_law(s, w, st)
     j = OCCUPANCY_POINTS
@@ -820,7 +821,14 @@ def margin(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> 
     """How far each row is inside its targets at the percentile p: the least over the targets
     given of log((1 - p) / P(miss)), P(miss) = P(TTFT > target), P(TPOT > target) or P(TTFT >
     the end-to-end budget) (>= 0: all met; about linear in the load near the edge, as tails fall
-    off exponentially, which is what capacity()'s root finding wants)."""
+    off exponentially, which is what capacity()'s root finding wants). An unstable row's margin is
+    -MARGIN_CLIP whatever its tails: they are computed for the stable rows only."""
+    if not st.stable.all():
+        out = np.full(len(s.slots), -MARGIN_CLIP)
+        rows = np.flatnonzero(st.stable)
+        if len(rows):
+            out[rows] = margin(s.rows(rows), w, _state_rows(st, rows), ttft, tpot, e2e)
+        return out
     out = np.full(len(s.slots), MARGIN_CLIP)
     allowed = 1.0 - w.percentile
     ratio = lambda miss, a=allowed: np.clip(np.log(a / np.maximum(miss, 1e-300)), -MARGIN_CLIP, MARGIN_CLIP)  # noqa: E731
@@ -844,7 +852,7 @@ def meets(s: Steps, w: Workload, st: State, ttft=None, tpot=None, e2e=None) -> n
     return margin(s, w, st, ttft, tpot, e2e) >= -1e-9
 
 
-def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = 48) -> np.ndarray:
+def ttft_quantile(s: Steps, w: Workload, st: State, iters: int = QUANTILE_ITERS) -> np.ndarray:
     """The p-quantile of TTFT per row, by bisection on t (F is non-decreasing)."""
     ctx = ttft_ctx(s, w, st)
     hi = np.max(np.where(np.isfinite(st.step), st.step, 0.0), axis=1) * 4.0 + 1.0
@@ -880,44 +888,93 @@ def _state_rows(st: State, idx) -> State:
     return State(*(getattr(st, f.name)[idx] for f in fields(State)))
 
 
-def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None) -> np.ndarray:
+def light_load(s: Steps, w: Workload) -> np.ndarray:
+    """A load small enough that queueing is negligible (capacity()'s lower end): one user in a
+    closed loop, 1e-6 of the most a replica can take in an open one."""
+    if w.closed:
+        return np.ones(len(s.slots))
+    kp = s.per_token * w.prompt
+    with np.errstate(divide="ignore"):
+        return np.minimum(saturation(s, w), np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9) * 1e-6
+
+
+CAPACITY_TOL = 1e-4     # capacity(): the bracket's width at the end, relative to its top
+
+
+@dataclass
+class Bracket:
+    """capacity()'s search per row: the margin holds at lo, fails at hi (unless met_top: it holds
+    at the bracket's top, the capacity) with the margins (g_lo, g_hi) there; ok_lo False: it
+    fails even at light load (capacity 0)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    g_lo: np.ndarray
+    g_hi: np.ndarray
+    met_top: np.ndarray
+    ok_lo: np.ndarray
+    step: float            # 1: integer loads (a closed loop's users)
+
+    def value(self) -> np.ndarray:
+        return np.where(self.met_top, self.hi, np.where(self.ok_lo, self.lo, 0.0))
+
+    def most(self) -> np.ndarray:
+        """The most the capacity can be: hi where the margin holds there, else just below it."""
+        below = self.hi - self.step if self.step else self.hi
+        return np.where(self.met_top, self.hi, np.where(self.ok_lo, below, 0.0))
+
+    def rows(self, idx) -> "Bracket":
+        return Bracket(self.lo[idx], self.hi[idx], self.g_lo[idx], self.g_hi[idx], self.met_top[idx],
+                       self.ok_lo[idx], self.step)
+
+
+def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, at_lo=None,
+             tol: float = CAPACITY_TOL, start: Bracket | None = None, bracket: bool = False):
     """The largest load per row (requests/s; closed loop: users, an integer) at which every given
     target holds at the percentile; 0 where none does. The margin (margin()) falls as the load
     grows (the chain's occupancy and its steps grow with it), so the edge is its root: found by
     the Illinois variant of regula falsi on a bracket [met, missed] (each step kept at least 5%
     inside the bracket, so it shrinks as fast as bisection at worst; a geometric step while an end's
-    margin is clipped), only on the rows not yet converged. Stops when the bracket is within 1e-4
-    of its top."""
+    margin is clipped), only on the rows not yet converged. Stops when the bracket is within tol
+    of its top (closed loop: or one user wide). at_lo: the margins at light_load() where the caller
+    has them (not recomputed). bracket: return the search's Bracket, which start= resumes (a coarse
+    tol first, then the full one on the rows that matter: the same edge, as the margin falls)."""
     mu = saturation(s, w)
-    r_ = len(mu)
     if w.closed:
         z = max(w.think_s, 0.0)
         if ttft is None and tpot is None and e2e is None:
             return np.floor(NO_TARGET_LOAD * mu * (z + w.output * full_slot_step(s, w)))
         hi = np.floor(mu * z + s.slots + QUEUE_STATES) + 1.0
-        lo = np.ones(r_)
     else:
         kp = s.per_token * w.prompt
         with np.errstate(divide="ignore"):
             hi = np.minimum(mu, np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9)
         if ttft is None and tpot is None and e2e is None:
             return NO_TARGET_LOAD * hi
-        lo = hi * 1e-6
     g = lambda rows, x: margin(s.rows(rows), w, chain(s.rows(rows), w, x), ttft, tpot, e2e)  # noqa: E731
-    return _edge(g, lo, hi, 1.0 if w.closed else 0.0)
+    if start is None:
+        start = _bracket(g, light_load(s, w), hi, 1.0 if w.closed else 0.0, at_lo)
+    out = _edge(g, start, tol)
+    return out if bracket else out.value()
 
 
-def _edge(g, lo, hi, step: float = 0.0) -> np.ndarray:
-    """The root of the decreasing margins g(rows, x) per row on the bracket [lo, hi]: the
-    Illinois variant of regula falsi (see capacity()); step 1: integer loads. hi where the margin
-    holds there, 0 where it fails at lo."""
+def _bracket(g, lo, hi, step: float = 0.0, g_lo=None) -> Bracket:
+    """The search's start on [lo, hi]; g_lo: the margins at lo, where known."""
+    all_rows = np.arange(len(lo))
+    g_lo = g(all_rows, lo) if g_lo is None else np.array(g_lo, dtype=float)
+    g_hi = g(all_rows, hi)
+    return Bracket(np.array(lo, dtype=float), np.array(hi, dtype=float), g_lo, g_hi, g_hi >= -1e-9,
+                   g_lo >= -1e-9, step)
+
+
+def _edge(g, br: Bracket, tol: float = CAPACITY_TOL) -> Bracket:
+    """The root of the decreasing margins g(rows, x) per row in the bracket: the Illinois variant
+    of regula falsi (see capacity()), until each bracket is within tol of its top (step 1:
+    integer loads, one apart at least). Returns the narrowed bracket (a copy)."""
+    lo, hi, g_lo, g_hi = br.lo.copy(), br.hi.copy(), br.g_lo.copy(), br.g_hi.copy()
+    step = br.step
     r_ = len(lo)
-    all_rows = np.arange(r_)
-    g_lo, g_hi = g(all_rows, lo), g(all_rows, hi)
-    met_top = g_hi >= -1e-9
-    ok_lo = g_lo >= -1e-9
-    tol = 1e-4
-    active = ok_lo & ~met_top & (hi - lo > np.maximum(tol * hi, step))
+    active = br.ok_lo & ~br.met_top & (hi - lo > np.maximum(tol * hi, step))
     side = np.zeros(r_, dtype=np.int64)          # Illinois: which end was kept last (+1 lo, -1 hi)
     while active.any():
         rows = np.flatnonzero(active)
@@ -942,7 +999,7 @@ def _edge(g, lo, hi, step: float = 0.0) -> np.ndarray:
         g_hi[rows] = np.where(ok, np.where(side[rows] == -1, 0.5 * gh, gh), gx)
         side[rows] = np.where(keep_lo, 1, -1)
         active[rows] = hi[rows] - lo[rows] > np.maximum(tol * hi[rows], step)
-    return np.where(met_top, hi, np.where(ok_lo, lo, 0.0))
+    return Bracket(lo, hi, g_lo, g_hi, br.met_top, br.ok_lo, step)
 
 
 @dataclass
@@ -1108,7 +1165,7 @@ def prefill_cdf(ctx: PrefillCtx, t) -> np.ndarray:
     return np.where(ctx.stable, out, 0.0)
 
 
-def prefill_quantile(ctx: PrefillCtx, p: float, iters: int = 48) -> np.ndarray:
+def prefill_quantile(ctx: PrefillCtx, p: float, iters: int = QUANTILE_ITERS) -> np.ndarray:
     """The p-quantile of a prefill pool's TTFT per row (inf where it is not reached within the
     context's horizon)."""
     hi = np.maximum(ctx.own_idle, ctx.tm.max(axis=1)) * 4.0 + ctx.delay
@@ -1128,7 +1185,7 @@ def prefill_capacity(s: Steps, w: Workload, ttft=None) -> np.ndarray:
         miss = 1.0 - prefill_cdf(prefill_ctx(s.rows(rows), w, rate, ttft), ttft)
         return np.clip(np.log(allowed / np.maximum(miss, 1e-300)), -MARGIN_CLIP, MARGIN_CLIP)
 
-    return _edge(g, sat * 1e-6, sat.copy())
+    return _edge(g, _bracket(g, sat * 1e-6, sat.copy())).value()
 
 
 def prefill_figures(s: Steps, w: Workload, load, horizon_s=None) -> Figures:
