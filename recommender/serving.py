@@ -316,13 +316,11 @@ def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: s
     tp, pp = np.broadcast_arrays(np.atleast_1d(tp), np.atleast_1d(pp))
     seqs, budget = engine_limits(w, acc)
     limit = acc.memory_gib * GIB * (1.0 - headroom)
-    lo = np.zeros(tp.shape, dtype=np.int64)
-    hi = np.full(tp.shape, seqs, dtype=np.int64)
-    while np.any(lo < hi):
-        mid = (lo + hi + 1) // 2
-        ok = np.asarray(replica_memory(w, acc, precision, kv_precision, tp, pp, mid, spec).total) <= limit
-        lo = np.where(ok & (lo < hi), mid, lo)
-        hi = np.where(~ok & (lo < hi), mid - 1, hi)
+    # every slot count at once (rows x 1..max_num_seqs): the fitting ones are a prefix, as the
+    # memory grows with the slots
+    n = np.arange(1, seqs + 1)[None, :]
+    need = np.asarray(replica_memory(w, acc, precision, kv_precision, tp[:, None], pp[:, None], n, spec).total)
+    lo = (np.broadcast_to(need, (len(tp), seqs)) <= limit).sum(axis=1).astype(np.int64)
     if w.role == "prefill":      # no decodes share the budget: the KV cache and max_num_seqs bound it
         return lo
     d, e = (w.draft_tokens + 1, w.tokens_per_step) if spec else (1, 1)
