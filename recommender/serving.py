@@ -529,7 +529,7 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
         open_ = np.zeros(len(every), dtype=bool)
         for rows in _groups(kinds):
             top = rows[met[rows] == met[rows].max()]
-            open_[top[most[top] >= low[top].max()]] = True
+            open_[top[most[top] >= low[top].max() * (1.0 - _tie(w))]] = True
         run(np.flatnonzero(open_), qm.CAPACITY_TOL)
     return _stack_brackets(found).value(), light
 
@@ -540,6 +540,13 @@ COARSE_TOL = 0.02   # _edges: the first search's width, before the rows that may
 def _stack_brackets(parts: list[qm.Bracket]) -> qm.Bracket:
     cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
     return qm.Bracket(cat("lo"), cat("hi"), cat("g_lo"), cat("g_hi"), cat("met_top"), cat("ok_lo"), parts[0].step)
+
+
+def _tie(w: ServeWorkload) -> float:
+    """Capacities this close (relative) count as equal when best_slots() picks a slot cap: twice
+    the root search's precision in an open loop (each edge is found within it, below); a closed
+    loop's are whole users, found exactly."""
+    return 0.0 if w.closed else 2.0 * qm.CAPACITY_TOL
 
 
 def _kept(w: ServeWorkload, cap: np.ndarray) -> np.ndarray:
@@ -571,7 +578,8 @@ def _decode_tpot_edges(w: ServeWorkload, s: qm.Steps):
 
 def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray):
     """For each replica type (rows sharing a `types` id, several slot caps each): the row with
-    the most targets it can meet, then the most capacity, then the fewest slots (the same rule
+    the most targets it can meet, then the most capacity (equal within the search's precision,
+    _tie), then the fewest slots (the same rule
     for the planner's table and the one-configuration evaluator). Returns the rows kept, their
     capacities and the targets they can meet (capacities())."""
     groups = _groups(types)
@@ -580,7 +588,13 @@ def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray):
         return keep, np.zeros(len(keep)), {}
     cap, light = capacities(w, s, types)
     met = sum(v.astype(int) for v in light.values()) if light else np.zeros(len(cap), dtype=int)
-    keep = np.array([min(rows, key=lambda i: (-met[i], -cap[i], s.slots[i])) for rows in groups])
+
+    def pick(rows):     # the most targets, then the most capacity (ties within _tie), fewest slots
+        top = rows[met[rows] == met[rows].max()]
+        top = top[cap[top] >= cap[top].max() * (1.0 - _tie(w))]
+        return min(top, key=lambda i: (s.slots[i], -cap[i]))
+
+    keep = np.array([pick(rows) for rows in groups])
     return keep, cap[keep], {k: v[keep] for k, v in light.items()}
 
 

@@ -1144,7 +1144,13 @@ def prefill_ctx(s: Steps, w: Workload, rate, horizon_s=None) -> PrefillCtx:
     delay = np.zeros(r_) if s.delay is None else s.delay
     # an arrival a share U into its step finds the prompts of that share ahead of it: Poisson(rate U T)
     mids = (np.arange(PREFILL_POSITIONS) + 0.5) / PREFILL_POSITIONS
-    before = [poisson_pmf(rate[:, None] * t * x, n_a) for x in mids]
+    # (Poisson(m x) = Poisson(m) e^{m (1 - x)} x^k, no second exp over the counts, where e^-m
+    # does not underflow)
+    mean = rate[:, None, None] * t[:, :, None]
+    if (mean < 500.0).all():
+        before = [pa * np.exp(mean * (1.0 - x)) * x ** np.arange(n_a) for x in mids]
+    else:
+        before = [poisson_pmf(rate[:, None] * t * x, n_a) for x in mids]
     return PrefillCtx(own, t, ptime, before, idle_s / total, own_idle, stable, delay)
 
 
