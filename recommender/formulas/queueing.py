@@ -658,27 +658,20 @@ def tpot_law(bu: Bursts, w: Workload) -> TpotLaw:
     q0 = np.einsum("rx,rxy->ry", q0 / q0.sum(axis=1, keepdims=True), bu.trans)
     width = UNITS * K_EXACT + 1
     lo, wh = _split((tl - t0[:, None]) / h[:, None], UNITS + 1)          # (R, L) each level's units
-    flat_lo, flat_wh = lo.ravel(), wh.ravel()
-    groups = [(sh, np.flatnonzero(flat_lo == sh)) for sh in range(UNITS)]
-    groups = [(sh, idx, flat_wh[idx, None]) for sh, idx in groups if len(idx)]
-
-    def add_step(g):            # g (R, L, u): mass at the step's level over its u units so far
-        used = g.shape[2]
-        g2 = g.reshape(-1, used)
-        out = np.zeros((len(g2), used + UNITS))
-        for sh, idx, wt in groups:
-            part = g2[idx]
-            out[idx, sh:sh + used] += part * (1.0 - wt)
-            out[idx, sh + 1:sh + 1 + used] += part * wt
-        return out.reshape(r_, levels, used + UNITS)
-
-    back = np.swapaxes(bu.trans, 1, 2)                                   # (R, z, y)
-    pmf = np.zeros((r_, K_EXACT, width))                                 # (R, K_EXACT, C)
-    f = add_step(q0[:, :, None])
-    pmf[:, 0, :f.shape[2]] = f.sum(axis=1)
+    # the recursion in Fourier space along the units (the K_EXACT steps' sums span exactly `width`
+    # units, so the cyclic transform does not wrap): a step's split shift multiplies by its
+    # transfer function, and the chain's transitions act on the levels as before
+    turns = np.exp(-2j * np.pi * np.arange(UNITS + 1)[:, None] * np.arange(width // 2 + 1)[None, :] / width)
+    shift = (1.0 - wh)[:, :, None] * turns[lo] + wh[:, :, None] * turns[lo + 1]   # (R, L, W) per level
+    back = np.ascontiguousarray(np.swapaxes(bu.trans, 1, 2))             # (R, z, y), contiguous for BLAS
+    spec = np.empty((r_, K_EXACT, shift.shape[2]), dtype=complex)
+    f = q0[:, :, None] * shift
+    spec[:, 0] = f.sum(axis=1)
     for i in range(1, K_EXACT):
-        f = add_step(np.matmul(back, f))
-        pmf[:, i, :f.shape[2]] = f.sum(axis=1)
+        # the real transitions on the real and imaginary parts at once
+        f = np.matmul(back, np.ascontiguousarray(f).view(np.float64)).view(complex) * shift
+        spec[:, i] = f.sum(axis=1)
+    pmf = np.clip(np.fft.irfft(spec, n=width, axis=2), 0.0, None)          # (R, K_EXACT, C)
     ks, wk = _decode_steps(w)
     k = ks[None, :]
     e_last = t0 * K_EXACT + h * (pmf[:, -1, :] * np.arange(width)[None, :]).sum(axis=1)
