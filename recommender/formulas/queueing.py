@@ -408,11 +408,12 @@ def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
     hi_w = left - lo
     n_a = K_PROMPTS + 1
     pa = poisson_pmf(rate[:, None] * t, n_a)                            # (R, L, A)
-    trans = np.zeros((r_, levels, levels))
-    ri, xi = np.meshgrid(np.arange(r_), np.arange(levels), indexing="ij")
-    for a in range(n_a):
-        trans[ri, xi, np.minimum(lo + sub * a, levels - 1)] += pa[:, :, a] * (1.0 - hi_w)
-        trans[ri, xi, np.minimum(lo + 1 + sub * a, levels - 1)] += pa[:, :, a] * hi_w
+    # each (row, level, arrivals) sends its mass to the two levels around what it leaves (one sum)
+    base = (np.arange(r_)[:, None, None] * levels + np.arange(levels)[None, :, None]) * levels
+    dest = lo[:, :, None] + sub * np.arange(n_a)[None, None, :]
+    idx = np.concatenate([(base + np.minimum(dest, levels - 1)).ravel(), (base + np.minimum(dest + 1, levels - 1)).ravel()])
+    wts = np.concatenate([(pa * (1.0 - hi_w)[:, :, None]).ravel(), (pa * hi_w[:, :, None]).ravel()])
+    trans = np.bincount(idx, weights=wts, minlength=r_ * levels * levels).reshape(r_, levels, levels)
     trans[:, :, -1] += np.maximum(1.0 - trans.sum(axis=2), 0.0)
     # stationary: pm (P - I) = 0 with sum(pm) = 1 (the last balance equation replaced)
     lhs = np.swapaxes(trans, 1, 2) - np.eye(levels)[None]
