@@ -306,21 +306,35 @@ def replica_memory(w: ServeWorkload, acc: Accelerator, precision: str, kv_precis
                            sampled=slots * (w.draft_tokens + 1) if spec else None)
 
 
+SLOT_GRID = 8192   # slot_cap(): up to this many slots, every count is tried at once
+
+
 def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, headroom: float,
              spec: bool = False):
-    """The most sequences a replica may run at once: the largest whose paged KV cache fits (exact,
-    bisection on the monotone memory), at most max_num_seqs, and at most what the token budget
+    """The most sequences a replica may run at once: the largest whose paged KV cache fits (exact:
+    every count tried, or bisection on the monotone memory beyond SLOT_GRID), at most max_num_seqs, and at most what the token budget
     holds with the prompts of the sequences that replace finishing ones, B (d + E P / O) <= budget
     (d budget tokens per running sequence and E tokens gained per step: 1 and 1, or k + 1 and
     spec_tokens_per_step with speculative decoding). 0: not even the weights fit."""
     tp, pp = np.broadcast_arrays(np.atleast_1d(tp), np.atleast_1d(pp))
     seqs, budget = engine_limits(w, acc)
     limit = acc.memory_gib * GIB * (1.0 - headroom)
-    # every slot count at once (rows x 1..max_num_seqs): the fitting ones are a prefix, as the
-    # memory grows with the slots
-    n = np.arange(1, seqs + 1)[None, :]
-    need = np.asarray(replica_memory(w, acc, precision, kv_precision, tp[:, None], pp[:, None], n, spec).total)
-    lo = (np.broadcast_to(need, (len(tp), seqs)) <= limit).sum(axis=1).astype(np.int64)
+    def fits(t, p, n):
+        return np.asarray(replica_memory(w, acc, precision, kv_precision, t, p, n, spec).total) <= limit
+
+    if seqs <= SLOT_GRID:
+        # every slot count at once (rows x 1..max_num_seqs): the fitting ones are a prefix, as the
+        # memory grows with the slots
+        ok = fits(tp[:, None], pp[:, None], np.arange(1, seqs + 1)[None, :])
+        lo = np.broadcast_to(ok, (len(tp), seqs)).sum(axis=1).astype(np.int64)
+    else:                        # a huge --max-seqs: bisection
+        lo = np.zeros(tp.shape, dtype=np.int64)
+        hi = np.full(tp.shape, seqs, dtype=np.int64)
+        while np.any(lo < hi):
+            mid = (lo + hi + 1) // 2
+            ok = fits(tp, pp, mid)
+            lo = np.where(ok & (lo < hi), mid, lo)
+            hi = np.where(~ok & (lo < hi), mid - 1, hi)
     if w.role == "prefill":      # no decodes share the budget: the KV cache and max_num_seqs bound it
         return lo
     d, e = (w.draft_tokens + 1, w.tokens_per_step) if spec else (1, 1)
