@@ -361,3 +361,41 @@ def test_prefix_caching_raises_capacity_and_cuts_ttft():
 def test_prefix_caching_bad_input(kw, needle):
     with pytest.raises(GpuplanError, match=needle):
         _prefix_workload(**kw)
+
+
+@pytest.mark.parametrize("w", [
+    _w(rate_rps=20.0, ttft_s=0.5, tpot_s=0.03),
+    _w(users=300, think_time_s=3.0, ttft_s=1.0, tpot_s=0.04),
+])
+def test_coarse_then_refined_search_keeps_the_pick_of_exact_capacities(w):
+    """best_slots searches every slot cap to 2% and refines only the caps that may be picked: the
+    pick must be the one exact capacities of every cap give (most targets met, the most capacity
+    to 2e-4 in an open loop, then the fewest slots), with the same capacity."""
+    from recommender import serve_planner as sp
+    from recommender.serving import best_slots, capacities
+
+    rows = []
+    for acc_id in ("h100-sxm", "a100-80g", "l40s"):
+        acc = catalog.accelerator(acc_id)
+        for t, p, b in sp._replica_types(w, acc, "fp8" if acc_id != "a100-80g" else "bf16",
+                                         "fp8" if acc_id != "a100-80g" else "bf16",
+                                         catalog.assumption("memory_headroom"), 0.5, 1):
+            rows.append((acc_id, t, p, b))
+    import pandas as pd
+    df = pd.DataFrame(rows, columns=["accelerator", "tp", "pp", "batch"])
+    df["precision"] = np.where(df.accelerator == "a100-80g", "bf16", "fp8")
+    df["kv_precision"], df["speculative"] = df.precision, False
+    s = sp._group_steps(w, df)
+    kinds = df.groupby(["accelerator", "tp", "pp"], sort=False).ngroup().values
+    keep, cap, _ = best_slots(w, s, kinds)
+    exact, light = capacities(w, s)            # every cap to full precision
+    met = sum(v.astype(int) for v in light.values())
+    tie = 0.0 if w.closed else 2e-4
+    assert len(set(kinds)) >= 3 and len(kinds) > len(set(kinds))      # several caps per type
+    for k, (row, c) in enumerate(zip(keep, cap)):
+        members = np.flatnonzero(kinds == k)
+        best = members[met[members] == met[members].max()]
+        best = best[exact[best] >= exact[best].max() * (1 - tie)]
+        want = min(best, key=lambda i: (s.slots[i], -exact[i]))
+        assert row == want
+        assert c == pytest.approx(exact[want], rel=2e-4)

@@ -921,6 +921,18 @@ class Bracket:
         return Bracket(self.lo[idx], self.hi[idx], self.g_lo[idx], self.g_hi[idx], self.met_top[idx],
                        self.ok_lo[idx], self.step)
 
+    def put(self, idx, other: "Bracket") -> None:
+        """Rows idx replaced by other's (in place)."""
+        for f in ("lo", "hi", "g_lo", "g_hi", "met_top", "ok_lo"):
+            getattr(self, f)[idx] = getattr(other, f)
+
+    @staticmethod
+    def exact(value, step: float = 0.0) -> "Bracket":
+        """A search already closed at `value` (no target to search for)."""
+        value = np.array(value, dtype=float)
+        yes = np.ones(len(value), dtype=bool)
+        return Bracket(value, value.copy(), np.zeros(len(value)), np.zeros(len(value)), yes, yes.copy(), step)
+
 
 def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, at_lo=None,
              tol: float = CAPACITY_TOL, start: Bracket | None = None, bracket: bool = False):
@@ -934,21 +946,23 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, at_lo=None,
     has them (not recomputed). bracket: return the search's Bracket, which start= resumes (a coarse
     tol first, then the full one on the rows that matter: the same edge, as the margin falls)."""
     mu = saturation(s, w)
+    step = 1.0 if w.closed else 0.0
     if w.closed:
         z = max(w.think_s, 0.0)
-        if ttft is None and tpot is None and e2e is None:
-            return np.floor(NO_TARGET_LOAD * mu * (z + w.output * full_slot_step(s, w)))
+        no_target = np.floor(NO_TARGET_LOAD * mu * (z + w.output * full_slot_step(s, w)))
         hi = np.floor(mu * z + s.slots + QUEUE_STATES) + 1.0
     else:
         kp = s.per_token * w.prompt
         with np.errstate(divide="ignore"):
             hi = np.minimum(mu, np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9)
-        if ttft is None and tpot is None and e2e is None:
-            return NO_TARGET_LOAD * hi
-    g = lambda rows, x: margin(s.rows(rows), w, chain(s.rows(rows), w, x), ttft, tpot, e2e)  # noqa: E731
-    if start is None:
-        start = _bracket(g, light_load(s, w), hi, 1.0 if w.closed else 0.0, at_lo)
-    out = _edge(g, start, tol)
+        no_target = NO_TARGET_LOAD * hi
+    if ttft is None and tpot is None and e2e is None:
+        out = Bracket.exact(no_target, step)
+    else:
+        g = lambda rows, x: margin(s.rows(rows), w, chain(s.rows(rows), w, x), ttft, tpot, e2e)  # noqa: E731
+        if start is None:
+            start = _bracket(g, light_load(s, w), hi, step, at_lo)
+        out = _edge(g, start, tol)
     return out if bracket else out.value()
 
 
