@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recommender import catalog
 from recommender.errors import GpuplanError
-from recommender.evaluate import Pricing, job_cost, link_rates, pricing
+from recommender.evaluate import Pricing, job_cost, link_rates, matmul_efficiency, pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import performance
 from recommender.formulas import queueing as qm
@@ -367,26 +367,32 @@ def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precisi
     peak = acc.peak_tflops(sv.MATH[precision])
     comm = dict(comm_efficiency=a("comm_efficiency"), allreduce_latency_s=a("allreduce_latency_us") * 1e-6)
     t2, p2 = tp[:, None], pp[:, None]
-    hw = dict(peak_tflops=peak, efficiency=efficiency, memory_bw_gb_s=acc.memory_bw_gb_s,
+    # the compute rule training uses (evaluate.matmul_efficiency): GEMMs at the calibrated matmul
+    # efficiency, scaled for FP8 by the measured FP8/BF16 ratio; attention's math at its own
+    # fitted share of that efficiency, of the 16-bit peak (FlashAttention-style kernels)
+    gemm_eff = matmul_efficiency(efficiency, precision)
+    att = dict(attention_tflops=acc.peak_tflops("bf16") or acc.peak_tflops("fp16") or peak,
+               attention_efficiency=efficiency * a("attention_efficiency_ratio"))
+    hw = dict(peak_tflops=peak, efficiency=gemm_eff, memory_bw_gb_s=acc.memory_bw_gb_s,
               bw_efficiency=a("memory_bw_efficiency"), tp_bw_gb_s=np.maximum(bw(acc, t2), 1e-9),
               pp_bw_gb_s=np.maximum(bw(acc, t2 * p2), 1e-9))
     n = np.maximum(np.arange(width), 1)[None, :].astype(float)
     overhead = a("decode_layer_overhead_us") * 1e-6
     k = w.draft_tokens if spec else 0
     dec = sv.decode_stage_time(m, precision, kv_precision, n, w.mean_decode_context, t2, p2, **hw, **comm,
-                               layer_overhead_s=overhead, tokens_per_seq=k + 1)
-    pre = sv.prefill_time(m, precision, w.prompt_tokens, t2, p2, **hw, **comm)
+                               layer_overhead_s=overhead, tokens_per_seq=k + 1, **att)
+    pre = sv.prefill_time(m, precision, w.prompt_tokens, t2, p2, **hw, **comm, **att)
     shape = (len(tp), width)
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).copy()  # noqa: E731
     per_token = (np.asarray(pre.compute) + np.asarray(pre.tp_comm) + np.asarray(pre.pp_comm)) / w.prompt_tokens / p2
-    fixed = p2 * (np.asarray(dec.tp_comm) + dec.pp_comm + dec.overhead)
+    fixed = p2 * (np.asarray(dec.tp_comm) + dec.pp_comm + dec.overhead + dec.attention)
     draft = w.draft_model() if spec else None
     if draft is not None:
         hw1 = {**hw, "pp_bw_gb_s": hw["tp_bw_gb_s"]}
         dd = sv.decode_stage_time(draft, precision, kv_precision, n, w.mean_decode_context, t2, 1, **hw1, **comm,
-                                  layer_overhead_s=overhead)
+                                  layer_overhead_s=overhead, **att)
         fixed = fixed + k * np.asarray(dd.total)
-        dp = sv.prefill_time(draft, precision, w.prompt_tokens, t2, 1, **hw1, **comm)
+        dp = sv.prefill_time(draft, precision, w.prompt_tokens, t2, 1, **hw1, **comm, **att)
         per_token = per_token + (np.asarray(dp.compute) + np.asarray(dp.tp_comm)) / w.prompt_tokens
     budget = np.full(len(tp), float(engine_limits(w, acc)[1]))
     compute, memory, fixed = full(p2 * dec.compute), full(p2 * dec.memory), full(fixed)

@@ -145,15 +145,18 @@ class PassTime:
     tp_comm: object
     pp_comm: object
     overhead: object = 0.0
+    attention: object = 0.0
 
     @property
     def total(self):
-        return np.maximum(self.compute, self.memory) + self.tp_comm + self.pp_comm + self.overhead
+        return (np.maximum(self.compute, self.memory) + self.attention + self.tp_comm + self.pp_comm
+                + self.overhead)
 
 
 def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, peak_tflops, efficiency,
                       memory_bw_gb_s, bw_efficiency, tp_bw_gb_s, pp_bw_gb_s, comm_efficiency,
-                      allreduce_latency_s, layer_overhead_s=0.0, tokens_per_seq=1) -> PassTime:
+                      allreduce_latency_s, layer_overhead_s=0.0, tokens_per_seq=1, attention_tflops=None,
+                      attention_efficiency=None) -> PassTime:
     """One decode iteration of one pipeline stage over its b = batch / pp sequences, each with
     q = tokens_per_seq query tokens (1; q = k + 1 when a speculative step verifies k drafted ones).
 
@@ -169,27 +172,32 @@ def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, pe
     bq = b * tokens_per_seq
     read = np.asarray(weight_bytes_read(model, precision, bq, tp, pp))
     kv_bytes = b * context * model.kv_bytes_per_token(KV_BYTES[kv_precision]) / pp / np.asarray(kv_shards(model, tp))
-    memory = (read + kv_bytes) / (memory_bw_gb_s * GB * bw_efficiency)
-    flops = bq * (2.0 * model.matmul_params + 4.0 * model.layers * model.attention_width * context) / (tp * pp)
-    compute = flops / (peak_tflops * 1e12 * efficiency)
+    memory = read / (memory_bw_gb_s * GB * bw_efficiency)
+    compute = bq * 2.0 * model.matmul_params / (tp * pp) / (peak_tflops * 1e12 * efficiency)
+    att_flops = bq * 4.0 * model.layers * model.attention_width * context / (tp * pp)
+    attention = np.maximum(att_flops / ((attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency)),
+                           kv_bytes / (memory_bw_gb_s * GB * bw_efficiency))
     tp_comm = model.layers / pp * 2.0 * np.asarray(allreduce_time(
         bq * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
     pp_comm = np.where(pp > 1, allreduce_latency_s / 2.0 + bq * model.hidden * ACT_BYTES / tp
                        / (pp_bw_gb_s * GB * comm_efficiency), 0.0)
     overhead = model.layers / pp * layer_overhead_s
-    return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm), _scalar(overhead))
+    return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm), _scalar(overhead),
+                    _scalar(attention))
 
 
 def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memory_bw_gb_s, bw_efficiency,
-                 tp_bw_gb_s, pp_bw_gb_s, comm_efficiency, allreduce_latency_s) -> PassTime:
+                 tp_bw_gb_s, pp_bw_gb_s, comm_efficiency, allreduce_latency_s, attention_tflops=None,
+                 attention_efficiency=None) -> PassTime:
     """Prefill of one prompt of P tokens through all p stages in turn (the request's latency).
 
     compute = (2 N_matmul P + 2 L H Q P^2) / t / (peak * efficiency); memory = all weights once.
     """
     tp, pp = np.asarray(tp), np.asarray(pp)
     memory = np.asarray(weight_bytes_read(model, precision, prompt, tp, 1)) / (memory_bw_gb_s * GB * bw_efficiency)
-    flops = 2.0 * model.matmul_params * prompt + 2.0 * model.layers * model.attention_width * prompt ** 2
-    compute = flops / tp / (peak_tflops * 1e12 * efficiency)
+    compute = (2.0 * model.matmul_params * prompt / tp / (peak_tflops * 1e12 * efficiency)
+               + 2.0 * model.layers * model.attention_width * prompt ** 2 / tp
+               / ((attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency)))
     tp_comm = model.layers * 2.0 * np.asarray(allreduce_time(
         prompt * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
     pp_comm = (pp - 1) * (allreduce_latency_s / 2.0 + prompt * model.hidden * ACT_BYTES / tp
