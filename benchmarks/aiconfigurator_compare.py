@@ -11,8 +11,8 @@ benchmarks/validate_serving.py does) and AIConfigurator through `aiconfigurator 
 architecture (a Hugging Face config.json written from gpuplan's preset, so both tools see the
 same shapes), precisions, TP, input/output lengths and batch. AIConfigurator runs twice: with
 its own engine default (--ctx-tokens = the prompt length: one prompt a step) and with gpuplan's
-token budget per step (vLLM's default, given as --ctx-tokens); the published runs' own settings
-are not stated. Offline throughput rows run both at
+token budget per step (vLLM's default, or trtllm-bench's for the TensorRT-LLM perf-overview rows,
+given as --ctx-tokens); the other published runs' own settings are not stated. Offline throughput rows run both at
 the batch gpuplan's slot cap gives (AIConfigurator is given that batch; it does not choose one
 in `estimate`). Metrics as in validate_serving.py: tokens/s of all replicas, TPOT / TTFT at a
 concurrency, and the closed-loop throughput c * output / request latency.
@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from doc_table import show  # noqa: E402
 from recommender import catalog  # noqa: E402
-from recommender.serving import ServeLayout, ServeWorkload, engine_limits, evaluate_serving  # noqa: E402
-from validate_serving import predict  # noqa: E402
+from recommender.serving import ServeLayout, engine_limits, evaluate_serving  # noqa: E402
+from validate_serving import predict, workload  # noqa: E402
 
 RUNS = Path(__file__).with_name("serving_runs.yaml")
 DOC = ROOT / "docs" / "VALIDATION.md"
@@ -69,16 +69,12 @@ def hf_config(model_id: str, folder: Path) -> Path:
 def batch_for(run: dict) -> int:
     if "batch" in run["layout"]:
         return int(run["layout"]["batch"])
-    w = ServeWorkload(model=catalog.model(run["model"]), prompt_tokens=run["workload"]["prompt"],
-                      output_tokens=run["workload"]["output"],
-                      length_dist=run["workload"].get("lengths", "exponential"))
-    return evaluate_serving(w, ServeLayout(accelerator=run["gpu"], **run["layout"])).batch
+    return evaluate_serving(workload(run), ServeLayout(accelerator=run["gpu"], **run["layout"])).batch
 
 
 def token_budget(run: dict) -> int:
-    w = ServeWorkload(model=catalog.model(run["model"]), prompt_tokens=run["workload"]["prompt"],
-                      output_tokens=run["workload"]["output"])
-    return engine_limits(w, catalog.accelerator(run["gpu"]))[1]
+    """gpuplan's token budget for the row: vLLM's default, or the run's engine's (trtllm-bench)."""
+    return engine_limits(workload(run), catalog.accelerator(run["gpu"]))[1]
 
 
 def aic_estimate(aic: str, run: dict, model_dir: Path, batch: int, ctx_tokens: int | None) -> dict[str, float]:

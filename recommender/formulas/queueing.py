@@ -9,9 +9,9 @@ step's time is the replica's roofline with the chunk's tokens added to its compu
 
     T(n, c) = max(C(n) + k c, M(n)) + F(n)
 
-C, M, F: the decode step's compute, memory and fixed (communication, per-layer overhead) seconds
-at n running sequences (recommender.formulas.serving.decode_stage_time, times the pipeline
-depth); k: seconds of replica time per prompt token (its prefill compute and communication).
+C, M, F: the decode step's GEMM compute, weight read and fixed (attention's kernel, communication,
+per-layer overhead) seconds at n running sequences (recommender.formulas.serving.decode_stage_time,
+times the pipeline depth); k: seconds of replica time per prompt token (its prefill compute and communication).
 With prompts arriving at r tokens/s and a chunk per step of c = r T, the fixed point is
 
     T = max((C + F) / (1 - k r), M + F)                                    (k r < 1)

@@ -160,9 +160,12 @@ def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, pe
     """One decode iteration of one pipeline stage over its b = batch / pp sequences, each with
     q = tokens_per_seq query tokens (1; q = k + 1 when a speculative step verifies k drafted ones).
 
-    memory  = (weights touched by b q tokens + b sequences' KV cache of `context` tokens, read
-              once for all q queries) / achievable bandwidth
-    compute = b q (2 N_active_matmul + 4 L H Q context) / (t p) / (peak * efficiency)
+    memory    = weights touched by b q tokens / achievable bandwidth
+    compute   = b q 2 N_active_matmul / (t p) / (peak * efficiency)        (the GEMMs' roofline)
+    attention = max(b q 4 L H Q context / (t p) / (attention peak * efficiency),
+                    b sequences' KV cache of `context` tokens, read once for all q queries / bandwidth):
+                a kernel of its own after the GEMMs, bounded by its math or its read (per-kernel
+                roofline; attention_tflops / _efficiency default to the GEMMs')
     tp_comm = 2 all-reduces per layer of b q h 16-bit values; pp_comm = one send of b q h values;
     overhead = layers/p x a fixed per-layer cost (kernel launches and tails of a dozen small
     kernels per layer that the roofline does not see; calibrated, docs/VALIDATION.md).
@@ -191,7 +194,8 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
                  attention_efficiency=None) -> PassTime:
     """Prefill of one prompt of P tokens through all p stages in turn (the request's latency).
 
-    compute = (2 N_matmul P + 2 L H Q P^2) / t / (peak * efficiency); memory = all weights once.
+    compute = 2 N_matmul P / t / (peak * efficiency) + 2 L H Q P^2 / t / (attention peak * efficiency)
+    (attention_tflops / _efficiency default to the GEMMs'); memory = all weights once.
     """
     tp, pp = np.asarray(tp), np.asarray(pp)
     memory = np.asarray(weight_bytes_read(model, precision, prompt, tp, 1)) / (memory_bw_gb_s * GB * bw_efficiency)
