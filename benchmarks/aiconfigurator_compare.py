@@ -126,8 +126,13 @@ def main() -> None:
                 continue
             batch, folder = batch_for(run), hf_config(run["model"], Path(tmp))
             ours, pub = predict(run), run["published"]
-            theirs = [aic_metric(run, aic_estimate(args.aic, run, folder, batch, ctx), batch)
-                      for ctx in (None, token_budget(run))]
+            try:
+                theirs = [aic_metric(run, aic_estimate(args.aic, run, folder, batch, ctx), batch)
+                          for ctx in (None, token_budget(run))]
+            except RuntimeError as e:   # e.g. its memory check refuses the batch
+                reason = "does not fit" if "OOM" in str(e) else "failed"
+                skipped.append(f"{run['id']} (AIConfigurator: {reason} at batch {batch})")
+                continue
             eo, ea, eb = ours / pub - 1, theirs[0] / pub - 1, theirs[1] / pub - 1
             for key, e in zip(errs, (eo, ea, eb)):
                 errs[key].append(abs(e))

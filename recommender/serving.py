@@ -136,7 +136,7 @@ class ServeWorkload(Strict):
         The length E[X^2] / E[X] matches the mixture's work variance per arrival and overstates its
         mean (conservative): with 90% hits of a 1,500-token prefix on 2,000-token prompts the mean is
         650 and this 962; the mean alone let a planned fleet miss p99 TPOT by 6% in the step-by-step
-        simulation (tests/test_serving_des.py)."""
+        simulation (tests/test_serving_des.py) before serving took training's compute rule."""
         if not 0 < self.prefix_hit < 1:
             return self.prefill_tokens
         hit, miss = self.prompt_tokens - self.prefix_tokens, self.prompt_tokens
