@@ -343,6 +343,34 @@ def slot_cap(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: s
     return np.minimum(lo, prefill_bound)
 
 
+def _hardware(acc: Accelerator, precision: str, tp, pp, efficiency: float) -> tuple[dict, dict, dict]:
+    """The roofline's terms for a replica of (tp, pp): peak, efficiencies and links (hw),
+    communication (comm), attention's own peak and efficiency (att). The compute rule is
+    training's (evaluate.matmul_efficiency): GEMMs at the calibrated matmul efficiency, scaled for
+    FP8 by the measured FP8/BF16 ratio; attention's math at its own fitted share of that
+    efficiency, of the 16-bit peak (FlashAttention-style kernels)."""
+    a = catalog.assumption
+    peak = acc.peak_tflops(sv.MATH[precision])
+    comm = dict(comm_efficiency=a("comm_efficiency"), allreduce_latency_s=a("allreduce_latency_us") * 1e-6)
+    att = dict(attention_tflops=acc.peak_tflops("bf16") or acc.peak_tflops("fp16") or peak,
+               attention_efficiency=efficiency * a("attention_efficiency_ratio"))
+    hw = dict(peak_tflops=peak, efficiency=matmul_efficiency(efficiency, precision), memory_bw_gb_s=acc.memory_bw_gb_s,
+              bw_efficiency=a("memory_bw_efficiency"), tp_bw_gb_s=np.maximum(bw(acc, tp), 1e-9),
+              pp_bw_gb_s=np.maximum(bw(acc, np.asarray(tp) * np.asarray(pp)), 1e-9))
+    return hw, comm, att
+
+
+def decode_terms(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, n, tp, pp,
+                 efficiency: float, spec: bool = False) -> sv.PassTime:
+    """One decode step of one stage at n running sequences (a speculative step verifies k + 1
+    tokens of each), on this replica's hardware terms (_hardware)."""
+    hw, comm, att = _hardware(acc, precision, tp, pp, efficiency)
+    k = w.draft_tokens if spec else 0
+    return sv.decode_stage_time(w.model, precision, kv_precision, n, w.mean_decode_context, tp, pp, **hw, **comm,
+                                layer_overhead_s=catalog.assumption("decode_layer_overhead_us") * 1e-6,
+                                tokens_per_seq=k + 1, **att)
+
+
 def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precision: str, tp, pp, slots,
                   efficiency: float, width: int | None = None, spec: bool = False,
                   per_token_steps: bool = True) -> qm.Steps:
@@ -364,23 +392,12 @@ def replica_steps(w: ServeWorkload, acc: Accelerator, precision: str, kv_precisi
     tp, pp, slots = (np.atleast_1d(np.asarray(x)) for x in (tp, pp, slots))
     if width is None:
         width = int(slots.max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
-    peak = acc.peak_tflops(sv.MATH[precision])
-    comm = dict(comm_efficiency=a("comm_efficiency"), allreduce_latency_s=a("allreduce_latency_us") * 1e-6)
     t2, p2 = tp[:, None], pp[:, None]
-    # the compute rule training uses (evaluate.matmul_efficiency): GEMMs at the calibrated matmul
-    # efficiency, scaled for FP8 by the measured FP8/BF16 ratio; attention's math at its own
-    # fitted share of that efficiency, of the 16-bit peak (FlashAttention-style kernels)
-    gemm_eff = matmul_efficiency(efficiency, precision)
-    att = dict(attention_tflops=acc.peak_tflops("bf16") or acc.peak_tflops("fp16") or peak,
-               attention_efficiency=efficiency * a("attention_efficiency_ratio"))
-    hw = dict(peak_tflops=peak, efficiency=gemm_eff, memory_bw_gb_s=acc.memory_bw_gb_s,
-              bw_efficiency=a("memory_bw_efficiency"), tp_bw_gb_s=np.maximum(bw(acc, t2), 1e-9),
-              pp_bw_gb_s=np.maximum(bw(acc, t2 * p2), 1e-9))
+    hw, comm, att = _hardware(acc, precision, t2, p2, efficiency)
     n = np.maximum(np.arange(width), 1)[None, :].astype(float)
     overhead = a("decode_layer_overhead_us") * 1e-6
     k = w.draft_tokens if spec else 0
-    dec = sv.decode_stage_time(m, precision, kv_precision, n, w.mean_decode_context, t2, p2, **hw, **comm,
-                               layer_overhead_s=overhead, tokens_per_seq=k + 1, **att)
+    dec = decode_terms(w, acc, precision, kv_precision, n, t2, p2, efficiency, spec)
     pre = sv.prefill_time(m, precision, w.prompt_tokens, t2, p2, **hw, **comm, **att)
     shape = (len(tp), width)
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).copy()  # noqa: E731
@@ -861,8 +878,8 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     cph = None if math.isnan(cph) else cph
     capacity = per_replica * replicas
     power = None if acc.tdp_w is None else float(costf.facility_power_kw(gpus, acc.tdp_w, a("pue")))
-    b = batch
-    bound = "memory" if row.memory[0, b] >= row.compute[0, b] else "compute"
+    dec = decode_terms(w, acc, layout.precision, layout.kv_precision, batch, tp, pp, e, spec)
+    bound = "memory" if dec.memory_bound else "compute"
     return ServePart(
         accelerator=acc.id, count=gpus, replicas=replicas, tp=layout.tp, pp=layout.pp,
         precision=layout.precision, kv_precision=layout.kv_precision, batch=batch, speculative=spec,

@@ -145,7 +145,17 @@ class PassTime:
     tp_comm: object
     pp_comm: object
     overhead: object = 0.0
-    attention: object = 0.0
+    attention_math: object = 0.0   # attention's kernel: its FLOPs' seconds ...
+    kv_read: object = 0.0          # ... and the KV cache's read (it takes the longer of the two)
+
+    @property
+    def attention(self):
+        return np.maximum(self.attention_math, self.kv_read)
+
+    @property
+    def memory_bound(self):
+        """Whether the reads (weights, KV cache) outlast the math (GEMMs, attention's FLOPs)."""
+        return self.memory + self.kv_read >= self.compute + self.attention_math
 
     @property
     def total(self):
@@ -178,15 +188,15 @@ def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, pe
     memory = read / (memory_bw_gb_s * GB * bw_efficiency)
     compute = bq * 2.0 * model.matmul_params / (tp * pp) / (peak_tflops * 1e12 * efficiency)
     att_flops = bq * 4.0 * model.layers * model.attention_width * context / (tp * pp)
-    attention = np.maximum(att_flops / ((attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency)),
-                           kv_bytes / (memory_bw_gb_s * GB * bw_efficiency))
+    att_math = att_flops / ((attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency))
+    kv_read = kv_bytes / (memory_bw_gb_s * GB * bw_efficiency)
     tp_comm = model.layers / pp * 2.0 * np.asarray(allreduce_time(
         bq * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
     pp_comm = np.where(pp > 1, allreduce_latency_s / 2.0 + bq * model.hidden * ACT_BYTES / tp
                        / (pp_bw_gb_s * GB * comm_efficiency), 0.0)
     overhead = model.layers / pp * layer_overhead_s
     return PassTime(_scalar(compute), _scalar(memory), _scalar(tp_comm), _scalar(pp_comm), _scalar(overhead),
-                    _scalar(attention))
+                    _scalar(att_math), _scalar(kv_read))
 
 
 def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memory_bw_gb_s, bw_efficiency,
