@@ -585,6 +585,7 @@ def serve(
     length_dist: Annotated[str, typer.Option(metavar="exponential|fixed", help="Output lengths around the --output mean: exponential (default) or fixed.")] = "exponential",
     token_budget: Annotated[Opt, typer.Option(metavar="TOKENS", help="Tokens per engine step (max_num_batched_tokens; default: vLLM V1's, 8192 or 2048).")] = None,
     max_seqs: Annotated[Opt, typer.Option(metavar="N", help="Most sequences a replica runs at once (max_num_seqs; default: vLLM V1's, 1024 or 256).")] = None,
+    kv_reserve: Annotated[str, typer.Option(metavar="paged|full", help="KV a running request holds: paged (vLLM, default: the tokens so far) or full (TensorRT-LLM's default GUARANTEED_NO_EVICT: its prompt + output reserved at admission).")] = "paged",
     prefix_tokens: Annotated[Opt, typer.Option(metavar="TOKENS", help="Prefix caching: the first TOKENS of every prompt are shared (a system prompt).")] = None,
     prefix_hit: Annotated[Opt, typer.Option(metavar="SHARE", help="Prefix caching: the share of requests that find the shared prefix cached, e.g. 0.9 or 90% (default 1 with --prefix-tokens).")] = None,
     draft: Annotated[Opt, typer.Option(metavar="MODEL|eagle|ngram", help="Speculative decoding: the draft (a catalog model with the target's tokenizer, an EAGLE head, or n-gram lookup); every replica is priced with and without it. Needs --draft-accept.")] = None,
@@ -615,7 +616,7 @@ def serve(
                        gpu=gpu, tp=tp, pp=pp, replicas=replicas, batch=batch, headroom=headroom,
                        percentile=percentile, length_dist=length_dist, token_budget=token_budget, max_seqs=max_seqs,
                        prefix_tokens=prefix_tokens, prefix_hit=prefix_hit, draft=draft, draft_tokens=draft_tokens,
-                       draft_accept=draft_accept, disaggregate=disaggregate)
+                       draft_accept=draft_accept, disaggregate=disaggregate, kv_reserve=kv_reserve)
     _print_serve(result, json_out, csv)
 
 

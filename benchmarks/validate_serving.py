@@ -64,7 +64,9 @@ def workload(run: dict) -> ServeWorkload:
         lay = run["layout"]
         seqs, budget = trtllm_bench_limits(m, catalog.accelerator(run["gpu"]), lay["tp"], lay.get("pp", 1),
                                            wl["prompt"], wl["output"])
-        engine = dict(max_seqs=seqs, token_budget=budget)
+        # TensorRT-LLM's default capacity scheduler (GUARANTEED_NO_EVICT) admits a request only with
+        # its prompt + output KV reserved
+        engine = dict(max_seqs=seqs, token_budget=budget, kv_reserve="full")
     return ServeWorkload(model=m, prompt_tokens=wl["prompt"], output_tokens=wl["output"],
                          length_dist=wl.get("lengths", "exponential"), **engine)
 

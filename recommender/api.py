@@ -680,7 +680,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 amortize=False, time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None,
                 headroom=None, percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None,
                 prefix_tokens=None, prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None,
-                disaggregate="auto"):
+                disaggregate="auto", kv_reserve="paged"):
     """Parse and check `serve`'s arguments: a ServeQuery, or with --gpu the fixed configuration's
     evaluated result (a ServeResult)."""
     from recommender import serve_planner as sp
@@ -693,6 +693,10 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     rates = _accept_rates(draft_accept)
     if isinstance(rates, tuple) and draft_tokens is None:
         draft_tokens = len(rates)                  # one rate per drafted position sets how many
+    reserve = str(kv_reserve).lower()
+    if reserve not in ("paged", "full"):
+        raise GpuplanError("kv-reserve", kv_reserve, "must be paged (vLLM: KV for the tokens so far) or full "
+                           "(TensorRT-LLM's default: each request reserves its prompt + output)")
     w = ServeWorkload(
         model=spec, prompt_tokens=parse_tokens("prompt", prompt), output_tokens=parse_tokens("output", output),
         rate_rps=None if rate is None else parse_rate_per_s("rate", rate),
@@ -706,7 +710,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         prefix_hit=(0.0 if prefix_tokens is None and prefix_hit is None else
                     1.0 if prefix_hit is None else parse_fraction("prefix-hit", prefix_hit)),
         draft=_draft(draft), draft_tokens=4 if draft_tokens is None else parse_int("draft-tokens", draft_tokens),
-        draft_accept=rates)
+        draft_accept=rates, kv_reserve=reserve)
     if draft_tokens is not None and draft is None:
         raise GpuplanError("draft-tokens", draft_tokens, "give the draft too (--draft MODEL|eagle|ngram)")
     if not 1 <= w.draft_tokens <= 16:
@@ -764,7 +768,7 @@ def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           providers=None, precision=None, kv_precision="auto", acquisition=None, own=None, top=5, amortize=False,
           time_limit="10s", gpu=None, tp=None, pp="1", replicas=None, batch=None, headroom=None,
           percentile="p99", length_dist="exponential", token_budget=None, max_seqs=None, prefix_tokens=None,
-          prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None, disaggregate="auto"):
+          prefix_hit=None, draft=None, draft_tokens=None, draft_accept=None, disaggregate="auto", kv_reserve="paged"):
     """`gpuplan serve`: the cheapest fleet meeting the latency targets (exact), or, with --gpu, one
     fixed replica configuration's performance (its maximum offline throughput when no target is set)."""
     q = serve_query(**locals())

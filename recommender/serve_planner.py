@@ -813,7 +813,9 @@ def queue_note(w: ServeWorkload) -> str:
     else:
         load = f"Poisson arrivals at {w.rate_rps:g} requests/s (open loop, split over replicas in proportion to capacity)"
     return (f"latencies are p{w.percentile * 100:g} from a queueing model of continuous batching with chunked "
-            f"prefill (vLLM V1 scheduler: slot cap = batch, token budget per step); {load}; output lengths "
+            f"prefill (vLLM V1 scheduler: slot cap = batch, token budget per step"
+            + ("; each request's prompt + output KV reserved at admission, TensorRT-LLM's GUARANTEED_NO_EVICT"
+               if w.kv_reserve == "full" else "") + f"); {load}; output lengths "
             f"{w.length_dist} with mean {w.output_tokens:,} (p{w.percentile * 100:g}: {q.output_quantile:,.0f}), "
             f"prompts {w.prompt_tokens:,} tokens"
             + (f" ({w.prefix_tokens:,} of them a shared prefix found in the prefix cache by {w.prefix_hit:.0%} of "

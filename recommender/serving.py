@@ -44,6 +44,10 @@ class ServeWorkload(Strict):
     length_dist: str = "exponential"                 # output lengths: exponential (geometric) or fixed
     token_budget: int | None = Field(None, ge=16)    # max_num_batched_tokens; None: the engine default
     max_seqs: int | None = Field(None, ge=1)         # max_num_seqs cap; None: the engine default
+    # the KV the engine holds for a running request: "paged" (vLLM: the tokens so far, preempting on
+    # overflow) or "full" (TensorRT-LLM's default GUARANTEED_NO_EVICT capacity scheduler: a request
+    # is admitted only when its prompt + output's KV can be reserved, so none is ever evicted)
+    kv_reserve: Literal["paged", "full"] = "paged"
     horizon_days: float = Field(365.0, gt=0)
     # prefix caching (vLLM automatic prefix caching, on by default in V1): the first prefix_tokens of
     # a prompt are shared (a system prompt), and prefix_hit of requests find them in the cache
@@ -176,12 +180,16 @@ class ServeWorkload(Strict):
         """KV tokens per running sequence with paged KV (vLLM's PagedAttention): prompt + generated
         so far, plus half a block, plus the percentile's margin on the sum over the slots (a normal
         approximation: z sd / sqrt(slots) per sequence), so the cache overflows (and the engine
-        preempts) at most (1 - p) of the time. A cached prefix is held once per replica, not per
-        sequence: its share of a sequence is prefix / slots."""
+        preempts) at most (1 - p) of the time. With kv_reserve "full", prompt + output (TensorRT-LLM's
+        GUARANTEED_NO_EVICT reservation) plus half a block. A cached prefix is held once per
+        replica, not per sequence: its share of a sequence is prefix / slots."""
         q = self.queue
         z = NormalDist().inv_cdf(self.percentile)
         n = np.maximum(np.asarray(slots, dtype=float), 1.0)
         shared = self.prefix_tokens / n if self.prefix_hit > 0 else 0.0
+        if self.kv_reserve == "full":   # every request's prompt + output reserved (the output at its
+            # length, or at the percentile's for varying lengths: the longest answer planned for)
+            return self.prefill_tokens + shared + q.output_quantile + KV_BLOCK_TOKENS / 2.0 + 0.0 * n
         return (self.prefill_tokens + shared + q.mean_age + KV_BLOCK_TOKENS / 2.0 + z * q.age_sd / np.sqrt(n))
 
 

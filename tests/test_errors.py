@@ -145,7 +145,8 @@ COMMANDS = {
     "models": ["--family"],
     "prices": ["--gpu", "--provider", "--tier", "--currency", "--market"],
     "solve": [],
-    "serve": ["--gpu", "--tp", "--rate", "--users", "--ttft", "--tpot", "--precision", "--currency", "--disaggregate"],
+    "serve": ["--gpu", "--tp", "--rate", "--users", "--ttft", "--tpot", "--precision", "--currency", "--disaggregate",
+              "--kv-reserve"],
 }
 
 

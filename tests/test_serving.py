@@ -419,3 +419,31 @@ def test_coarse_then_refined_search_keeps_the_pick_of_exact_capacities(w):
         want = min(best, key=lambda i: (s.slots[i], -exact[i]))
         assert row == want
         assert c == pytest.approx(exact[want], rel=2e-4)
+
+
+def test_full_kv_reservation_holds_prompt_plus_output():
+    """kv_reserve "full" (TensorRT-LLM's GUARANTEED_NO_EVICT): each slot holds its prompt + output
+    KV (the output at its length; with varying lengths at the percentile's) plus half a 16-token
+    block, by hand: Llama-3-8B in fp8 KV keeps 2 x 32 layers x 8 KV heads x 128 = 65,536 bytes a
+    token; the slot cap falls below the paged one and the CLI says so; a bad value is one line."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from recommender.serving import replica_memory, slot_cap
+
+    m, acc = catalog.model("llama-3-8b"), catalog.accelerator("h100-sxm")
+    fixed = ServeWorkload(model=m, prompt_tokens=2000, output_tokens=2000, length_dist="fixed", kv_reserve="full")
+    assert float(fixed.resident_tokens(64)) == 2000 + 2000 + 8
+    varying = fixed.model_copy(update=dict(length_dist="exponential"))
+    assert float(varying.resident_tokens(64)) == pytest.approx(2000 + varying.queue.output_quantile + 8)
+    kv = replica_memory(fixed, acc, "fp8", "fp8", 1, 1, 100).kv_cache
+    assert kv == pytest.approx(100 * 4008 * 65_536)
+    paged = fixed.model_copy(update=dict(kv_reserve="paged"))
+    full_cap, paged_cap = (int(slot_cap(x, acc, "fp8", "fp8", 1, 1, 0.1)[0]) for x in (fixed, paged))
+    assert 0 < full_cap < paged_cap
+    limit = acc.memory_gib * GIB * 0.9
+    for n, fits in ((full_cap, True), (full_cap + 1, False)):
+        assert (replica_memory(fixed, acc, "fp8", "fp8", 1, 1, n).total <= limit) == fits
+    r = CliRunner().invoke(app, ["serve", "--model", "llama-3-8b", "--rate", "5rps", "--gpu", "h100-sxm",
+                                 "--precision", "fp8", "--kv-reserve", "maybe"])
+    assert r.exit_code == 2 and "kv-reserve=maybe" in r.output and "Traceback" not in r.output
