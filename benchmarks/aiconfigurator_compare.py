@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from doc_table import show  # noqa: E402
 from recommender import catalog  # noqa: E402
-from recommender.serving import ServeLayout, engine_limits, evaluate_serving  # noqa: E402
-from validate_serving import predict, workload  # noqa: E402
+from recommender.serving import engine_limits  # noqa: E402
+from validate_serving import evaluate, predict, workload  # noqa: E402
 
 RUNS = Path(__file__).with_name("serving_runs.yaml")
 DOC = ROOT / "docs" / "VALIDATION.md"
@@ -69,7 +69,7 @@ def hf_config(model_id: str, folder: Path) -> Path:
 def batch_for(run: dict) -> int:
     if "batch" in run["layout"]:
         return int(run["layout"]["batch"])
-    return evaluate_serving(workload(run), ServeLayout(accelerator=run["gpu"], **run["layout"])).batch
+    return evaluate(run).batch
 
 
 def token_budget(run: dict) -> int:

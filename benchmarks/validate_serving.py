@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from recommender import catalog  # noqa: E402
+from recommender.formulas import serving as sv  # noqa: E402
 from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving  # noqa: E402
 
 RUNS = Path(__file__).with_name("serving_runs.yaml")
@@ -65,15 +66,31 @@ def workload(run: dict) -> ServeWorkload:
         seqs, budget = trtllm_bench_limits(m, catalog.accelerator(run["gpu"]), lay["tp"], lay.get("pp", 1),
                                            wl["prompt"], wl["output"])
         # TensorRT-LLM's default capacity scheduler (GUARANTEED_NO_EVICT) admits a request only with
-        # its prompt + output KV reserved
+        # its prompt + output KV reserved (and its KV cache takes 0.95 of the free memory: headroom())
         engine = dict(max_seqs=seqs, token_budget=budget, kv_reserve="full")
     return ServeWorkload(model=m, prompt_tokens=wl["prompt"], output_tokens=wl["output"],
                          length_dist=wl.get("lengths", "exponential"), **engine)
 
 
+def headroom(run: dict) -> float | None:
+    """Memory kept free: gpuplan's default (vLLM's gpu_memory_utilization 0.9), or for trtllm-bench
+    rows what TensorRT-LLM leaves: 1 - 0.95 of the memory the weights leave free."""
+    if run.get("engine") != "trtllm-bench":
+        return None
+    m, acc, lay = catalog.model(run["model"]), catalog.accelerator(run["gpu"]), run["layout"]
+    weights = float(sv.weight_bytes(m, lay["precision"], lay["tp"], lay.get("pp", 1))) / 2**30
+    return 0.05 * (acc.memory_gib - weights) / acc.memory_gib
+
+
+def evaluate(run: dict):
+    """The row's published layout evaluated as `gpuplan serve --gpu ...` does, with its engine's
+    settings (workload(), headroom())."""
+    return evaluate_serving(workload(run), ServeLayout(accelerator=run["gpu"], **run["layout"]), headroom=headroom(run))
+
+
 def predict(run: dict) -> float:
     w = workload(run)
-    ev = evaluate_serving(w, ServeLayout(accelerator=run["gpu"], **run["layout"]))
+    ev = evaluate(run)
     if run["metric"] == "closed_loop_tokens_per_s":
         return ev.batch * w.output_tokens / (ev.e2e_ms / 1e3)
     return getattr(ev, run["metric"])

@@ -189,7 +189,7 @@ class ServeWorkload(Strict):
         shared = self.prefix_tokens / n if self.prefix_hit > 0 else 0.0
         if self.kv_reserve == "full":   # every request's prompt + output reserved (the output at its
             # length, or at the percentile's for varying lengths: the longest answer planned for)
-            return self.prefill_tokens + shared + q.output_quantile + KV_BLOCK_TOKENS / 2.0 + 0.0 * n
+            return self.prefill_tokens + shared + q.output_quantile + KV_BLOCK_TOKENS / 2.0 + np.zeros_like(n)
         return (self.prefill_tokens + shared + q.mean_age + KV_BLOCK_TOKENS / 2.0 + z * q.age_sd / np.sqrt(n))
 
 
