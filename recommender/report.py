@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,9 +24,31 @@ def console() -> Console:
 
 
 def to_json(obj) -> str:
+    """Strict JSON: a figure with no finite value (a latency percentile the queue model says is
+    never reached) is null."""
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
-    return json.dumps(obj, indent=2, sort_keys=False)
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+UNBOUNDED = "unbounded"   # a latency percentile never reached: the backlog it waits behind grows
+
+
+def _ms(x: float, digits: int = 0):
+    """A latency in ms for a table cell (UNBOUNDED where the model has no finite value)."""
+    if not math.isfinite(x):
+        return UNBOUNDED
+    return round(x) if digits == 0 else round(x, digits)
 
 
 def _kv_table(title: str, rows: list[tuple[str, str, str]]) -> Table:
@@ -304,8 +327,8 @@ def serve_frame(result) -> pd.DataFrame:
             "#": rank, "accelerator": p.accelerator, "GPUs": p.count,
             "replicas": f"{p.replicas} x TP{p.tp}" + (f"xPP{p.pp}" if p.pp > 1 else "")
                         + ("" if role == "both" else f" {role}"), "prec": _prec(p),
-            "slots": p.batch, f"TTFT p{pct(head)}": round(p.ttft_ms),
-            f"TPOT p{pct(head)}": "" if role == "prefill" else round(p.tpot_ms, 1),
+            "slots": p.batch, f"TTFT p{pct(head)}": _ms(p.ttft_ms),
+            f"TPOT p{pct(head)}": "" if role == "prefill" else _ms(p.tpot_ms, 1),
             "tok/s": f"{p.served_tokens_per_s:,.0f}", "load": _pct(p.utilization),
             f"{sym}/h": None if p.cost_per_hour_usd is None else f"{money.in_display(p.cost_per_hour_usd):,.2f}",
             f"{sym}/Mtok": (None if not fleet_cost or p.cost_per_million_tokens_usd is None
@@ -364,7 +387,12 @@ def render_serve(result, csv_path: str | None = None) -> None:
         step = (f"{pt.decode_step_ms:.1f} ms a step with every slot busy" if not pt.speculative else
                 f"speculative: {pt.tokens_per_step:.2f} tokens a step, {pt.decode_step_ms * pt.tokens_per_step:.1f} ms "
                 f"a step ({pt.decode_step_ms:.1f} ms a token) with every slot busy")
-        c.print(f"#1: {load}end-to-end p{pct(p)} {p.e2e_ms / 1e3:,.2f} s; decode is {pt.decode_bound}-bound "
+        e2e = f"{p.e2e_ms / 1e3:,.2f} s" if math.isfinite(p.e2e_ms) else UNBOUNDED
+        if not math.isfinite(p.ttft_ms):
+            c.print(f"TTFT p{pct(p)} is unbounded: the queue model's prompt backlog does not settle at this load (a closed "
+                    "loop with almost no think time and long prompts is its weak point, docs/SERVING.md); TPOT and "
+                    "throughput stand")
+        c.print(f"#1: {load}end-to-end p{pct(p)} {e2e}; decode is {pt.decode_bound}-bound "
                 f"({step}, a prompt {prompt_ms:.0f} ms of compute{' in the prefill pool' if p.disaggregated else ''}); "
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
                 f"paged KV cache per GPU (slots up to {pt.max_batch}, token budget {pt.token_budget:,}); "

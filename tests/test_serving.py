@@ -447,3 +447,27 @@ def test_full_kv_reservation_holds_prompt_plus_output():
     r = CliRunner().invoke(app, ["serve", "--model", "llama-3-8b", "--rate", "5rps", "--gpu", "h100-sxm",
                                  "--precision", "fp8", "--kv-reserve", "maybe"])
     assert r.exit_code == 2 and "kv-reserve=maybe" in r.output and "Traceback" not in r.output
+
+
+def test_unbounded_latency_is_shown_not_a_traceback():
+    """50 users with no think time on one Llama-3.3-70B TP2 replica of 50 slots and 5,000-token
+    prompts: the queue model finds no finite p99 TTFT. The table says "unbounded" (it raised
+    OverflowError before 2026-12-07) and --json stays strict JSON, the figure null."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    args = ["serve", "--model", "llama-3.3-70b", "--users", "50", "--prompt", "5000", "--output", "500",
+            "--gpu", "h100-sxm", "--tp", "2", "--precision", "fp8", "--batch", "50", "--replicas", "1",
+            "--length-dist", "fixed"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and r.exception is None, r.output
+    assert "unbounded" in r.output and "TTFT p99 is unbounded" in r.output
+    r = CliRunner().invoke(app, args + ["--json"])
+    def no_constants(x):
+        raise AssertionError(f"non-JSON constant {x}")
+    plan = json.loads(r.output, parse_constant=no_constants)["plans"][0]
+    assert plan["ttft_ms"] is None and plan["tpot_ms"] > 0
+
