@@ -163,6 +163,11 @@ class PassTime:
                 + self.overhead)
 
 
+def _attention_flop_s(peak_tflops, efficiency, attention_tflops, attention_efficiency):
+    """FLOP/s attention's kernels reach: their own peak and efficiency, the GEMMs' where not given."""
+    return (attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency)
+
+
 def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, peak_tflops, efficiency,
                       memory_bw_gb_s, bw_efficiency, tp_bw_gb_s, pp_bw_gb_s, comm_efficiency,
                       allreduce_latency_s, layer_overhead_s=0.0, tokens_per_seq=1, attention_tflops=None,
@@ -188,7 +193,7 @@ def decode_stage_time(model, precision, kv_precision, batch, context, tp, pp, pe
     memory = read / (memory_bw_gb_s * GB * bw_efficiency)
     compute = bq * 2.0 * model.matmul_params / (tp * pp) / (peak_tflops * 1e12 * efficiency)
     att_flops = bq * 4.0 * model.layers * model.attention_width * context / (tp * pp)
-    att_math = att_flops / ((attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency))
+    att_math = att_flops / _attention_flop_s(peak_tflops, efficiency, attention_tflops, attention_efficiency)
     kv_read = kv_bytes / (memory_bw_gb_s * GB * bw_efficiency)
     tp_comm = model.layers / pp * 2.0 * np.asarray(allreduce_time(
         bq * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
@@ -211,7 +216,7 @@ def prefill_time(model, precision, prompt, tp, pp, peak_tflops, efficiency, memo
     memory = np.asarray(weight_bytes_read(model, precision, prompt, tp, 1)) / (memory_bw_gb_s * GB * bw_efficiency)
     compute = (2.0 * model.matmul_params * prompt / tp / (peak_tflops * 1e12 * efficiency)
                + 2.0 * model.layers * model.attention_width * prompt ** 2 / tp
-               / ((attention_tflops or peak_tflops) * 1e12 * (attention_efficiency or efficiency)))
+               / _attention_flop_s(peak_tflops, efficiency, attention_tflops, attention_efficiency))
     tp_comm = model.layers * 2.0 * np.asarray(allreduce_time(
         prompt * model.hidden * ACT_BYTES, tp, tp_bw_gb_s * GB * comm_efficiency, allreduce_latency_s))
     pp_comm = (pp - 1) * (allreduce_latency_s / 2.0 + prompt * model.hidden * ACT_BYTES / tp
