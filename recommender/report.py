@@ -389,19 +389,24 @@ def render_serve(result, csv_path: str | None = None) -> None:
                 f"a step ({pt.decode_step_ms:.1f} ms a token) with every slot busy")
         e2e = f"{p.e2e_ms / 1e3:,.2f} s" if math.isfinite(p.e2e_ms) else UNBOUNDED
         if not math.isfinite(p.ttft_ms):
-            c.print(f"TTFT p{pct(p)} is unbounded: the queue model's prompt backlog does not settle at this load (a closed "
-                    "loop with almost no think time and long prompts is its weak point, docs/SERVING.md); TPOT and "
-                    "throughput stand")
+            if p.utilization is None:
+                c.print(f"TTFT p{pct(p)} is unbounded: the demand on each replica is more than it serves with every "
+                        "slot busy, so its queue grows without bound; add replicas (or leave --replicas out and "
+                        "gpuplan sizes the fleet)")
+            else:
+                c.print(f"TTFT p{pct(p)} is unbounded: the queue model's prompt backlog or slot queue does not "
+                        "settle at this load (docs/SERVING.md); TPOT and throughput stand")
         c.print(f"#1: {load}end-to-end p{pct(p)} {e2e}; decode is {pt.decode_bound}-bound "
                 f"({step}, a prompt {prompt_ms:.0f} ms of compute{' in the prefill pool' if p.disaggregated else ''}); "
                 f"memory {pt.memory_breakdown_gib.weights:.1f} GiB weights + {pt.memory_breakdown_gib.kv_cache:.1f} GiB "
                 f"paged KV cache per GPU (slots up to {pt.max_batch}, token budget {pt.token_budget:,}); "
                 + ("" if p.horizon_cost_usd is None else f"{fmt_usd(p.horizon_cost_usd)} over the horizon"))
         if p.cost_per_hour_usd_low is not None:
+            lo, hi = p.cost_per_million_tokens_usd_low, p.cost_per_million_tokens_usd_high
+            per_mtok = ("" if lo is None or hi is None else
+                        f" ({money.symbol()}{money.in_display(lo):.3g}-{money.in_display(hi):.3g}/Mtok)")
             c.print(f"#1 interval: serving this demand costs {fmt_usd(p.cost_per_hour_usd_low)}-"
-                    f"{fmt_usd(p.cost_per_hour_usd_high)}/h ({money.symbol()}"
-                    f"{money.in_display(p.cost_per_million_tokens_usd_low):.3g}-"
-                    f"{money.in_display(p.cost_per_million_tokens_usd_high):.3g}/Mtok) if replicas deliver what the model predicts within "
+                    f"{fmt_usd(p.cost_per_hour_usd_high)}/h{per_mtok} if replicas deliver what the model predicts within "
                     "its leave-one-source-out error on published throughput "
                     f"({catalog.assumption('serve_throughput_error_low'):+.0%} to "
                     f"{catalog.assumption('serve_throughput_error_high'):+.0%}, docs/VALIDATION.md)")

@@ -4,6 +4,7 @@ one-configuration evaluator that `gpuplan serve --gpu ...` and the serving plann
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 from statistics import NormalDist
@@ -870,6 +871,13 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
         replicas = layout.replicas or (max(1, math.ceil(demand / cap - 1e-9)) if cap > 0 else 1)
         per_load = float(load) if load is not None else demand / replicas
         fig = figures(w, row, [per_load])
+        if w.closed and w.role != "prefill" and per_load > batch + qm.QUEUE_STATES:
+            # more users than the states kept: all of them, so that a replica they overload shows
+            # its slot queue's wait (a closed loop always settles), not an unbounded one
+            extra = math.ceil(per_load) - batch + 1
+            wide = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp], [pp], [batch], e, spec=spec,
+                                 width=batch + 1 + extra)
+            fig = qm.figures(wide, dataclasses.replace(q, queue_states=extra), [per_load])
         missed = targets_missed_at(w, row, per_load)
         cap_fig = figures(w, row, [cap]) if cap > 0 else fig
     per_replica = float(cap_fig.throughput[0]) * w.output_tokens   # tokens/s within the targets

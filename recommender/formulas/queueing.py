@@ -100,6 +100,9 @@ class Workload:
     # the percentile TTFT is held at, where it differs from TPOT's (a disaggregated decode pool:
     # its share of the fleet's TTFT at 1 - (1 - p) / 2, serving.disaggregated_roles)
     ttft_percentile: float | None = None
+    # closed loop: states kept above the slot cap (the Steps' width must hold them); an evaluation
+    # of more users than slots + QUEUE_STATES on one replica widens it to every user
+    queue_states: int = QUEUE_STATES
 
     @property
     def ttft_p(self) -> float:
@@ -216,18 +219,26 @@ def full_slot_step(s: Steps, w: Workload):
     """T_B, the mean step with all B slots busy and requests waiting: each step ends B / O
     sequences on average (geometric lengths: Poisson(B / O) of them, whatever the step's length)
     and the next step carries that many new prompts: T_B = E[max(C_B + k min(P M, room), M_B)] + F_B."""
-    b = s.slots
-    rows = np.arange(len(b))
-    c, m, f = s.compute[rows, b], s.memory[rows, b], s.fixed[rows, b]
-    room = np.maximum(s.budget - s.per_seq * b, 1.0)
-    j = np.arange(K_PROMPTS)[None, :]
-    t = np.maximum(c[:, None] + s.per_token[:, None] * np.minimum(w.prompt * j, room[:, None]), m[:, None]) + f[:, None]
-    pm = poisson_pmf(b / w.output, K_PROMPTS)
-    pm[:, -1] += np.maximum(1 - pm.sum(axis=1), 0.0)
-    # where the prompts of B / O arrivals per step exceed the room, the room sets the pace: every
-    # step is full and room / P requests start per step instead of B / O
-    full = np.maximum(c + s.per_token * room, m) + f
-    return np.maximum((pm * t).sum(axis=1), full * w.prompt * b / (w.output * room))
+    return replacement_step(s, w, s.slots[:, None].astype(float))[:, 0]
+
+
+def replacement_step(s: Steps, w: Workload, occ) -> np.ndarray:
+    """The mean step at occupancies occ (R, W) when every sequence a step ends is replaced by a new
+    prompt in the next step: Poisson(n / O) prompts per step, capped by the token budget's room
+    (where the prompts of n / O arrivals per step exceed the room, the room sets the pace: every
+    step is full and room / P requests start per step instead of n / O)."""
+    occ = np.asarray(occ, dtype=float)
+    rows = np.arange(len(s.slots))[:, None]
+    lo = np.clip(np.floor(occ).astype(int), 0, s.compute.shape[1] - 1)
+    c, m, f = s.compute[rows, lo], s.memory[rows, lo], s.fixed[rows, lo]
+    room = np.maximum(s.budget[:, None] - s.per_seq[:, None] * occ, 1.0)
+    k = s.per_token[:, None, None]
+    j = np.arange(K_PROMPTS)[None, None, :]
+    t = np.maximum(c[..., None] + k * np.minimum(w.prompt * j, room[..., None]), m[..., None]) + f[..., None]
+    pm = poisson_pmf(occ / w.output, K_PROMPTS)
+    pm[..., -1] += np.maximum(1 - pm.sum(axis=-1), 0.0)
+    full = np.maximum(c + s.per_token[:, None] * room, m) + f
+    return np.maximum((pm * t).sum(axis=-1), full * w.prompt * occ / (w.output * room))
 
 
 @dataclass
@@ -257,19 +268,23 @@ def chain(s: Steps, w: Workload, load) -> State:
     if w.closed:
         z = max(w.think_s, 1e-3)
         birth = np.maximum(load[:, None] - n, 0.0) / z            # arrival rate in state n
-        # the prompts a step meets: a user can only send again after an answer, so with a short
-        # think time arrivals follow departures; capped at the most departures a state one up
-        # can make (its decode-only steps), not the (U - n) / Z of a state that does not last
-        dec = np.maximum(s.compute, s.memory) + s.fixed
-        most = np.minimum(n + 1, b) / (w.output * np.concatenate([dec[:, 1:], dec[:, -1:]], axis=1))
-        prompts = np.minimum(birth, most)
     else:
         birth = np.broadcast_to(load[:, None], (r_, width))
         prompts = birth
     top = min(int(s.slots.max()) + 1, width)        # states above every slot cap step at T_B
     head = s.rows(slice(None), top)
     step = np.broadcast_to(t_b[:, None], (r_, width)).copy()
-    step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, prompts[:, :top], 0.0))
+    if w.closed:
+        # steps at n < B carry the prompts that brought the replica to n: in a stationary chain
+        # the entries into n per second spent there are its departures, n / (O T(n)) (detailed
+        # balance), so each step carries Poisson(n / O) prompts, as at the slot cap. Not the
+        # (U - n) / Z of the state itself: with a short think time a state below U lasts an
+        # instant and its arrivals land in the next state's steps
+        step[:, :top] = replacement_step(head, w, np.minimum(n[:, :top], b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prompts = np.where(n < b, np.minimum(n, b) / (w.output * step), mu_b[:, None])
+    else:
+        step[:, :top] = step_time(head, w, np.where(n[:, :top] < b, prompts[:, :top], 0.0))
     step = np.where(n >= b, t_b[:, None], step)
     occ = np.minimum(n, b)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -281,7 +296,7 @@ def chain(s: Steps, w: Workload, load) -> State:
         # make (n / O)^2 var (1 + phi) / ((1 - phi) T^3) more variance per second
         kp = (s.per_token * w.prompt)[:, None]
         arr = np.where(n < b, prompts, mu_b[:, None])
-        phi = np.clip(kp * arr, 0.0, 0.95)
+        phi = np.clip(kp * arr * in_time_share(w, step), 0.0, 0.95)
         var = kp * kp * arr * step / (1.0 - phi * phi)
         extra = np.nan_to_num((occ / w.output) ** 2 * var * (1 + phi) / ((1 - phi) * step ** 3), nan=0.0)
         up, down = birth + 0.5 * extra, death + 0.5 * extra
@@ -290,13 +305,13 @@ def chain(s: Steps, w: Workload, load) -> State:
     logw = np.concatenate([np.zeros((r_, 1)), np.cumsum(logr, axis=1)], axis=1)
     if not w.closed:
         logw = np.where(n <= b, logw, -np.inf)
-    else:   # the states kept: up to B + QUEUE_STATES whatever the padding
-        logw = np.where(n <= b + QUEUE_STATES, logw, -np.inf)
+    else:   # the states kept: up to B + queue_states whatever the padding, and at most the users
+        logw = np.where((n <= b + w.queue_states) & (n <= load[:, None] + 1e-9), logw, -np.inf)
     top = np.max(np.where(np.isfinite(logw), logw, -np.inf), axis=1, keepdims=True)
     wts = np.exp(logw - top)
     rows = np.arange(r_)
     if w.closed:
-        end = np.minimum(s.slots + QUEUE_STATES, width - 1)
+        end = np.minimum(s.slots + w.queue_states, width - 1)
         last = wts[rows, end]
         ratio = np.maximum(load - end, 0.0) / (max(w.think_s, 1e-3) * mu_b)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -319,7 +334,7 @@ def chain(s: Steps, w: Workload, load) -> State:
         norm = seen.sum(axis=1) + tail_p * 0.0
         seen = seen / np.where(norm > 0, norm, 1.0)[:, None]
         with np.errstate(invalid="ignore"):
-            thr = np.where(stable, (pi * birth).sum(axis=1), 0.0)   # users starting requests per second
+            thr = np.where(stable, (pi * np.nan_to_num(death)).sum(axis=1) + tail_p * mu_b, 0.0)   # requests/s served
     else:
         seen = pi
         thr = np.where(stable, load, 0.0)
@@ -375,6 +390,7 @@ class Bursts:
     trans: np.ndarray   # (R, L, L) the backlog chain's transitions
     chunk: np.ndarray   # (R, L) prompt tokens a step at level x processes
     sub: int            # levels per prompt: SUBLEVELS for long prompts, else 1
+    arrive: np.ndarray  # (R, L) mean prompts arriving during a step at level x (step_arrivals)
 
 
 def _at(arr, x):
@@ -384,6 +400,29 @@ def _at(arr, x):
     f = np.clip(x - i, 0.0, 1.0)
     rows = np.arange(r_)
     return arr[rows, i] * (1 - f) + arr[rows, i + 1] * f
+
+
+def in_time_share(w: Workload, mean_step) -> np.ndarray:
+    """The share of a step's prompt arrivals that come in proportion to its length. Open loop: all
+    (Poisson in time). Closed loop: a user sends again Z (exponential) after its answer, and answers
+    come at step ends, n / O a step, so with Z short against a step the next step meets the last
+    one's departures whatever its length; the share kept in time is Z / (Z + T) (1 when Z >> T, 0
+    when Z << T)."""
+    if not w.closed:
+        return np.ones_like(np.asarray(mean_step, dtype=float))
+    z = max(w.think_s, 1e-9)
+    return z / (z + np.asarray(mean_step, dtype=float))
+
+
+def step_arrivals(w: Workload, rate, occupancy, t) -> np.ndarray:
+    """Mean prompts arriving during steps of length t (R, L) at `rate` prompts/s and `occupancy`
+    running: rate (theta t + (1 - theta) T), T = occupancy / (O rate) the mean step at which
+    that many departures a step make that rate, theta = in_time_share(T)."""
+    rate = np.asarray(rate, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_t = np.where(rate > 0, np.asarray(occupancy, dtype=float) / (w.output * rate), 0.0)
+    theta = in_time_share(w, mean_t)[:, None]
+    return rate[:, None] * (theta * t + (1.0 - theta) * mean_t[:, None])
 
 
 def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
@@ -407,7 +446,8 @@ def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
     lo = np.floor(left).astype(np.int64)
     hi_w = left - lo
     n_a = K_PROMPTS + 1
-    pa = poisson_pmf(rate[:, None] * t, n_a)                            # (R, L, A)
+    arrive = step_arrivals(w, rate, occupancy, t)
+    pa = poisson_pmf(arrive, n_a)                                       # (R, L, A)
     # each (row, level, arrivals) sends its mass to the two levels around what it leaves (one sum)
     base = (np.arange(r_)[:, None, None] * levels + np.arange(levels)[None, :, None]) * levels
     dest = lo[:, :, None] + sub * np.arange(n_a)[None, None, :]
@@ -430,7 +470,7 @@ def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
         phi = np.clip(np.where(var > 0, lag1 / var, 0.0), 0.0, 0.95)
     full = np.maximum(c + s.per_token * room, m_) + f
     stable = rate * w.prompt * full < room                              # the room keeps up with arrivals
-    return Bursts(t, rate, mean, pm, left, full, room, var, phi, stable, trans, chunk, sub)
+    return Bursts(t, rate, mean, pm, left, full, room, var, phi, stable, trans, chunk, sub, arrive)
 
 
 OCCUPANCY_POINTS = 4    # the occupancy distribution as this many equal-weight quantile points
@@ -475,7 +515,7 @@ def _wait_cdf(s: Steps, w: Workload, st: State, slack) -> np.ndarray:
     pos = np.clip(slack, 0.0, 1e12)
     if not w.closed:
         return st.seen[rows, s.slots][:, None] * np.where(slack > 0, -np.expm1(-(st.mu_b - st.load)[:, None] * pos), 0.0)
-    q = min(width - int(s.slots.min()), QUEUE_STATES + 1)
+    q = min(width - int(s.slots.min()), w.queue_states + 1)
     idx = s.slots[:, None] + np.arange(q)[None, :]
     seen_q = np.where(idx < width, np.take_along_axis(st.seen, np.minimum(idx, width - 1), axis=1), 0.0)
     # found j requests queued ahead: a wait for j + 1 departures at mu_B, done within s when
@@ -549,7 +589,7 @@ def ttft_ctx(s: Steps, w: Workload, st: State) -> TtftCtx:
     tm = bu.t
     ptime = bu.pm * tm
     ptime = ptime / ptime.sum(axis=1, keepdims=True)
-    pa = poisson_pmf(bu.rate[:, None] * tm, n_a)
+    pa = poisson_pmf(bu.arrive, n_a)
     ahead = bu.left[:, :, None] * u + w.prompt * (1.0 + np.arange(n_a))[None, None, :]
     own = _drain(bu, c, m_, f, sx.per_token, ahead)
     own_idle = _drain(bu, c, m_, f, sx.per_token, np.full(r_ * j, float(w.prompt)))
