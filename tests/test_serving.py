@@ -473,3 +473,19 @@ def test_unbounded_latency_is_shown_not_a_traceback():
     plan = json.loads(r.output, parse_constant=no_constants)["plans"][0]
     assert plan["ttft_ms"] is None and plan["tpot_ms"] is None
 
+
+
+def test_overloaded_closed_loop_waits_for_slots_not_unbounded():
+    """400 users with no think time on one Llama-3.3-70B TP2 replica of 64 slots: 336 always wait
+    for a slot, which frees at mu_B = B / (O T_B) a second, so a request waits about 336 / mu_B
+    and the replica serves mu_B. It was "unbounded" with 0 tokens/s before 2026-12-07 (the chain
+    kept only 256 states above the slots)."""
+    w = ServeWorkload(model=catalog.model("llama-3.3-70b"), prompt_tokens=5000, output_tokens=500, users=400,
+                      length_dist="fixed")
+    lay = ServeLayout(accelerator="h100-sxm", tp=2, precision="fp8", kv_precision="fp8", batch=64, replicas=1)
+    ev = evaluate_serving(w, lay)
+    acc = catalog.accelerator("h100-sxm")
+    s = replica_steps(w, acc, "fp8", "fp8", [2], [1], [64], catalog.efficiency(acc.id).matmul_efficiency)
+    mu_b = float(qm.saturation(s, w.queue)[0])
+    assert ev.requests_per_s == pytest.approx(mu_b, rel=0.01)
+    assert 336 / mu_b <= ev.ttft_ms / 1e3 <= 1.3 * 336 / mu_b
