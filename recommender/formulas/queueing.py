@@ -403,26 +403,29 @@ def _at(arr, x):
 
 
 def in_time_share(w: Workload, mean_step) -> np.ndarray:
-    """The share of a step's prompt arrivals that come in proportion to its length. Open loop: all
-    (Poisson in time). Closed loop: a user sends again Z (exponential) after its answer, and answers
-    come at step ends, n / O a step, so with Z short against a step the next step meets the last
-    one's departures whatever its length; the share kept in time is Z / (Z + T) (1 when Z >> T, 0
-    when Z << T)."""
+    """d E[A] / d T over rate: how much a step's prompt arrivals grow with its length. Open loop:
+    1 (Poisson in time). Closed loop: the arrivals come from the users thinking, m = rate Z of
+    them, each sending after an exponential Z, and from the answers steps end, so a longer step
+    gathers only the thinkers whose clocks ring in it: the slope is exp(-T / Z) (1 when Z >> T,
+    0 when Z << T: then the next step meets the last one's departures whatever its length)."""
+    t = np.asarray(mean_step, dtype=float)
     if not w.closed:
-        return np.ones_like(np.asarray(mean_step, dtype=float))
-    z = max(w.think_s, 1e-9)
-    return z / (z + np.asarray(mean_step, dtype=float))
+        return np.ones_like(t)
+    return np.exp(-t / max(w.think_s, 1e-9))
 
 
 def step_arrivals(w: Workload, rate, occupancy, t) -> np.ndarray:
     """Mean prompts arriving during steps of length t (R, L) at `rate` prompts/s and `occupancy`
-    running: rate (theta t + (1 - theta) T), T = occupancy / (O rate) the mean step at which
-    that many departures a step make that rate, theta = in_time_share(T)."""
+    running. Open loop: rate t. Closed loop: rate T at the mean step T = occupancy / (O rate)
+    (the step at which that many departures a step make that rate), with the slope
+    in_time_share() between: rate (T + Z (exp(-T / Z) - exp(-t / Z)))."""
     rate = np.asarray(rate, dtype=float)
+    if not w.closed:
+        return rate[:, None] * t
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean_t = np.where(rate > 0, np.asarray(occupancy, dtype=float) / (w.output * rate), 0.0)
-    theta = in_time_share(w, mean_t)[:, None]
-    return rate[:, None] * (theta * t + (1.0 - theta) * mean_t[:, None])
+        mean_t = np.where(rate > 0, np.asarray(occupancy, dtype=float) / (w.output * rate), 0.0)[:, None]
+    z = max(w.think_s, 1e-9)
+    return rate[:, None] * np.maximum(mean_t + z * (np.exp(-mean_t / z) - np.exp(-t / z)), 0.0)
 
 
 def bursts(s: Steps, w: Workload, occupancy, rate) -> Bursts:
@@ -589,7 +592,15 @@ def ttft_ctx(s: Steps, w: Workload, st: State) -> TtftCtx:
     tm = bu.t
     ptime = bu.pm * tm
     ptime = ptime / ptime.sum(axis=1, keepdims=True)
-    pa = poisson_pmf(bu.arrive, n_a)
+    # the others arriving during the step an arrival lands in: in a closed loop the departures'
+    # returns (step_arrivals), or, for the users whose think time outlasts a mean step (they
+    # land at a random moment, not at a step's start), in proportion to its length
+    mean_arrive = bu.arrive
+    if w.closed:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tbar = np.where(bu.rate > 0, occ.ravel() / (w.output * bu.rate), 0.0)[:, None]
+        mean_arrive = np.maximum(bu.arrive, bu.rate[:, None] * tm * in_time_share(w, tbar))
+    pa = poisson_pmf(mean_arrive, n_a)
     ahead = bu.left[:, :, None] * u + w.prompt * (1.0 + np.arange(n_a))[None, None, :]
     own = _drain(bu, c, m_, f, sx.per_token, ahead)
     own_idle = _drain(bu, c, m_, f, sx.per_token, np.full(r_ * j, float(w.prompt)))
