@@ -870,7 +870,6 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
     else:
         replicas = layout.replicas or (max(1, math.ceil(demand / cap - 1e-9)) if cap > 0 else 1)
         per_load = float(load) if load is not None else demand / replicas
-        fig = figures(w, row, [per_load])
         if w.closed and w.role != "prefill" and per_load > batch + qm.QUEUE_STATES:
             # more users than the states kept: all of them, so that a replica they overload shows
             # its slot queue's wait (a closed loop always settles), not an unbounded one
@@ -878,6 +877,8 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
             wide = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp], [pp], [batch], e, spec=spec,
                                  width=batch + 1 + extra)
             fig = qm.figures(wide, dataclasses.replace(q, queue_states=extra), [per_load])
+        else:
+            fig = figures(w, row, [per_load])
         missed = targets_missed_at(w, row, per_load)
         cap_fig = figures(w, row, [cap]) if cap > 0 else fig
     per_replica = float(cap_fig.throughput[0]) * w.output_tokens   # tokens/s within the targets

@@ -23,7 +23,9 @@ n / (O T(n)); arrivals are Poisson at rate lambda (open loop) or come from U use
 an exponential Z seconds between requests, (U - n) / Z (closed loop; the machine-repairman
 model, Kleinrock Sec. 3.9). An arrival sees the chain's stationary state (PASTA; for the closed
 loop the arrival theorem, weights pi(n) (U - n)). chain() adds the variance of bursty step
-times to both rates.
+times to both rates. In a closed loop a state's steps carry the prompts that brought the replica
+there (Poisson(n / O) a step, replacement_step) and a step's arrivals grow with its length only
+as the thinking users' clocks allow (step_arrivals).
 
 At a few occupancy points, bursts() follows the prompt backlog a step starts with as a Markov
 chain (what the token budget's room cannot take is carried to the next step). From it:
