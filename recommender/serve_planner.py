@@ -823,7 +823,11 @@ def queue_note(w: ServeWorkload) -> str:
                if w.prefix_hit > 0 else "")
             + "; each replica loaded to "
             f"{1 - catalog.assumption('serve_capacity_margin'):.0%} of the most load at which the targets hold, the "
-            "queue model's error against a step-by-step simulation (docs/SERVING.md)")
+            "queue model's error against a step-by-step simulation (docs/SERVING.md)"
+            + ("; fixed output lengths in a closed loop: requests admitted together finish and return together, "
+               "and with a think time short against a request's own time they can form convoys the model does "
+               "not follow (the simulation's p99 TTFT up to 4x the model's, docs/SERVING.md)"
+               if w.closed and w.length_dist == "fixed" else ""))
 
 
 def fleet_summary(p: ServePlan) -> str:
