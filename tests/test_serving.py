@@ -472,6 +472,12 @@ def test_unbounded_latency_is_shown_not_a_traceback():
         raise AssertionError(f"non-JSON constant {x}")
     plan = json.loads(r.output, parse_constant=no_constants)["plans"][0]
     assert plan["ttft_ms"] is None and plan["tpot_ms"] is None
+    # the replica still serves what it can with every slot busy (it showed 0 tokens/s before)
+    w = ServeWorkload(model=catalog.model("llama-3.3-70b"), prompt_tokens=5000, output_tokens=500, rate_rps=3.0,
+                      length_dist="fixed")
+    acc = catalog.accelerator("h100-sxm")
+    s = replica_steps(w, acc, "fp8", "fp8", [2], [1], [50], catalog.efficiency(acc.id).matmul_efficiency)
+    assert plan["served_tokens_per_s"] == pytest.approx(float(qm.saturation(s, w.queue)[0]) * 500, rel=1e-6)
 
 
 

@@ -253,7 +253,7 @@ class State:
     step: np.ndarray        # (R, S + 1) T(n) (n >= B: T_B)
     mu_b: np.ndarray        # (R,) departures/s with every slot busy
     load: np.ndarray        # (R,) lambda or U
-    throughput: np.ndarray  # (R,) requests/s served
+    throughput: np.ndarray  # (R,) requests/s served (unstable: mu_B, every slot busy)
     stable: np.ndarray      # (R,) bool
     admit: np.ndarray       # (R, S + 1) requests/s entering service in state n
     peak: np.ndarray        # (R,) the most requests/s any occupancy serves (all slots busy, or fewer
@@ -336,10 +336,10 @@ def chain(s: Steps, w: Workload, load) -> State:
         norm = seen.sum(axis=1) + tail_p * 0.0
         seen = seen / np.where(norm > 0, norm, 1.0)[:, None]
         with np.errstate(invalid="ignore"):
-            thr = np.where(stable, (pi * np.nan_to_num(death)).sum(axis=1) + tail_p * mu_b, 0.0)   # requests/s served
+            thr = np.where(stable, (pi * np.nan_to_num(death)).sum(axis=1) + tail_p * mu_b, mu_b)   # requests/s served
     else:
         seen = pi
-        thr = np.where(stable, load, 0.0)
+        thr = np.where(stable, load, mu_b)      # overloaded: every slot busy, the queue growing
     admit = np.where(n < b, prompts, mu_b[:, None])
     peak = np.maximum(np.nanmax(np.where(np.isfinite(death), death, 0.0), axis=1), mu_b)
     return State(pi, seen, tail_p, step, mu_b, load, thr, stable, admit, peak)
