@@ -44,7 +44,7 @@ Everything is vectorized over rows (replica types) and states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -72,6 +72,9 @@ class Steps:
     # (R,) seconds added to every TTFT after the replica's own (a disaggregated pool's KV hand-off);
     # None: 0
     delay: np.ndarray | None = None
+    # per-state step times that do not depend on the load, kept across a capacity search's loads
+    # (key: what else they depend on); Steps are never changed after they are made
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def per_seq(self) -> np.ndarray:
@@ -221,7 +224,16 @@ def full_slot_step(s: Steps, w: Workload):
     """T_B, the mean step with all B slots busy and requests waiting: each step ends B / O
     sequences on average (geometric lengths: Poisson(B / O) of them, whatever the step's length)
     and the next step carries that many new prompts: T_B = E[max(C_B + k min(P M, room), M_B)] + F_B."""
-    return replacement_step(s, w, s.slots[:, None].astype(float))[:, 0]
+    key = ("full", w.prompt, w.output)
+    if key not in s.memo:
+        s.memo[key] = _frozen(replacement_step(s, w, s.slots[:, None].astype(float))[:, 0])
+    return s.memo[key]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
 
 
 def replacement_step(s: Steps, w: Workload, occ) -> np.ndarray:
@@ -282,7 +294,10 @@ def chain(s: Steps, w: Workload, load) -> State:
         # balance), so each step carries Poisson(n / O) prompts, as at the slot cap. Not the
         # (U - n) / Z of the state itself: with a short think time a state below U lasts an
         # instant and its arrivals land in the next state's steps
-        step[:, :top] = replacement_step(head, w, np.minimum(n[:, :top], b))
+        key = ("replace", w.prompt, w.output, top)
+        if key not in s.memo:
+            s.memo[key] = _frozen(replacement_step(head, w, np.minimum(n[:, :top], b)))
+        step[:, :top] = s.memo[key]
         with np.errstate(divide="ignore", invalid="ignore"):
             prompts = np.where(n < b, np.minimum(n, b) / (w.output * step), mu_b[:, None])
     else:
