@@ -136,7 +136,8 @@ def test_no_assert_left_in_the_planners():
 VALUES = st.one_of(st.sampled_from(["", ".", "-1", "0", "1e400", "nan", "abc", "1,5", "60 dayz", "$", "¥10M",
                                     "h100", "a100", "tpu-v5p", "mlu370-x8", "kunlun2", "bf16", "fp8", "int4",
                                     "llama-2-7b", "gpt-2-124m", "7B", "1T", "50ms", "5rps", "buy", "serverless",
-                                    "china", "CNY", "GBP", "constraints", "tests/data/hf/gemma-2-9b"]),
+                                    "china", "CNY", "GBP", "constraints", "tests/data/hf/gemma-2-9b", "fixed",
+                                    "400", "64", "0s", "3s"]),
                    st.text(max_size=6))
 COMMANDS = {
     "evaluate": ["--model", "--gpu", "--count", "--tp", "--pp", "--zero", "--precision", "--acquisition",
@@ -146,7 +147,7 @@ COMMANDS = {
     "prices": ["--gpu", "--provider", "--tier", "--currency", "--market"],
     "solve": [],
     "serve": ["--gpu", "--tp", "--rate", "--users", "--ttft", "--tpot", "--precision", "--currency", "--disaggregate",
-              "--kv-reserve"],
+              "--kv-reserve", "--think-time", "--length-dist", "--batch", "--replicas"],
 }
 
 

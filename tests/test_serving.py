@@ -495,3 +495,18 @@ def test_overloaded_closed_loop_waits_for_slots_not_unbounded():
     mu_b = float(qm.saturation(s, w.queue)[0])
     assert ev.requests_per_s == pytest.approx(mu_b, rel=0.01)
     assert 336 / mu_b <= ev.ttft_ms / 1e3 <= 1.3 * 336 / mu_b
+
+
+def test_closed_loop_of_thousands_of_users_on_one_replica_is_not_a_traceback():
+    """5,000 users on one Llama-3-8B L4 replica keep 4,969 states above its slots: the Poisson
+    terms then count past the 4,096 factorials tabled at import (a ValueError traceback on
+    2026-12-07, found by fuzzing, before the table grew on demand)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--model", "llama-3-8b", "--gpu", "l4", "--precision", "fp8", "--users", "5000",
+                                 "--prompt", "5000", "--output", "256", "--length-dist", "fixed", "--replicas", "1"])
+    assert r.exit_code == 0 and r.exception is None, r.output
+    pmf = qm.poisson_pmf(np.array([5000.0]), 6000)
+    assert pmf.shape == (1, 6000) and pmf.sum() == pytest.approx(1.0, abs=1e-9)

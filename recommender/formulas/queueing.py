@@ -370,11 +370,19 @@ SPEC_BEYOND = 1e-3      # and the tokens whose K exceeds K_EXACT with at most th
 _LGAMMA = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 4096)))])
 
 
+def _log_factorials(k: int) -> np.ndarray:
+    """log j! for j = 0..k-1 (the table grown where a closed loop keeps more states than it holds)."""
+    global _LGAMMA
+    if k > len(_LGAMMA):
+        _LGAMMA = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 2 * k)))])
+    return _LGAMMA[:k]
+
+
 def poisson_pmf(mean, k: int) -> np.ndarray:
     """(..., k) P(M = 0..k-1) for M ~ Poisson(mean)."""
     mean = np.clip(np.nan_to_num(np.asarray(mean, dtype=float), nan=0.0, posinf=1e15), 1e-300, 1e15)[..., None]
     j = np.arange(k)
-    return np.exp(-mean + j * np.log(mean) - _LGAMMA[:k])
+    return np.exp(-mean + j * np.log(mean) - _log_factorials(k))
 
 
 def normal_cdf(x):
