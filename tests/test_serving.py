@@ -12,6 +12,7 @@ from recommender.errors import GpuplanError
 from recommender.formulas import queueing as qm
 from recommender.formulas import serving as sv
 from recommender.formulas.memory import GIB
+from recommender.serve_planner import serve_efficiency
 from recommender.serving import ServeLayout, ServeWorkload, evaluate_serving, replica_steps
 
 A100 = dict(memory_bw_gb_s=2039.0, peak_tflops=312.0)
@@ -476,9 +477,8 @@ def test_unbounded_latency_is_shown_not_a_traceback():
     w = ServeWorkload(model=catalog.model("llama-3.3-70b"), prompt_tokens=5000, output_tokens=500, rate_rps=3.0,
                       length_dist="fixed")
     acc = catalog.accelerator("h100-sxm")
-    s = replica_steps(w, acc, "fp8", "fp8", [2], [1], [50], catalog.efficiency(acc.id).matmul_efficiency)
+    s = replica_steps(w, acc, "fp8", "fp8", [2], [1], [50], serve_efficiency(acc.id))
     assert plan["served_tokens_per_s"] == pytest.approx(float(qm.saturation(s, w.queue)[0]) * 500, rel=1e-6)
-
 
 
 def test_overloaded_closed_loop_waits_for_slots_not_unbounded():
@@ -491,7 +491,7 @@ def test_overloaded_closed_loop_waits_for_slots_not_unbounded():
     lay = ServeLayout(accelerator="h100-sxm", tp=2, precision="fp8", kv_precision="fp8", batch=64, replicas=1)
     ev = evaluate_serving(w, lay)
     acc = catalog.accelerator("h100-sxm")
-    s = replica_steps(w, acc, "fp8", "fp8", [2], [1], [64], catalog.efficiency(acc.id).matmul_efficiency)
+    s = replica_steps(w, acc, "fp8", "fp8", [2], [1], [64], serve_efficiency(acc.id))
     mu_b = float(qm.saturation(s, w.queue)[0])
     assert ev.requests_per_s == pytest.approx(mu_b, rel=0.01)
     assert 336 / mu_b <= ev.ttft_ms / 1e3 <= 1.3 * 336 / mu_b

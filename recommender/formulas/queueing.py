@@ -44,7 +44,7 @@ Everything is vectorized over rows (replica types) and states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -72,9 +72,6 @@ class Steps:
     # (R,) seconds added to every TTFT after the replica's own (a disaggregated pool's KV hand-off);
     # None: 0
     delay: np.ndarray | None = None
-    # per-state step times that do not depend on the load, kept across a capacity search's loads
-    # (key: what else they depend on); Steps are never changed after they are made
-    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def per_seq(self) -> np.ndarray:
@@ -224,16 +221,7 @@ def full_slot_step(s: Steps, w: Workload):
     """T_B, the mean step with all B slots busy and requests waiting: each step ends B / O
     sequences on average (geometric lengths: Poisson(B / O) of them, whatever the step's length)
     and the next step carries that many new prompts: T_B = E[max(C_B + k min(P M, room), M_B)] + F_B."""
-    key = ("full", w.prompt, w.output)
-    if key not in s.memo:
-        s.memo[key] = _frozen(replacement_step(s, w, s.slots[:, None].astype(float))[:, 0])
-    return s.memo[key]
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    a.setflags(write=False)
-    return a
+    return replacement_step(s, w, s.slots[:, None].astype(float))[:, 0]
 
 
 def replacement_step(s: Steps, w: Workload, occ) -> np.ndarray:
@@ -294,10 +282,7 @@ def chain(s: Steps, w: Workload, load) -> State:
         # balance), so each step carries Poisson(n / O) prompts, as at the slot cap. Not the
         # (U - n) / Z of the state itself: with a short think time a state below U lasts an
         # instant and its arrivals land in the next state's steps
-        key = ("replace", w.prompt, w.output, top)
-        if key not in s.memo:
-            s.memo[key] = _frozen(replacement_step(head, w, np.minimum(n[:, :top], b)))
-        step[:, :top] = s.memo[key]
+        step[:, :top] = replacement_step(head, w, np.minimum(n[:, :top], b))
         with np.errstate(divide="ignore", invalid="ignore"):
             prompts = np.where(n < b, np.minimum(n, b) / (w.output * step), mu_b[:, None])
     else:
@@ -439,6 +424,14 @@ def in_time_share(w: Workload, mean_step) -> np.ndarray:
     return np.exp(-t / max(w.think_s, 1e-9))
 
 
+def _departure_step(w: Workload, rate, occupancy) -> np.ndarray:
+    """The mean step T at which `occupancy` running sequences end `rate` of them a second:
+    occupancy / (O rate) (0 where nothing arrives)."""
+    rate = np.asarray(rate, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rate > 0, np.asarray(occupancy, dtype=float) / (w.output * rate), 0.0)
+
+
 def step_arrivals(w: Workload, rate, occupancy, t) -> np.ndarray:
     """Mean prompts arriving during steps of length t (R, L) at `rate` prompts/s and `occupancy`
     running. Open loop: rate t. Closed loop: rate T at the mean step T = occupancy / (O rate)
@@ -447,8 +440,7 @@ def step_arrivals(w: Workload, rate, occupancy, t) -> np.ndarray:
     rate = np.asarray(rate, dtype=float)
     if not w.closed:
         return rate[:, None] * t
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_t = np.where(rate > 0, np.asarray(occupancy, dtype=float) / (w.output * rate), 0.0)[:, None]
+    mean_t = _departure_step(w, rate, occupancy)[:, None]
     z = max(w.think_s, 1e-9)
     return rate[:, None] * np.maximum(mean_t + z * (np.exp(-mean_t / z) - np.exp(-t / z)), 0.0)
 
@@ -622,8 +614,7 @@ def ttft_ctx(s: Steps, w: Workload, st: State) -> TtftCtx:
     # land at a random moment, not at a step's start), in proportion to its length
     mean_arrive = bu.arrive
     if w.closed:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tbar = np.where(bu.rate > 0, occ.ravel() / (w.output * bu.rate), 0.0)[:, None]
+        tbar = _departure_step(w, bu.rate, occ.ravel())[:, None]
         mean_arrive = np.maximum(bu.arrive, bu.rate[:, None] * tm * in_time_share(w, tbar))
     pa = poisson_pmf(mean_arrive, n_a)
     ahead = bu.left[:, :, None] * u + w.prompt * (1.0 + np.arange(n_a))[None, None, :]
