@@ -524,10 +524,23 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
     from concurrent.futures import ThreadPoolExecutor
 
     n_rows = len(s.slots)
-    halves = [h for h in (np.arange(n_rows)[: n_rows // 2], np.arange(n_rows)[n_rows // 2:]) if len(h)]
+    # closed loop: a replica type's slot caps share their margins up to the fewest of them (below,
+    # _slot_twins), so the light-load margins come from each type's row with the fewest slots
+    shared = kinds is not None and w.closed
+    if shared:
+        groups = [rows[np.argsort(s.slots[rows], kind="stable")] for rows in _groups(kinds)]
+        kind_of = np.empty(n_rows, dtype=np.int64)
+        for k, rows in enumerate(groups):
+            kind_of[rows] = k
+        reps = np.array([rows[0] for rows in groups], dtype=np.int64)
+    else:
+        reps = np.arange(n_rows)
+    halves = [h for h in (reps[: len(reps) // 2], reps[len(reps) // 2:]) if len(h)]
     with ThreadPoolExecutor(max_workers=2) as pool:   # independent rows on two threads, as below
         parts = list(pool.map(lambda rows: target_margins(w, s.rows(rows), light_load(w, s.rows(rows))), halves))
     at_light = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
+    if shared:
+        at_light = {name: m[kind_of] for name, m in at_light.items()}
     light = {name: m >= -1e-9 for name, m in at_light.items()}
     names = list(light)
     keys = np.zeros(len(s.slots), dtype=np.int64)
@@ -538,14 +551,18 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
     keys = keys * 64 + np.ceil(np.log2(s.slots + 1.0)).astype(np.int64)
     found = qm.Bracket.exact(np.zeros(len(s.slots)), 1.0 if w.closed else 0.0)   # each row's search so far
 
-    def search(key, idx, tol, resume):
+    def group(key, idx):
         rows = idx[keys[idx] == key]
         width = int(s.slots[rows].max()) + 1 + (qm.QUEUE_STATES if w.closed else 0)
         kw = {name: getattr(w, f"{name}_s") for j, name in enumerate(names) if key >> 6 >> j & 1}
+        return rows, s.rows(rows, width), kw
+
+    def search(key, idx, tol, resume):
+        rows, sr, kw = group(key, idx)
         # a new search starts from the joint margin at light load (capacity()'s lower end): the
         # least of the targets' there
         at_lo = np.min([at_light[name][rows] for name in kw], axis=0) if kw and not resume else None
-        return rows, qm.capacity(s.rows(rows, width), w.queue, at_lo=at_lo, tol=tol, bracket=True,
+        return rows, qm.capacity(sr, w.queue, at_lo=at_lo, tol=tol, bracket=True,
                                  start=found.rows(rows) if resume else None, **kw)
 
     def run(idx, tol, resume=False):
@@ -555,20 +572,92 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
             for rows, br in pool.map(lambda k: search(k, idx, tol, resume), np.unique(keys[idx])):
                 found.put(rows, br)
 
+    def margins_at(idx, x):
+        """The joint margin of rows idx at loads x, as the searches see it (the same groups)."""
+        out = np.empty(len(idx))
+
+        def one(key):
+            sel = keys[idx] == key
+            _, sr, kw = group(key, idx)
+            return sel, qm.margin(sr, w.queue, qm.chain(sr, w.queue, x[sel]), **kw)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for sel, m in pool.map(one, np.unique(keys[idx])):
+                out[sel] = m
+        return out
+
     every = np.arange(len(s.slots))
     if kinds is None:
         run(every, qm.CAPACITY_TOL)
-    else:
-        # a coarse search first; then the full one only on the rows that may still be their
-        # kind's pick (best_slots: no other row's capacity surely above theirs after the margin)
-        run(every, COARSE_TOL)
-        met = _met(light, len(every))
-        low, most = _kept(w, found.value()), _kept(w, found.most())
-        open_ = np.zeros(len(every), dtype=bool)
-        for rows in _groups(kinds):
-            open_[_contenders(w, rows, met, low, most)] = True
-        run(np.flatnonzero(open_), qm.CAPACITY_TOL, resume=True)
-    return found.value(), light
+        return found.value(), light
+    twin_of = np.arange(n_rows)
+    if shared:
+        targeted = (keys >> 6) > 0
+        twin_of = _slot_twins(w, s, groups, targeted, at_light, names, keys, found, margins_at)
+    alive = np.flatnonzero(twin_of == every)
+    # a coarse search first; then the full one only on the rows that may still be their
+    # kind's pick (best_slots: no other row's capacity surely above theirs after the margin)
+    run(alive, COARSE_TOL, resume=shared)
+    met = _met(light, len(every))
+    low, most = _kept(w, found.value()), _kept(w, found.most())
+    open_ = np.zeros(len(every), dtype=bool)
+    for rows in _groups(kinds):
+        open_[_contenders(w, np.intersect1d(rows, alive), met, low, most)] = True
+    run(np.flatnonzero(open_), qm.CAPACITY_TOL, resume=True)
+    return found.value()[twin_of], light
+
+
+def _slot_twins(w: ServeWorkload, s: qm.Steps, groups, targeted, at_light, names, keys, found: qm.Bracket,
+                margins_at) -> np.ndarray:
+    """A closed loop's start for each replica type's slot caps b_1 < b_2 < ..., and the caps that
+    need no search. With U users and U <= b, no user ever waits for a slot and the states above U
+    are never reached, so every cap b >= U gives the same margin at U: the caps share their
+    margins up to the fewest of them. So the margin at b_1 (one evaluation) settles the edge of
+    every cap if it fails there: all have the edge of b_1, below b_1, and b_1 is the pick (the
+    fewest slots of equal capacities); else each cap's edge is at least b_1, and b_2 is tried the
+    same way on the others. Sets `found` (met at lo, missed at hi or unknown: then evaluated at
+    capacity()'s top) for every searched row and returns, per row, the row whose edge it has
+    (itself where it is searched). Rows with no target (their own capacity) are left to the search."""
+    n = len(s.slots)
+    twin_of = np.arange(n)
+    hi, _ = qm.load_top(s, w.queue)
+    joint = np.full(n, np.inf)
+    for name in names:
+        joint = np.where(keys >> 6 >> names.index(name) & 1, np.minimum(joint, at_light[name]), joint)
+    lo, g_lo = light_load(w, s).astype(float), np.where(targeted, joint, 0.0)
+    top, g_top = hi.astype(float), np.zeros(n)
+    known = np.zeros(n, dtype=bool)            # the margin at `top` is known (a failing cap's)
+    open_kinds = [rows[targeted[rows]] for rows in groups]
+    rank = 0
+    while open_kinds:
+        open_kinds = [rows for rows in open_kinds if len(rows) > rank]
+        cand = np.array([rows[rank] for rows in open_kinds], dtype=np.int64)
+        if not len(cand):
+            break
+        b = s.slots[cand].astype(float)
+        at_b = g_lo[cand].copy()                # b = lo: the margin is known
+        ask = np.flatnonzero(b > lo[cand])
+        if len(ask):
+            at_b[ask] = margins_at(cand[ask], b[ask])
+        still = []
+        for rows, bi, gi in zip(open_kinds, b, at_b):
+            if gi >= -1e-9:     # met at b: every cap from this one on reaches b
+                lo[rows[rank:]], g_lo[rows[rank:]] = bi, gi
+                still.append(rows)
+            else:               # missed at b: the caps above it have its edge
+                row = rows[rank]
+                top[row], g_top[row], known[row] = bi, gi, True
+                twin_of[rows[rank + 1:]] = row
+        open_kinds = still
+        rank += 1
+    searched = np.flatnonzero(targeted & (twin_of == np.arange(n)))
+    ask = searched[~known[searched]]
+    if len(ask):
+        g_top[ask] = margins_at(ask, top[ask])
+    br = qm.Bracket(lo[searched], top[searched], g_lo[searched], g_top[searched], g_top[searched] >= -1e-9,
+                    g_lo[searched] >= -1e-9, 1.0)
+    found.put(searched, br)
+    return twin_of
 
 
 COARSE_TOL = 0.02   # _edges: the first search's width, before the rows that may be picked are refined

@@ -384,14 +384,36 @@ def test_prefix_caching_bad_input(kw, needle):
         _prefix_workload(**kw)
 
 
-@pytest.mark.parametrize("w", [
-    _w(rate_rps=20.0, ttft_s=0.5, tpot_s=0.03),
-    _w(users=300, think_time_s=3.0, ttft_s=1.0, tpot_s=0.04),
+def test_closed_loop_slot_caps_share_their_margins_up_to_the_fewest():
+    """With U users and U <= B slots nobody waits for a slot and no state above U is reached, so
+    every slot cap B >= U gives the same margin at U, to the last bit (the search's _slot_twins
+    rests on it); above the fewest cap they part."""
+    w = _w(users=300, think_time_s=3.0, ttft_s=1.0, tpot_s=0.04)
+    acc = catalog.accelerator("h100-sxm")
+    caps = np.array([40, 60, 90])
+    s = replica_steps(w, acc, "fp8", "fp8", np.ones(3, dtype=int), np.ones(3, dtype=int), caps,
+                      serve_efficiency(acc.id), width=int(caps.max()) + 1 + qm.QUEUE_STATES)
+    q = w.queue
+    at = lambda u: qm.margin(s, q, qm.chain(s, q, np.full(3, float(u))), ttft=1.0, tpot=0.04)  # noqa: E731
+    for u in (1, 17, 40):
+        m = at(u)
+        assert m[0] == m[1] == m[2]
+    heavy = at(250)            # queueing for slots: the caps part
+    assert heavy[0] < heavy[1] < heavy[2]
+
+
+@pytest.mark.parametrize("w,settles", [
+    (_w(rate_rps=20.0, ttft_s=0.5, tpot_s=0.03), False),
+    (_w(users=300, think_time_s=3.0, ttft_s=1.0, tpot_s=0.04), True),
+    (_w(users=300, think_time_s=0.0, ttft_s=2.0, tpot_s=0.06, prompt_tokens=2000), False),
+    (_w(users=300, think_time_s=5.0, e2e_s=12.0, percentile=0.9), False),
 ])
-def test_coarse_then_refined_search_keeps_the_pick_of_exact_capacities(w):
-    """best_slots searches every slot cap to 2% and refines only the caps that may be picked: the
-    pick must be the one exact capacities of every cap give (most targets met, the most capacity
-    to 2e-4 in an open loop, then the fewest slots), with the same capacity."""
+def test_coarse_then_refined_search_keeps_the_pick_of_exact_capacities(w, settles):
+    """best_slots searches every slot cap to 2% and refines only the caps that may be picked (in
+    a closed loop, a cap that misses its targets at its own slot count settles the caps above it:
+    they have its edge, _slot_twins): the pick must be the one exact capacities of every cap give
+    (most targets met, the most capacity to 2e-4 in an open loop, then the fewest slots), with
+    the same capacity."""
     from recommender import serve_planner as sp
     from recommender.serving import best_slots, capacities
 
@@ -420,6 +442,10 @@ def test_coarse_then_refined_search_keeps_the_pick_of_exact_capacities(w):
         want = min(best, key=lambda i: (s.slots[i], -exact[i]))
         assert row == want
         assert c == pytest.approx(exact[want], rel=2e-4)
+    if settles:    # the shortcut was taken: a type whose fewest-slot cap misses at its slot count
+        kept = 1.0 - catalog.assumption("serve_capacity_margin")      # capacities() = floor(edge x kept)
+        edge_below = lambda rows: (exact[rows].max() + 1) / kept < s.slots[rows].min()  # noqa: E731
+        assert any(edge_below(np.flatnonzero(kinds == k)) for k in set(kinds) if (kinds == k).sum() > 1)
 
 
 def test_full_kv_reservation_holds_prompt_plus_output():

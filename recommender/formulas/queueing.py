@@ -1012,17 +1012,8 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, at_lo=None,
     of its top (closed loop: or one user wide). at_lo: the margins at light_load() where the caller
     has them (not recomputed). bracket: return the search's Bracket, which start= resumes (a coarse
     tol first, then the full one on the rows that matter: the same edge, as the margin falls)."""
-    mu = saturation(s, w)
     step = 1.0 if w.closed else 0.0
-    if w.closed:
-        z = max(w.think_s, 0.0)
-        no_target = np.floor(NO_TARGET_LOAD * mu * (z + w.output * full_slot_step(s, w)))
-        hi = np.floor(mu * z + s.slots + QUEUE_STATES) + 1.0
-    else:
-        kp = s.per_token * w.prompt
-        with np.errstate(divide="ignore"):
-            hi = np.minimum(mu, np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9)
-        no_target = NO_TARGET_LOAD * hi
+    hi, no_target = load_top(s, w)
     if ttft is None and tpot is None and e2e is None:
         out = Bracket.exact(no_target, step)
     else:
@@ -1031,6 +1022,22 @@ def capacity(s: Steps, w: Workload, ttft=None, tpot=None, e2e=None, at_lo=None,
             start = _bracket(g, light_load(s, w), hi, step, at_lo)
         out = _edge(g, start, tol)
     return out if bracket else out.value()
+
+
+def load_top(s: Steps, w: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """capacity()'s upper end per row, and the load it gives a row with no target: open loop,
+    just under saturation (or the prompt rate the replica's prefill alone can take) and
+    NO_TARGET_LOAD of it; closed loop, the users that keep it saturated with every queue state
+    filled, and NO_TARGET_LOAD of the users saturation serves."""
+    mu = saturation(s, w)
+    if w.closed:
+        z = max(w.think_s, 0.0)
+        return (np.floor(mu * z + s.slots + QUEUE_STATES) + 1.0,
+                np.floor(NO_TARGET_LOAD * mu * (z + w.output * full_slot_step(s, w))))
+    kp = s.per_token * w.prompt
+    with np.errstate(divide="ignore"):
+        hi = np.minimum(mu, np.where(kp > 0, 1.0 / kp, np.inf)) * (1.0 - 1e-9)
+    return hi, NO_TARGET_LOAD * hi
 
 
 def _bracket(g, lo, hi, step: float = 0.0, g_lo=None) -> Bracket:
