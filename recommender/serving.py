@@ -502,7 +502,8 @@ def capacities(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None
 def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """capacities() before the margin: the most load at which each row's targets hold (with
     kinds, best_slots()'s replica types: exact only on the rows that may be their type's pick;
-    the others' at most 2% low, never enough to be picked)."""
+    the others' at most 2% low, never enough to be picked; in a closed loop the caps that
+    _slot_twins settles get the edge of the cap that settled them, which is exact)."""
     if w.role == "prefill":      # its own model (queueing.prefill_capacity)
         light = targets_met(w, s, light_load(w, s))
         cap = qm.prefill_capacity(s, w.queue, w.ttft_s)
