@@ -550,6 +550,11 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
     # rows grouped by the targets they can meet and by the size of their state space (padding
     # small replicas to the largest's states would cost more than it saves)
     keys = keys * 64 + np.ceil(np.log2(s.slots + 1.0)).astype(np.int64)
+    # a search starts from the joint margin at light load (capacity()'s lower end): the least of
+    # the targets' a row can meet there (none: no search)
+    joint = np.full(n_rows, np.inf)
+    for name in names:
+        joint = np.where(light[name], np.minimum(joint, at_light[name]), joint)
     found = qm.Bracket.exact(np.zeros(len(s.slots)), 1.0 if w.closed else 0.0)   # each row's search so far
 
     def group(key, idx):
@@ -560,9 +565,7 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
 
     def search(key, idx, tol, resume):
         rows, sr, kw = group(key, idx)
-        # a new search starts from the joint margin at light load (capacity()'s lower end): the
-        # least of the targets' there
-        at_lo = np.min([at_light[name][rows] for name in kw], axis=0) if kw and not resume else None
+        at_lo = joint[rows] if kw and not resume else None
         return rows, qm.capacity(sr, w.queue, at_lo=at_lo, tol=tol, bracket=True,
                                  start=found.rows(rows) if resume else None, **kw)
 
@@ -594,7 +597,7 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
     twin_of = np.arange(n_rows)
     if shared:
         targeted = (keys >> 6) > 0
-        twin_of = _slot_twins(w, s, groups, targeted, at_light, names, keys, found, margins_at)
+        twin_of = _slot_twins(w, s, groups, targeted, joint, found, margins_at)
     alive = np.flatnonzero(twin_of == every)
     # a coarse search first; then the full one only on the rows that may still be their
     # kind's pick (best_slots: no other row's capacity surely above theirs after the margin)
@@ -608,7 +611,7 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
     return found.value()[twin_of], light
 
 
-def _slot_twins(w: ServeWorkload, s: qm.Steps, groups, targeted, at_light, names, keys, found: qm.Bracket,
+def _slot_twins(w: ServeWorkload, s: qm.Steps, groups, targeted, joint, found: qm.Bracket,
                 margins_at) -> np.ndarray:
     """A closed loop's start for each replica type's slot caps b_1 < b_2 < ..., and the caps that
     need no search. With U users and U <= b, no user ever waits for a slot and the states above U
@@ -622,9 +625,6 @@ def _slot_twins(w: ServeWorkload, s: qm.Steps, groups, targeted, at_light, names
     n = len(s.slots)
     twin_of = np.arange(n)
     hi, _ = qm.load_top(s, w.queue)
-    joint = np.full(n, np.inf)
-    for name in names:
-        joint = np.where(keys >> 6 >> names.index(name) & 1, np.minimum(joint, at_light[name]), joint)
     lo, g_lo = light_load(w, s).astype(float), np.where(targeted, joint, 0.0)
     top, g_top = hi.astype(float), np.zeros(n)
     known = np.zeros(n, dtype=bool)            # the margin at `top` is known (a failing cap's)
