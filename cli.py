@@ -10,7 +10,35 @@ from typing import Annotated, Optional
 import typer
 
 EXIT_CODES = {"infeasible": 3, "unknown": 4}  # 0 a plan, 2 bad input, 1 an internal error
-app = typer.Typer(help="gpuplan: plan GPU training and serving with an exact optimizer.\n\n"
+
+
+class _OneCommandTyper(typer.Typer):
+    """A Typer app that, run as `gpuplan COMMAND ...`, builds the click command of COMMAND alone:
+    typer builds every command's options from their signatures on each start, and the others'
+    are not needed to run one (help, completion and anything else get the whole app)."""
+
+    def __call__(self, *args, **kwargs):
+        import os
+        from typer.main import get_command_name
+
+        argv = kwargs.get("args", sys.argv[1:]) if not args else ()
+        name = argv[0] if argv else None
+        if name is None or any(k.endswith("_COMPLETE") for k in os.environ):
+            return super().__call__(*args, **kwargs)
+        commands = [c for c in self.registered_commands
+                    if (c.name or get_command_name(c.callback.__name__)) == name]
+        groups = [g for g in self.registered_groups if g.name == name]
+        if len(commands) + len(groups) != 1:
+            return super().__call__(*args, **kwargs)
+        every = self.registered_commands, self.registered_groups
+        self.registered_commands, self.registered_groups = commands, groups
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self.registered_commands, self.registered_groups = every
+
+
+app = _OneCommandTyper(help="gpuplan: plan GPU training and serving with an exact optimizer.\n\n"
                        "Exit status: 0 a plan (or a listing); 2 bad input (one line naming the field); "
                        "3 infeasible (the answer gives the least relaxations); 4 the time limit ran out with "
                        "no plan found; 1 an internal error (a bug: please report it).",

@@ -170,3 +170,22 @@ def test_evaluate_csv_is_one_row_of_the_json_fields():
     assert r.returncode == 0, r.stderr
     (row,) = list(csvmod.DictReader(io.StringIO(r.stdout)))
     assert float(row["days"]) > 0 and float(row["cost_usd"]) > 0 and float(row["memory_breakdown_gib.weights"]) > 0
+
+
+@pytest.mark.parametrize("argv", [["train", "--help"], ["prices", "--help"], ["evaluate", "--gpu"]])
+def test_one_command_start_gives_what_the_whole_app_gives(argv, monkeypatch, capsys):
+    """`gpuplan COMMAND` builds COMMAND's options alone (cli._OneCommandTyper): the same help, the
+    same errors as the app with every command, and the app's commands left as they were."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    before = list(app.registered_commands), list(app.registered_groups)
+    monkeypatch.setattr(sys, "argv", ["gpuplan", *argv])
+    with pytest.raises(SystemExit) as done:
+        app(prog_name="gpuplan")
+    lazy = capsys.readouterr()
+    assert (list(app.registered_commands), list(app.registered_groups)) == before
+    whole = CliRunner().invoke(app, argv, prog_name="gpuplan")
+    assert done.value.code == whole.exit_code
+    assert (lazy.out + lazy.err).split() == whole.output.split()
