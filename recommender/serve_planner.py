@@ -225,40 +225,51 @@ def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.D
                                         "speculative"])
     s = _group_steps(w, types)
     kind = types.groupby(["accelerator", "precision", "tp", "pp", "speculative"], sort=False).ngroup().values
-    keep, cap, light = best_slots(w, s, kind)
+    keep, cap, light, edge = best_slots(w, s, kind)
     types = types.iloc[keep].reset_index(drop=True)
     s = s.rows(keep)
     fig_thr = (np.where(cap > 0, cap, 0.0) if w.role == "prefill" else
                qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s))).throughput)
     types["gpus"] = types.tp * types.pp
     types["cap"] = cap
+    types["edge"] = edge
     types["thr"] = np.where(cap > 0, fig_thr * output_tokens, 0.0)
     types["step_full"] = qm.full_slot_step(s, w.queue)
     for c, _ in SERVE_TARGETS:
         types[f"miss_{c}"] = ~light[c] if c in light else False
-    frames = []
+    # each (accelerator, precision, speculation) group's rows once per acquisition, as numpy
+    # columns: one frame at the end (a frame per acquisition cost more than the rows' formulas)
+    n = len(types)
+    mem_gib, fits, calibrated = np.empty(n), np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    take, acq, provider, cost_ph, power_kw = [], [], [], [], []
     for (acc_id, prec, spec), idx in types.groupby(["accelerator", "precision", "speculative"], sort=False).indices.items():
         acc = catalog.accelerator(acc_id)
-        df = types.iloc[idx].reset_index(drop=True)
-        mem = replica_memory(w, acc, prec, df.kv_precision.values[0], df.tp.values, df.pp.values, df.batch.values,
-                             bool(spec))
-        df["mem_gib"] = np.atleast_1d(mem.total) / 2**30
-        df["fits"] = np.atleast_1d(mem.total) <= acc.memory_gib * 2**30 * (1.0 - headroom)
+        gpus = types.gpus.values[idx]
+        mem = np.atleast_1d(replica_memory(w, acc, prec, types.kv_precision.values[idx[0]], types.tp.values[idx],
+                                           types.pp.values[idx], types.batch.values[idx], bool(spec)).total)
+        mem_gib[idx] = mem / 2**30
+        fits[idx] = mem <= acc.memory_gib * 2**30 * (1.0 - headroom)
         eff = catalog.efficiency(acc.id)
-        df["calibrated"] = bool(eff and eff.calibrated)
+        calibrated[idx] = bool(eff and eff.calibrated)
         acqs = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
         if acc.id in space.owned:
             acqs.append(("owned", None))
         for q, price in acqs:
-            part = df.copy()
-            part["acquisition"] = q
-            part["provider"] = None if price is None or q == "buy" else price.provider
-            part["cost_ph"] = replica_cost_per_hour(price, acc, part.gpus.values, w.horizon_days, space.amortize,
-                                                    owned=q == "owned")
-            part["power_kw"] = (np.nan if acc.tdp_w is None else
-                                costf.facility_power_kw(part.gpus.values, acc.tdp_w, a("pue")))
-            frames.append(part)
-    return pd.concat(frames, ignore_index=True)
+            take.append(idx)
+            acq.append(np.full(len(idx), q, dtype=object))
+            provider.append(np.full(len(idx), None if price is None or q == "buy" else price.provider, dtype=object))
+            cost_ph.append(np.broadcast_to(replica_cost_per_hour(price, acc, gpus, w.horizon_days, space.amortize,
+                                                                 owned=q == "owned"), (len(idx),)))
+            power_kw.append(np.full(len(idx), np.nan) if acc.tdp_w is None else
+                            np.broadcast_to(costf.facility_power_kw(gpus, acc.tdp_w, a("pue")), (len(idx),)))
+    if not take:
+        return pd.DataFrame()
+    rows, prov = np.concatenate(take), np.concatenate(provider)
+    out = types.iloc[rows].reset_index(drop=True)
+    return out.assign(mem_gib=mem_gib[rows], fits=fits[rows], calibrated=calibrated[rows],
+                      acquisition=np.concatenate(acq),
+                      provider=pd.Series(prov, dtype=object) if any(v is None for v in prov) else prov,
+                      cost_ph=np.concatenate(cost_ph).astype(float), power_kw=np.concatenate(power_kw).astype(float))
 
 
 def missed(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
@@ -615,7 +626,8 @@ def _recheck(w: ServeWorkload, df: pd.DataFrame, rows: list[tuple[int, int]], sp
                              provider=None if owned or x.acquisition == "buy" else x.provider)
         ev = evaluate_serving(wr, layout, headroom=space.headroom, amortize=space.amortize,
                               owned=int(x.gpus) * int(r) if owned else 0,
-                              load=share(w, float(x.cap), demand, totals[role]))
+                              load=share(w, float(x.cap), demand, totals[role]),
+                              edge=float(x.edge) if role == "both" else None)
         check(ev.fits, f"replica does not fit: {ev.accelerator} TP{ev.tp} batch {ev.batch}")
         # a pool's edge is the lesser of two root searches (serving._edges), each to 1e-4 of its
         # bracket: re-evaluated alone, a row may stop a step apart from the table's

@@ -715,17 +715,40 @@ def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray):
     the most targets it can meet, then the most capacity (equal within the search's precision,
     _tie), then the fewest slots (the same rule
     for the planner's table and the one-configuration evaluator). Returns the rows kept, their
-    capacities and the targets they can meet (capacities())."""
+    capacities and the targets they can meet (capacities()), and their edges (the capacities
+    before the margin, which edge_holds() confirms)."""
     groups = _groups(types)
     if w.demand is None:
         keep = np.array([rows[np.argmax(s.slots[rows])] for rows in groups])
-        return keep, np.zeros(len(keep)), {}
-    cap, light = capacities(w, s, types)
+        return keep, np.zeros(len(keep)), {}, np.zeros(len(keep))
+    edge, light = _edges(w, s, types)
+    cap = _kept(w, edge)
     met = _met(light, len(cap))
     # the most targets, then the most capacity (ties within _tie), then the fewest slots
     keep = np.array([min(_contenders(w, rows, met, cap, cap), key=lambda i: (s.slots[i], -cap[i]))
                      for rows in groups])
-    return keep, cap[keep], {k: v[keep] for k, v in light.items()}
+    return keep, cap[keep], {k: v[keep] for k, v in light.items()}, edge[keep]
+
+
+def edge_holds(w: ServeWorkload, s: qm.Steps, edge: float) -> bool:
+    """Is `edge` the capacity search's edge of the one row s (_edges(), before the margin)? The
+    targets that size it are those met at light load (none: the load capacity() gives a row
+    with no target); they hold at the edge, and miss just above it: one user more in a closed
+    loop, or the search's precision (qm.CAPACITY_TOL of the bracket's top) in an open one, or
+    the edge is the search's top. Three loads in one evaluation, where a search takes several:
+    the re-check of a plan confirms the table's edge rather than searching again (the margins
+    fall with the load, as the search assumes). Not for a disaggregated pool (its own searches)."""
+    if w.role != "both":
+        raise ValueError("edge_holds: an aggregated replica's edge only")
+    top, no_target = (float(v[0]) for v in qm.load_top(s, w.queue))
+    light = float(light_load(w, s)[0])
+    above = min(edge + 1.0 if w.closed else edge / (1.0 - qm.CAPACITY_TOL), top)
+    m = target_margins(w, s.rows([0, 0, 0]), np.array([light, max(edge, light), above]))
+    sizing = [v for v in m.values() if v[0] >= -1e-9]
+    if not sizing:
+        return edge == no_target
+    joint = np.minimum.reduce(sizing)
+    return bool(joint[1] >= -1e-9 and (edge == top or (edge < top and joint[2] < -1e-9)))
 
 
 def _groups(ids: np.ndarray) -> list[np.ndarray]:
@@ -915,14 +938,17 @@ def saturated(s: qm.Steps, w: ServeWorkload) -> qm.Figures:
 
 
 def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | None = None, amortize: bool = False,
-                     owned: int = 0, efficiency: float | None = None, load: float | None = None) -> ServePart:
+                     owned: int = 0, efficiency: float | None = None, load: float | None = None,
+                     edge: float | None = None) -> ServePart:
     """Memory, latency percentiles, throughput and cost of `layout` serving `w`.
 
     batch (the slot cap) None: of the caps worth pricing (slot_candidates), the one with the most
     capacity within the targets (offline: the largest that fits, all slots busy). replicas None:
     enough for the demand (1 when there is none). load: users or requests/s each replica gets
     (default: the demand shared evenly). `owned` GPUs of this accelerator cost energy and
-    colocation only (whole replicas).
+    colocation only (whole replicas). edge: an aggregated replica's edge as a search found it,
+    with the slot cap given (the planner's re-check): confirmed by edge_holds() instead of
+    searching again (searched where it does not hold).
     """
     acc = catalog.accelerator(layout.accelerator)
     check_serve_layout(w, layout, acc)
@@ -943,7 +969,10 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
             options = [max(options)]
     n = len(options)
     steps = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp] * n, [pp] * n, options, e, spec=spec)
-    keep, caps, _ = best_slots(w, steps, np.zeros(n, dtype=np.int64))
+    if edge is not None and n == 1 and demand is not None and w.role == "both" and edge_holds(w, steps, edge):
+        keep, caps = np.zeros(1, dtype=np.int64), _kept(w, np.array([float(edge)]))
+    else:
+        keep, caps, _, _ = best_slots(w, steps, np.zeros(n, dtype=np.int64))
     k = int(keep[0])
     batch = int(options[k])
     row = steps.rows([k])
@@ -967,10 +996,14 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
             wide = replica_steps(w, acc, layout.precision, layout.kv_precision, [tp], [pp], [batch], e, spec=spec,
                                  width=batch + 1 + extra)
             fig = qm.figures(wide, dataclasses.replace(q, queue_states=extra), [per_load])
+            cap_fig = figures(w, row, [cap]) if cap > 0 else fig
+        elif cap > 0:       # the figures at the load and at the capacity: one call on two rows
+            both = figures(w, row.rows([0, 0]), [per_load, cap])
+            fig, cap_fig = (qm.Figures(*(getattr(both, f.name)[[k]] for f in dataclasses.fields(both)))
+                            for k in (0, 1))
         else:
-            fig = figures(w, row, [per_load])
+            fig = cap_fig = figures(w, row, [per_load])
         missed = targets_missed_at(w, row, per_load)
-        cap_fig = figures(w, row, [cap]) if cap > 0 else fig
     per_replica = float(cap_fig.throughput[0]) * w.output_tokens   # tokens/s within the targets
     served = float(fig.throughput[0]) * w.output_tokens * replicas
     gpus = replicas * layout.gpus_per_replica

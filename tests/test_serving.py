@@ -402,6 +402,32 @@ def test_closed_loop_slot_caps_share_their_margins_up_to_the_fewest():
     assert heavy[0] < heavy[1] < heavy[2]
 
 
+@pytest.mark.parametrize("w", [
+    _w(rate_rps=20.0, ttft_s=0.5, tpot_s=0.03),
+    _w(users=300, think_time_s=3.0, ttft_s=1.0, tpot_s=0.04),
+    _w(users=300, think_time_s=5.0, e2e_s=12.0, percentile=0.9),
+])
+def test_the_recheck_confirms_the_searched_edge_and_no_other(w):
+    """serving.edge_holds (the planner's re-check confirms a plan's edge instead of searching
+    again): true at the edge a full search finds, false a user (closed loop) or three times the
+    search's precision (open loop) either side; evaluate_serving given a wrong edge searches and
+    gets the capacity it gets with none."""
+    from recommender.serving import best_slots, edge_holds
+
+    acc = catalog.accelerator("h100-sxm")
+    s = replica_steps(w, acc, "fp8", "fp8", [1], [1], [64], serve_efficiency(acc.id))
+    edge = float(best_slots(w, s, np.zeros(1, dtype=np.int64))[3][0])
+    assert edge > 2
+    assert edge_holds(w, s, edge)
+    off = 1.0 if w.closed else 3 * qm.CAPACITY_TOL * edge
+    assert not edge_holds(w, s, edge - off) and not edge_holds(w, s, edge + off)
+    layout = ServeLayout(accelerator=acc.id, tp=1, precision="fp8", kv_precision="fp8", batch=64)
+    searched = evaluate_serving(w, layout)
+    assert evaluate_serving(w, layout, edge=edge).capacity_per_replica == searched.capacity_per_replica
+    for wrong in (edge - off, edge + off):
+        assert evaluate_serving(w, layout, edge=wrong).capacity_per_replica == searched.capacity_per_replica
+
+
 @pytest.mark.parametrize("w,settles", [
     (_w(rate_rps=20.0, ttft_s=0.5, tpot_s=0.03), False),
     (_w(users=300, think_time_s=3.0, ttft_s=1.0, tpot_s=0.04), True),
@@ -430,7 +456,7 @@ def test_coarse_then_refined_search_keeps_the_pick_of_exact_capacities(w, settle
     df["kv_precision"], df["speculative"] = df.precision, False
     s = sp._group_steps(w, df)
     kinds = df.groupby(["accelerator", "tp", "pp"], sort=False).ngroup().values
-    keep, cap, _ = best_slots(w, s, kinds)
+    keep, cap, _, _ = best_slots(w, s, kinds)
     exact, light = capacities(w, s)            # every cap to full precision
     met = sum(v.astype(int) for v in light.values())
     tie = 0.0 if w.closed else 2e-4
