@@ -491,12 +491,22 @@ def target_margins(w: ServeWorkload, s: qm.Steps, load) -> dict[str, np.ndarray]
 
 
 def capacities(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None
-               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+               ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Each row's capacity (users or requests/s per replica) under the targets it can meet at all
     (a row that misses one even at light load is sized by the others and marked as missing it),
-    less serve_capacity_margin of it, and which targets each row can meet."""
-    cap, light = _edges(w, s, kinds)
-    return _kept(w, cap), light
+    less serve_capacity_margin of it, which targets each row can meet, and its edge (the
+    capacity before the margin, which edge_holds() confirms)."""
+    edge, light = _edges(w, s, kinds)
+    return _kept(w, edge), light, edge
+
+
+def _joint_margin(margins: dict[str, np.ndarray], met: dict, n: int) -> np.ndarray:
+    """The least margin of the targets that size a row (those it meets at light load; met: per
+    target, per row or one for all rows) over n rows: +inf where none does."""
+    joint = np.full(n, np.inf)
+    for name, m in margins.items():
+        joint = np.where(met[name], np.minimum(joint, m), joint)
+    return joint
 
 
 def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -552,9 +562,7 @@ def _edges(w: ServeWorkload, s: qm.Steps, kinds: np.ndarray | None = None) -> tu
     keys = keys * 64 + np.ceil(np.log2(s.slots + 1.0)).astype(np.int64)
     # a search starts from the joint margin at light load (capacity()'s lower end): the least of
     # the targets' a row can meet there (none: no search)
-    joint = np.full(n_rows, np.inf)
-    for name in names:
-        joint = np.where(light[name], np.minimum(joint, at_light[name]), joint)
+    joint = _joint_margin(at_light, light, n_rows)
     found = qm.Bracket.exact(np.zeros(len(s.slots)), 1.0 if w.closed else 0.0)   # each row's search so far
 
     def group(key, idx):
@@ -715,14 +723,12 @@ def best_slots(w: ServeWorkload, s: qm.Steps, types: np.ndarray):
     the most targets it can meet, then the most capacity (equal within the search's precision,
     _tie), then the fewest slots (the same rule
     for the planner's table and the one-configuration evaluator). Returns the rows kept, their
-    capacities and the targets they can meet (capacities()), and their edges (the capacities
-    before the margin, which edge_holds() confirms)."""
+    capacities, the targets they can meet and their edges (capacities())."""
     groups = _groups(types)
     if w.demand is None:
         keep = np.array([rows[np.argmax(s.slots[rows])] for rows in groups])
         return keep, np.zeros(len(keep)), {}, np.zeros(len(keep))
-    edge, light = _edges(w, s, types)
-    cap = _kept(w, edge)
+    cap, light, edge = capacities(w, s, types)
     met = _met(light, len(cap))
     # the most targets, then the most capacity (ties within _tie), then the fewest slots
     keep = np.array([min(_contenders(w, rows, met, cap, cap), key=lambda i: (s.slots[i], -cap[i]))
@@ -744,10 +750,10 @@ def edge_holds(w: ServeWorkload, s: qm.Steps, edge: float) -> bool:
     light = float(light_load(w, s)[0])
     above = min(edge + 1.0 if w.closed else edge / (1.0 - qm.CAPACITY_TOL), top)
     m = target_margins(w, s.rows([0, 0, 0]), np.array([light, max(edge, light), above]))
-    sizing = [v for v in m.values() if v[0] >= -1e-9]
-    if not sizing:
+    met = {name: bool(v[0] >= -1e-9) for name, v in m.items()}
+    if not any(met.values()):
         return edge == no_target
-    joint = np.minimum.reduce(sizing)
+    joint = _joint_margin(m, met, 3)
     return bool(joint[1] >= -1e-9 and (edge == top or (edge < top and joint[2] < -1e-9)))
 
 
@@ -999,8 +1005,7 @@ def evaluate_serving(w: ServeWorkload, layout: ServeLayout, headroom: float | No
             cap_fig = figures(w, row, [cap]) if cap > 0 else fig
         elif cap > 0:       # the figures at the load and at the capacity: one call on two rows
             both = figures(w, row.rows([0, 0]), [per_load, cap])
-            fig, cap_fig = (qm.Figures(*(getattr(both, f.name)[[k]] for f in dataclasses.fields(both)))
-                            for k in (0, 1))
+            fig, cap_fig = both.rows([0]), both.rows([1])
         else:
             fig = cap_fig = figures(w, row, [per_load])
         missed = targets_missed_at(w, row, per_load)

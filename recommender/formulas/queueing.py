@@ -1096,6 +1096,9 @@ class Figures:
     busy_slots: np.ndarray   # mean running sequences
     wait_share: np.ndarray   # share of requests that queue for a slot
 
+    def rows(self, idx) -> "Figures":
+        return Figures(*(getattr(self, f.name)[idx] for f in fields(self)))
+
 
 def figures(s: Steps, w: Workload, load) -> Figures:
     st = chain(s, w, np.asarray(load, dtype=float))
