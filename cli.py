@@ -197,7 +197,7 @@ def evaluate(
     provider: Annotated[Opt, typer.Option(metavar="NAME", help="Cloud provider (default: cheapest published).")] = None,
     headroom: Annotated[Opt, typer.Option(metavar="SHARE", help="Memory kept free, as a fraction (default 0.10).")] = None,
     amortize: Annotated[bool, typer.Option(help="Buying: charge this job's share of the GPUs' life (--depreciation-years), not the whole purchase.")] = False,
-    own: Annotated[str, typer.Option(metavar="GPU:COUNT", help="How many of these GPUs you already own (energy and colocation only).")] = "0",
+    own: Annotated[str, typer.Option(metavar="COUNT", help="How many of these GPUs (--gpu) you already own (energy and colocation only).")] = "0",
     ep: Annotated[str, typer.Option(metavar="N", help="Expert-parallel degree (MoE): experts split over EP of the DP ranks.")] = "1",
     ep_overlap: Annotated[bool, typer.Option(help="Hide the MoE all-to-all behind compute (DualPipe-style).")] = False,
     attention: AttentionOpt = "flash",
@@ -382,7 +382,7 @@ def finetune(
     lora_rank: RankOpt = None,
     seq_len: SeqLenOpt = None,
     global_batch: BatchOpt = None,
-    objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | time.")] = "cost",
+    objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | time | compute (most tokens within budget/deadline).")] = "cost",
     budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget, e.g. $20k.")] = None,
     deadline: Annotated[Opt, typer.Option(metavar="DURATION", help="Deadline, e.g. 2d (buying adds its lead time).")] = None,
     compute_budget: ComputeBudgetOpt = None,
@@ -589,14 +589,14 @@ def serve(
     tpot: Annotated[Opt, typer.Option(metavar="DURATION", help="Time-per-output-token target, e.g. 50ms.")] = None,
     e2e: Annotated[Opt, typer.Option(metavar="DURATION", help="End-to-end latency target per request, e.g. 3s.")] = None,
     horizon: Annotated[str, typer.Option(metavar="DURATION", help="Serving horizon for cost, e.g. 1y, 6mo.")] = "1y",
-    objective: Annotated[str, typer.Option(metavar="cost|time|compute", help="cost | latency (lowest end-to-end, then cheapest).")] = "cost",
+    objective: Annotated[str, typer.Option(metavar="cost|latency", help="cost | latency (lowest end-to-end, then cheapest).")] = "cost",
     budget: Annotated[Opt, typer.Option(metavar="MONEY", help="Budget over the horizon, e.g. $2M.")] = None,
     max_gpus: Annotated[Opt, typer.Option(metavar="N", help="At most this many GPUs in the fleet.")] = None,
     power_kw: PowerOpt = None,
     gpus: Annotated[Opt, typer.Option(metavar="LIST", help="Allowed accelerators, e.g. h100-sxm,mi300x.")] = None,
     vendors: VendorsOpt = None,
     providers: ProvidersOpt = None,
-    precision: Annotated[Opt, typer.Option(metavar="LIST", help="Weight precisions to consider (default bf16,fp8): bf16,fp16,fp8,int8,int4.")] = None,
+    precision: Annotated[Opt, typer.Option(metavar="LIST", help="Weight precisions to consider (default bf16,fp8; fp16 on parts without bf16; with --gpu: bf16): bf16,fp16,fp8,int8,int4.")] = None,
     kv_precision: Annotated[str, typer.Option(metavar="auto|PREC", help="KV-cache precision: auto (8-bit with 8-bit weights) or bf16,fp8,int8...")] = "auto",
     acquisition: AcquisitionsOpt = None,
     own: OwnOpt = None,
@@ -719,8 +719,9 @@ def prices_cmd(
         return
     df = pd.DataFrame(rows)
     sym = money.symbol()
-    df[f"{sym}/GPU-h"] = [None if pd.isna(x) else round(money.in_display(x), 4)
-                          for x in df["price_usd_per_gpu_hour"]]
+    if "price_usd_per_gpu_hour" in df:   # purchase prices alone have no hourly column
+        df[f"{sym}/GPU-h"] = [None if pd.isna(x) else round(money.in_display(x), 4)
+                              for x in df["price_usd_per_gpu_hour"]]
     if "price_usd_per_gpu" in df:
         df[f"{sym}/GPU"] = [None if pd.isna(x) else round(money.in_display(x)) for x in df["price_usd_per_gpu"]]
     df["stale"] = ["yes" if a > prices.STALE_DAYS else "" for a in df["age_days"]]

@@ -93,6 +93,9 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     if lora_rank is not None and method == "full":
         raise GpuplanError("lora-rank", lora_rank, "applies to --method lora or qlora")
     rank = 16 if lora_rank is None else parse_int("lora-rank", lora_rank)
+    if method != "full" and rank > spec.hidden:   # an adapter of rank r factors a map as (d x r)(r x k)
+        raise GpuplanError("lora-rank", lora_rank, f"exceeds the hidden size {spec.hidden} of {spec.id}: a "
+                           "low-rank adapter's rank is at most the smaller side of the map it adapts")
     n_epochs = 1.0 if epochs is None else parse_count("epochs", epochs)
     if finetune and tokens is None:
         raise GpuplanError("tokens", None, "give the fine-tuning dataset's size, e.g. --tokens 1B")
@@ -398,6 +401,9 @@ def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) ->
             when = date.fromisoformat(str(as_of))
         except ValueError:
             raise GpuplanError("as-of", as_of, "write the date as YYYY-MM-DD") from None
+        if when > date.today():
+            raise GpuplanError("as-of", as_of, f"is after today ({date.today().isoformat()}): a price is dated "
+                               "when it was published or read")
     rows = pr.import_catalog(path, when, tuple(regions or ()))
     if not rows:
         raise GpuplanError("path", path, "no row names an accelerator gpuplan knows "
@@ -450,7 +456,10 @@ def parse_own(own) -> dict[str, int]:
             gpu, sep, n = part.rpartition(":")
             if not sep or not gpu:
                 raise GpuplanError("own", part, "write it as GPU:COUNT, e.g. h100-sxm:256")
-            out[catalog.accelerator(gpu, field="own").id] = parse_int("own", n)
+            acc_id = catalog.accelerator(gpu, field="own").id
+            if acc_id in out:
+                raise GpuplanError("own", part, f"{acc_id} is given twice: give its whole count once")
+            out[acc_id] = parse_int("own", n)
     return out
 
 
@@ -742,6 +751,8 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         raise GpuplanError("disaggregate", disaggregate, "the latency objective plans aggregated replicas only "
                            "(a pool's latencies are shares of the fleet's); use --objective cost")
     if gpu is not None:
+        if precision is None:   # one configuration: the part's 16-bit weights unless --precision says
+            precisions = ("fp16",) if catalog.accelerator(gpu).fp16_only else ("bf16",)
         return _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, providers, hr, amortize,
                             owned)
     for name, v in (("tp", tp), ("replicas", replicas), ("batch", batch)):

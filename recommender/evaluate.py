@@ -139,6 +139,9 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
         raise GpuplanError("pp", layout.pp, f"exceeds the {m.layers} layers of {m.id}")
     if layout.vp > 1 and layout.pp == 1:
         raise GpuplanError("vp", layout.vp, "virtual pipeline stages need pp > 1")
+    if layout.pp * layout.vp > m.layers:
+        raise GpuplanError("vp", layout.vp, f"pp {layout.pp} x vp {layout.vp} = {layout.pp * layout.vp} model chunks, "
+                           f"more than the {m.layers} layers of {m.id} (each chunk holds at least one)")
     if layout.cp > 1 and job.seq_len % (2 * layout.cp):
         raise GpuplanError("cp", layout.cp, f"2*cp = {2 * layout.cp} must divide the sequence length {job.seq_len} "
                                             "(each GPU takes two chunks, to balance the causal mask)")
@@ -280,7 +283,9 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     mem = memory.MemoryBreakdown(weights, grads, optim, acts.stored + acts.working, acts.logits, gathered,
                                  framework, memory.fragmentation_bytes(dynamic, a("training_allocator_fragmentation")),
                                  optimizer_paged=job.method == "qlora")
-    intra, inter = link_rates(acc)
+    # no published link at all: only one GPU is ever timed (Accelerator.span_problem), which moves
+    # nothing, so the links are taken as free rather than as a missing number
+    intra, inter = (r if r is not None else np.inf for r in link_rates(acc))
     gb = (sb or memory.STATE_BYTES[precision])[1]
     # QLoRA dequantizes each NF4 weight to 16 bits before its matmul: read 4.127 bits, write and
     # read back 2 bytes, once per forward or backward pass (Dettmers et al. 2023, Sec. 3)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError, check
-from recommender.evaluate import HOURS_PER_MONTH, Evaluation, evaluate, pricing
+from recommender.evaluate import HOURS_PER_MONTH, Evaluation, evaluate, job_cost, pricing, pricing_options
 from recommender.formulas import compute
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
 from recommender.spec import TrainJob, TrainLayout
@@ -125,6 +125,9 @@ def _recheck(job: TrainJob, row, limits: Limits, space: SearchSpace) -> Evaluati
     total = ev.days + ev.lead_time_days
     check(ev.fits, f"plan does not fit: {layout}")
     check(abs(ev.days - row.days) <= 1e-6 * row.days, f"days {ev.days} re-evaluated, {row.days} in the table")
+    if ev.cost_usd is not None and not pd.isna(row.cost):   # the table prices a row as the evaluator does
+        check(abs(ev.cost_usd - row.cost) <= 1e-6 * max(abs(row.cost), 1e-9),
+              f"cost {ev.cost_usd} re-evaluated, {row.cost} in the table")
     if limits.budget_usd is not None:
         check(ev.cost_usd is not None and ev.cost_usd <= limits.budget_usd * (1 + REL_TOL), "over the budget")
     if limits.deadline_days is not None:
@@ -154,9 +157,34 @@ def plan_summary(p: Plan) -> str:
     return f"{p.count} x {p.accelerator} {p.acquisition}{where} (TP {p.tp} x PP {p.pp} x DP {p.dp}, {p.precision})"
 
 
-def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.DataFrame:
+def _cost_at(df: pd.DataFrame, space: SearchSpace):
+    """Each row's cost as a function of its days (a callable on an array of days per row), as the
+    evaluator prices a plan (evaluate.pricing: the cheapest of the row's provider's offers for
+    that many days, a reserved term paid whole, a purchase paid whole unless amortized; owned GPUs
+    their energy and colocation): cost is not proportional to days."""
+    parts = []
+    for (acc_id, acq, provider), rows in df.groupby(["accelerator", "acquisition", "provider"], dropna=False,
+                                                    sort=False).indices.items():
+        acc = catalog.accelerator(acc_id)
+        options = ([None] if acq == "owned" else
+                   pricing_options(acc, acq, None if acq == "buy" or pd.isna(provider) else (provider,)) or [None])
+        parts.append((rows, acc, options, space.owned.get(acc.id, 0), df["count"].values[rows]))
+
+    def cost(days: np.ndarray) -> np.ndarray:
+        out = np.full(len(df), np.nan)
+        for rows, acc, options, owned, count in parts:
+            c = np.array([np.asarray(job_cost(p, acc, count, days[rows], space.amortize, owned).total, dtype=float)
+                          * np.ones(len(rows)) for p in options])
+            out[rows] = np.min(np.where(np.isnan(c), np.inf, c), axis=0)
+        return np.where(np.isfinite(out), out, np.nan)
+
+    return cost
+
+
+def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits, space: SearchSpace) -> pd.DataFrame:
     """Objective 'compute': train as long as budget, deadline and compute budget allow; tokens
-    scale with days."""
+    scale with days, cost as the evaluator prices those days (_cost_at: a purchase or a reserved
+    term is paid whole however short the run)."""
     if limits.budget_usd is None and limits.deadline_days is None and limits.compute_pf_days is None:
         raise GpuplanError("objective", "compute", "needs --budget, --deadline and/or --compute-budget to "
                            "bound the compute")
@@ -165,7 +193,17 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.Data
         "compute_horizon_days")  # without a deadline, a budget alone would buy a decade on one GPU
     avail = np.full(len(df), float(horizon)) - df.lead_days.values
     if limits.budget_usd is not None:
-        avail = np.minimum(avail, limits.budget_usd / (df.cost.values / df.days.values))
+        # the most days the budget pays for: cost grows with days (not always in proportion), so
+        # bisect on the evaluator's own cost, rows whose whole horizon fits the budget aside
+        cost_at = _cost_at(df, space)
+        top = np.maximum(avail, 0.0)
+        within = cost_at(top) <= limits.budget_usd
+        lo, hi = np.zeros(len(df)), top.copy()
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            ok = cost_at(mid) <= limits.budget_usd
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        avail = np.where(within, top, lo)
     tokens = job.tokens / df.days.values * avail
     if limits.compute_pf_days is not None:  # the days that train the budget's tokens
         cap_tokens = limits.compute_pf_days * compute.PETAFLOP_DAY / model_flops_per_token(job)
@@ -176,7 +214,7 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits) -> pd.Data
     ok = np.isfinite(avail) & (avail > 0)
     avail = np.where(ok, avail, np.nan)
     df["max_tokens"] = np.where(ok, tokens, np.nan)
-    df["cost"] = df.cost.values / df.days.values * avail
+    df["cost"] = np.where(ok, _cost_at(df, space)(np.where(ok, avail, 0.0)), np.nan)
     df["days"] = avail
     df["total_days"] = avail + df.lead_days.values
     return df[df.max_tokens.notna()].reset_index(drop=True)
@@ -190,7 +228,13 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     notes = list(notes or [])
     df, stats = table(job, space)
     if objective == "compute" and not df.empty:
-        df = _compute_scaling(df, job, limits)
+        scaled = _compute_scaling(df, job, limits, space)
+        if scaled.empty and limits.budget_usd is not None:
+            start = np.nanmin(_cost_at(df, space)(np.full(len(df), 1.0 / 24.0)))
+            raise GpuplanError("budget", fmt_usd(limits.budget_usd), "pays for no training on any candidate: "
+                               f"the cheapest hour costs {fmt_usd(start)} (a purchase or a reserved term is "
+                               "paid whole)")
+        df = scaled
     if limits.compute_pf_days is not None:
         df = with_pf_days(df, job)
     if df.empty:

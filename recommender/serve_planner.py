@@ -757,7 +757,10 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     else:
         first = q.pm.solve(enforce, want_core=True)
         status, rows, bound = first.status, first.rows, None
-    if status == "infeasible" or not rows:
+    if status == "unknown" and not rows:   # the time limit ran out before any fleet was found
+        explanation.append("The solver's time limit ran out before any fleet was found; no fleet is proven "
+                           "to exist or not. Raise --time-limit.")
+    elif status == "infeasible" or not rows:
         status = "infeasible" if status in ("infeasible", "optimal") else status
         core = first.core if first is not None and first.core else sorted(enforce)
         core = q.minimal_core(core)

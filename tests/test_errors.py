@@ -86,6 +86,73 @@ def test_own_with_a_comma_is_not_read_as_fifteen():
     one_line_error(run(["train", "--model", "llama-2-7b", "--own", "1,5"]), "own=1: write it as GPU:COUNT")
 
 
+def test_prices_of_the_buy_tier_have_no_hourly_column():
+    """`prices --tier buy` (purchase prices only) looked up the hourly column and crashed."""
+    for args in (["prices", "--tier", "buy"], ["prices", "--provider", "purchase", "--currency", "EUR"]):
+        r = run(args)
+        assert r.exit_code == 0 and "purchase" in r.output, r.output
+
+
+def test_a_custom_accelerator_without_links_is_timed_on_one_gpu(tmp_path):
+    """A scenario's accelerator with no interconnect figure crashed step_time (None x float)."""
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {preset: gpt-2-124m}\nworkload: {kind: pretrain, tokens: 1B}\ncatalog:\n  accelerators:\n"
+                 "    - {id: lonely, memory_gib: 80, bf16_tflops: 500, memory_bw_gb_s: 2000, usd_per_gpu_hour: 1}\n"
+                 "constraints: {gpus: [lonely]}\n")
+    r = run(["solve", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    plans = json.loads(r.stdout)["plans"]
+    assert plans and all(p["count"] == 1 for p in plans)
+
+
+def test_compute_objective_prices_a_purchase_whole():
+    """The compute objective scaled every row's cost with its days, so a purchase cost a sliver of
+    its price: the re-check found it over the budget (exit 1), and under a compute budget buying
+    ranked ahead of far cheaper rentals. Each plan's cost is now what `evaluate` prices."""
+    import json
+
+    r = run(["train", "--params", "7B", "--objective", "compute", "--tokens", "1T", "--budget", "10k", "--json"])
+    assert r.exit_code == 0, r.output
+    assert all(p["cost_usd"] <= 10_000 * (1 + 1e-6) for p in json.loads(r.stdout)["plans"])
+    r = run(["train", "--params", "100B", "--objective", "compute", "--compute-budget", "1PFd", "--json"])
+    plans = json.loads(r.stdout)["plans"]
+    assert r.exit_code == 0 and plans[0]["acquisition"] != "buy", plans[0]
+    assert [p["cost_usd"] for p in plans] == sorted(p["cost_usd"] for p in plans)   # all reach it: by cost
+    one_line_error(run(["train", "--params", "100B", "--objective", "compute", "--budget", "100k",
+                        "--acquisition", "buy"]), "budget=$100.00k: pays for no training on any candidate")
+
+
+def test_serve_time_limit_with_no_fleet_says_so():
+    """A serve time-out printed "No fleet meets all limits. Conflicting: ." with no limit named."""
+    r = run(["serve", "--model", "llama-3-8b", "--rate", "5", "--ttft", "1s", "--tpot", "50ms", "--gpus",
+             "h100-sxm", "--time-limit", "1ms"])
+    if r.exit_code == 0:   # the solve finished within the limit on a fast machine: nothing to check
+        return
+    assert r.exit_code == 4 and "time limit ran out before any fleet was found" in r.output, r.output
+    assert "Conflicting" not in r.output
+
+
+def test_fixed_serve_configuration_needs_no_precision():
+    r = run(["serve", "--model", "llama-3-8b", "--rate", "5", "--ttft", "1s", "--tpot", "50ms", "--gpu",
+             "h100-sxm", "--tp", "1"])
+    assert r.exit_code == 0 and "bf16" in r.output, r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["evaluate", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--count", "32", "--pp", "32", "--vp", "8"],
+     "vp=8: pp 32 x vp 8 = 256 model chunks"),
+    (["evaluate", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--method", "lora", "--lora-rank", "100000"],
+     "lora-rank=100000: exceeds the hidden size 4096"),
+    (["prices", "import", "nope.csv", "--as-of", "2099-01-01"], "as-of=2099-01-01: is after today"),
+    (["train", "--model", "llama-2-7b", "--own", "h100-sxm:24", "--own", "h100-sxm:8"],
+     "h100-sxm is given twice"),
+])
+def test_impossible_inputs_the_fuzzer_found_accepted(args, needle):
+    one_line_error(run(args), needle)
+
+
 # -- exit statuses -------------------------------------------------------------------------------
 
 def test_exit_0_for_a_plan():

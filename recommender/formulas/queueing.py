@@ -534,7 +534,9 @@ def _wait_cdf(s: Steps, w: Workload, st: State, slack) -> np.ndarray:
     rows = np.arange(r_)
     pos = np.clip(slack, 0.0, 1e12)
     if not w.closed:
-        return st.seen[rows, s.slots][:, None] * np.where(slack > 0, -np.expm1(-(st.mu_b - st.load)[:, None] * pos), 0.0)
+        # an overloaded replica (load above mu_B) never clears its queue: no wait is within the slack
+        drain = np.maximum(st.mu_b - st.load, 0.0)[:, None]
+        return st.seen[rows, s.slots][:, None] * np.where(slack > 0, -np.expm1(-drain * pos), 0.0)
     q = min(width - int(s.slots.min()), w.queue_states + 1)
     idx = s.slots[:, None] + np.arange(q)[None, :]
     seen_q = np.where(idx < width, np.take_along_axis(st.seen, np.minimum(idx, width - 1), axis=1), 0.0)
