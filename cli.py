@@ -620,7 +620,6 @@ def serve(
     draft_tokens: Annotated[Opt, typer.Option(metavar="N", help="Speculative decoding: tokens drafted per step (default 4).")] = None,
     draft_accept: Annotated[Opt, typer.Option(metavar="SHARE[,SHARE...]", help="Speculative decoding: the chance each drafted token is accepted, e.g. 0.7, or one rate per drafted position, e.g. 0.8,0.7,0.6,0.5 (measure it on your traffic: vLLM reports both).")] = None,
     disaggregate: Annotated[str, typer.Option(metavar="auto|off|only", help="Disaggregated prefill/decode (separate prefill and decode pools, the KV cache handed over the network): auto prices them beside aggregated replicas and takes the cheaper; off or only. Open loop (--rate) only.")] = "auto",
-    goodput: GoodputOpt = None,
     pue: PueOpt = None,
     electricity: ElectricityOpt = None,
     colo: ColoOpt = None,

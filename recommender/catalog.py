@@ -469,7 +469,11 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
                     v_head_dim=cfg["v_head_dim"])
     try:
         return ModelSpec(**spec)
-    except (ValidationError, TypeError) as exc:
+    except ValidationError as exc:   # name the model field and the value the file gave
+        err = exc.errors()[0]
+        name = ".".join(str(x) for x in err["loc"]) or "model"
+        raise GpuplanError(field, path, f"{name}={err.get('input')!s}: {err['msg']}") from None
+    except TypeError as exc:
         raise GpuplanError(field, path, str(exc).splitlines()[0]) from None
 
 

@@ -593,6 +593,23 @@ def closest_targets(df_all: pd.DataFrame, w: ServeWorkload) -> list[str]:
             lines.append(f"{name} <= {t * 1e3:g} ms cannot be met on any accelerator in the space; the closest is "
                          f"{best[f'{c}0'] * 1e3:,.1f} ms at light load ({best.accelerator}, TP {best.tp}"
                          + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, {best.batch} slots)")
+    given = [c for c in TARGETS if getattr(w, f"{c}_s") is not None]
+    if lines or len(given) < 2 or df_all.empty:
+        return lines
+    # each target is met somewhere, never all at once by one aggregated replica (a pool's rows
+    # have their own targets): what the types meeting one reach on the others
+    agg = df_all[df_all.role == "both"] if "role" in df_all else df_all
+    names = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency"}
+    for c in given:
+        ok = np.asarray(meets(agg[f"{c}0"].values, getattr(w, f"{c}_s")), dtype=bool)
+        for o in given:
+            if o == c or not ok.any():
+                continue
+            best = float(np.min(agg[f"{o}0"].values[ok]))
+            if not meets(best, getattr(w, f"{o}_s")):
+                lines.append(f"the replicas that meet {names[c]} <= {getattr(w, f'{c}_s') * 1e3:g} ms reach "
+                             f"{names[o]} {best * 1e3:,.1f} ms at best at light load (target "
+                             f"{getattr(w, f'{o}_s') * 1e3:g} ms)")
     return lines
 
 

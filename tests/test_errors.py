@@ -153,6 +153,20 @@ def test_impossible_inputs_the_fuzzer_found_accepted(args, needle):
     one_line_error(run(args), needle)
 
 
+def test_hf_config_with_a_bad_value_names_the_field(tmp_path):
+    f = tmp_path / "config.json"
+    f.write_text('{"num_hidden_layers": 32.5, "hidden_size": 4096, "num_attention_heads": 32, '
+                 '"intermediate_size": 11008, "vocab_size": 32000}')
+    one_line_error(run(["evaluate", "--tokens", "1B", "--gpu", "h100-sxm", "--count", "8", "--hf-config", str(f)]),
+                   "layers=32.5: Input should be a valid integer")
+
+
+def test_serve_has_no_goodput_knob():
+    """--goodput was accepted by serve and reported as used, but the serving model has no such term."""
+    r = run(["serve", "--model", "llama-3-8b", "--rate", "5", "--ttft", "1s", "--tpot", "50ms", "--goodput", "1%"])
+    assert r.exit_code == 2 and "No such option: --goodput" in r.output
+
+
 # -- exit statuses -------------------------------------------------------------------------------
 
 def test_exit_0_for_a_plan():
@@ -356,3 +370,23 @@ def test_fuzz_pareto_arguments(sets, latency, as_json):
     args, r = _run_on(BASE_DOC, args + (["--json"] if as_json else []))
     assert r.exit_code in (0, 2, 3, 4), (args, r.exit_code, r.output)
     assert "Traceback" not in r.output, (args, r.output)
+
+
+def test_infeasible_serve_says_what_each_target_costs_the_other():
+    """Every latency target was met by some replica type but none met all: the answer named the
+    conflict and nothing else. It now says what the replicas meeting one target reach on the other
+    (aggregated types only: a disaggregated pool's rows have their own targets)."""
+    import pandas as pd
+
+    from recommender import catalog
+    from recommender.serve_planner import closest_targets
+    from recommender.serving import ServeWorkload
+
+    w = ServeWorkload(model=catalog.model("llama-3-8b"), prompt_tokens=512, output_tokens=256, rate_rps=1.0,
+                      ttft_s=1.0, tpot_s=0.05)
+    df = pd.DataFrame({"ttft0": [0.5, 3.0, 0.1], "tpot0": [0.2, 0.01, 0.0], "role": ["both", "both", "prefill"],
+                       "accelerator": ["a", "b", "c"], "tp": 1, "pp": 1, "precision": "bf16", "batch": 8})
+    lines = closest_targets(df, w)
+    assert lines == ["the replicas that meet TTFT <= 1000 ms reach TPOT 200.0 ms at best at light load (target 50 ms)",
+                     "the replicas that meet TPOT <= 50 ms reach TTFT 3,000.0 ms at best at light load "
+                     "(target 1000 ms)"], lines
