@@ -479,9 +479,14 @@ def from_hf_config(path: str | Path, field: str = "hf_config") -> ModelSpec:
 
 # Standard dense shape for `--params N`: GPT-3/Megatron-style decoders keep about 128 units of
 # hidden size per layer (GPT-3 175B: 12288/96; Megatron 2021 Table 1 rows: 80-200) and 128 per
-# head; FFN = 4h; vocabulary 51,200 (GPT-2's 50,257 padded, Megatron-LM's default padding).
+# head; FFN = 4h; vocabulary 51,200 (GPT-2's 50,257 padded, Megatron-LM's default padding). The
+# hidden size is a multiple of 8 heads (1,024) from 2,048 up (below, the vocabulary dominates and
+# 1,024 steps would leave a 125M model 2 layers), as published models' are (Llama 2:
+# 4,096 / 5,120 / 8,192; GPT-3: 12,288), so tensor parallelism of 2, 4 and 8 can split the heads
+# (a hidden size of 71 heads left a 70B model TP 1 or 71 only).
 HIDDEN_PER_LAYER = 128
 HEAD_DIM = 128
+HEAD_GROUP = 8
 DENSE_VOCAB = 51200
 
 
@@ -492,7 +497,8 @@ def dense_shape(params: float, layers: int | None = None, hidden: int | None = N
     if hidden is None:
         guess = (params * HIDDEN_PER_LAYER / 12.0) ** (1 / 3) if layers is None else math.sqrt(
             params / (12.0 * layers))
-        hidden = max(HEAD_DIM, int(round(guess / HEAD_DIM)) * HEAD_DIM)
+        step = HEAD_DIM * HEAD_GROUP if guess >= 2 * HEAD_DIM * HEAD_GROUP else HEAD_DIM
+        hidden = max(HEAD_DIM, int(round(guess / step)) * step)
     if layers is None:
         layers = max(1, round((params - 2 * DENSE_VOCAB * hidden) / (12 * hidden * hidden)))
     heads = heads or max(1, hidden // HEAD_DIM)
@@ -500,5 +506,5 @@ def dense_shape(params: float, layers: int | None = None, hidden: int | None = N
         id=f"dense-{params / 1e9:g}b", name=f"dense {params / 1e9:g}B (standard shape)",
         layers=layers, hidden=hidden, ffn=4 * hidden, heads=heads, kv_heads=kv_heads or heads,
         vocab=DENSE_VOCAB, seq_len=seq_len or 4096, mlp="plain",
-        source="gpuplan standard dense shape (h/L = 128, head 128, FFN 4h)",
+        source="gpuplan standard dense shape (h/L = 128, head 128, heads a multiple of 8, FFN 4h)",
     )

@@ -110,6 +110,13 @@ def test_dense_shape_has_about_the_asked_parameters(n):
     m = catalog.dense_shape(n)
     assert m.total_params == pytest.approx(n, rel=0.06)
     assert m.hidden % 128 == 0 and m.heads * 128 == m.hidden
+    assert m.heads % 8 == 0   # tensor parallelism 2, 4 and 8 split the heads
+
+
+@pytest.mark.parametrize("n,heads", [(1e9, 16), (7e9, 32), (70e9, 72), (100e9, 80), (2e12, 216)])
+def test_dense_shape_heads_split_by_tensor_parallelism(n, heads):
+    """--params 70B had 71 heads (TP 1 or 71 only), 2T 217: hidden sizes now come in 8-head steps."""
+    assert catalog.dense_shape(n).heads == heads
 
 
 def test_dense_shape_overrides():

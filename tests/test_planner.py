@@ -15,7 +15,7 @@ from recommender.spec import TrainJob
 from recommender.units import fmt_usd
 
 ROOT = Path(__file__).resolve().parent.parent
-JOB = TrainJob(model=catalog.dense_shape(7e9), tokens=2e11, global_batch_tokens=1024 * 4096, seq_len=4096)
+JOB = TrainJob(model=catalog.dense_shape(7e9, layers=31, hidden=4224), tokens=2e11, global_batch_tokens=1024 * 4096, seq_len=4096)
 SPACE = SearchSpace(accelerators=("a100-80g", "h100-sxm"), counts=(8, 16, 32, 64, 128), acquisitions=("on_demand",))
 
 
@@ -44,7 +44,7 @@ def test_core_names_only_conflicting_limits():
 def test_owned_gpus_cost_only_energy_and_colocation():
     space = SearchSpace(accelerators=("h100-sxm",), counts=(64, 256, 1024), acquisitions=("on_demand",),
                         owned={"h100-sxm": 256})
-    job = TrainJob(model=catalog.dense_shape(30e9), tokens=1e12, global_batch_tokens=4096 * 1024, seq_len=4096)
+    job = TrainJob(model=catalog.dense_shape(30e9, layers=53, hidden=6784), tokens=1e12, global_batch_tokens=4096 * 1024, seq_len=4096)
     fast = plan(job, Limits(deadline_days=15), space, objective="cost", top=1).plans[0]
     assert fast.count == 1024 and fast.owned_gpus == 256
     rented = plan(job, Limits(deadline_days=15), SearchSpace(accelerators=("h100-sxm",), counts=(64, 256, 1024),
