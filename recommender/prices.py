@@ -102,11 +102,19 @@ def unpriced_note(ids, what: str = "not chosen where cost matters") -> list[str]
     ids = sorted(ids)
     if not ids:
         return []
+    from recommender import catalog
+
     china = [a for a in ids if market() == "global" and china_only(a) and a not in _NAMED[-1]]
-    rest = [a for a in ids if a not in china]
+    # a purchase price without a TDP: buying cannot be costed (energy and colocation scale with it)
+    no_tdp = [a for a in ids if a not in china and catalog.accelerator(a).tdp_w is None
+              and catalog.purchase_for(a) is not None]
+    rest = [a for a in ids if a not in china and a not in no_tdp]
     out = []
     if rest:
         out.append(f"no published price, so {what}: " + ", ".join(rest))
+    if no_tdp:
+        out.append(f"a purchase price but no TDP (tdp_w), so buying cannot be costed and is {what}: "
+                   + ", ".join(no_tdp))
     if china:
         out.append(f"priced only in China's market, so {what} here (plan them with --market china): "
                    + ", ".join(china))

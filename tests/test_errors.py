@@ -390,3 +390,15 @@ def test_infeasible_serve_says_what_each_target_costs_the_other():
     assert lines == ["the replicas that meet TTFT <= 1000 ms reach TPOT 200.0 ms at best at light load (target 50 ms)",
                      "the replicas that meet TPOT <= 50 ms reach TTFT 3,000.0 ms at best at light load "
                      "(target 1000 ms)"], lines
+
+
+def test_a_purchase_price_without_a_tdp_is_named_as_such(tmp_path):
+    """A custom part with a purchase price but no TDP was reported as having no published price."""
+    f = tmp_path / "k.yaml"
+    f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: pretrain, tokens: 1T}\ncatalog:\n  accelerators:\n"
+                 "    - {id: cb, memory_gib: 80, memory_bw_gb_s: 3000, bf16_tflops: 1000, intra_node_bw_gb_s: 450,"
+                 " inter_node_bw_gb_s: 50, purchase_usd_per_gpu: 20000}\n"
+                 "constraints: {gpus: [cb], acquisition: [buy]}\n")
+    r = run(["solve", str(f)])
+    assert r.exit_code == 3 and "a purchase price but no TDP (tdp_w), so buying cannot be costed" in r.output
+    assert "no published price" not in r.output
