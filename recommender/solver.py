@@ -186,10 +186,16 @@ class PlanModel:
 
 
 def ordering(df: pd.DataFrame, objective: str) -> np.ndarray:
-    """Row indices sorted by the objective then the deterministic tie-breaks."""
-    primary = {"cost": df.cost.round(2).fillna(np.inf), "time": df.total_days,
+    """Row indices sorted by the objective then the deterministic tie-breaks. Costs tie to the cent,
+    or for a job whose cheapest plan costs under $100 to four significant figures of that plan's
+    cost (a 1-token job's plans all cost less than a cent: rounded to cents they all tied, and the
+    fastest, largest fleet came first)."""
+    low = df.cost[df.cost > 0].min() if (df.cost > 0).any() else 100.0
+    digits = 2 if low >= 100 else int(4 - np.floor(np.log10(low)))
+    money = df.cost.round(digits).fillna(np.inf)
+    primary = {"cost": money, "time": df.total_days,
                "compute": -df.get("max_tokens", pd.Series(0.0, index=df.index)).fillna(-np.inf)}[objective]
-    secondary = df.total_days if objective == "cost" else df.cost.round(2).fillna(np.inf)
+    secondary = df.total_days if objective == "cost" else money
     keys = pd.DataFrame({"p": primary.values, "s": secondary.values, "n": df["count"].values,
                          "z": df.zero.values, "r": df.recompute.map({"none": 0, "selective": 1, "full": 2}).values,
                          "a": df.accelerator.values, "q": df.acquisition.values, "t": df.tp.values,

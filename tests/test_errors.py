@@ -402,3 +402,13 @@ def test_a_purchase_price_without_a_tdp_is_named_as_such(tmp_path):
     r = run(["solve", str(f)])
     assert r.exit_code == 3 and "a purchase price but no TDP (tdp_w), so buying cannot be costed" in r.output
     assert "no published price" not in r.output
+
+
+def test_plans_costing_under_a_cent_are_ranked_by_cost():
+    """A 1-token job: every plan cost under a cent, so rounded to cents they all tied and the
+    table read '#1 is the cheapest' above rows 16-66% cheaper."""
+    import json
+
+    r = run(["train", "--params", "1M", "--tokens", "1", "--top", "5", "--json"])
+    costs = [p["cost_usd"] for p in json.loads(r.stdout)["plans"]]
+    assert r.exit_code == 0 and all(c >= costs[0] * (1 - 1e-3) for c in costs), costs
