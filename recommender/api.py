@@ -157,8 +157,11 @@ def own_purchase_prices(items) -> list:
         gpu, sep, value = str(item).partition("=")
         if not sep or not gpu.strip():
             raise GpuplanError("buy-price", item, "write it as GPU=PRICE, e.g. h100-sxm=25000")
+        price = parse_usd("buy-price", value)
+        if not price > 0:
+            raise GpuplanError("buy-price", item, "a purchase price must be above zero")
         out.append(PurchasePrice(accelerator=catalog.accelerator(gpu.strip(), field="buy-price").id,
-                                 price_usd_per_gpu=parse_usd("buy-price", value), basis="system_per_gpu",
+                                 price_usd_per_gpu=price, basis="system_per_gpu",
                                  source="your --buy-price", as_of=date.today()))
     return out
 
@@ -250,6 +253,12 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
     if stack is not None and str(stack).lower() not in STACKS:
         raise GpuplanError("stack", stack, f"must be one of {', '.join(STACKS)}")
     acc = catalog.accelerator(evaluate_kwargs.get("gpu") or "h100-sxm")
+    if reset:   # forgetting needs the part and the stack only, not a model
+        kernels = str(stack).lower() if stack else ("megatron" if evaluate_kwargs.get("method", "full") == "full"
+                                                     else "pytorch")
+        path = catalog.calibration_path()
+        _write_calibrations(path, [r for k, r in catalog.user_calibrations().items() if k != (acc.id, kernels)])
+        return dict(accelerator=acc.id, stack=kernels, reset=True, path=str(path))
     spec = build_model(evaluate_kwargs.get("model"), evaluate_kwargs.get("params"), evaluate_kwargs.get("hf_config"),
                        evaluate_kwargs.get("layers"), evaluate_kwargs.get("hidden"), evaluate_kwargs.get("heads"),
                        evaluate_kwargs.get("kv_heads"), evaluate_kwargs.get("seq_len"))
@@ -262,9 +271,6 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
     path = catalog.calibration_path()
     key = (acc.id, job.kernels)
     kept = [r for k, r in catalog.user_calibrations().items() if k != key]
-    if reset:
-        _write_calibrations(path, kept)
-        return dict(accelerator=acc.id, stack=job.kernels, reset=True, path=str(path))
     text = re.sub(r"\s*(tokens|tok)/s(/gpu)?\s*$", "", str(measured).strip().lower())
     target = parse_count("measured", text)
     layout = build_layout(acc.id, evaluate_kwargs.get("count"), evaluate_kwargs.get("tp", 1),

@@ -412,3 +412,11 @@ def test_plans_costing_under_a_cent_are_ranked_by_cost():
     r = run(["train", "--params", "1M", "--tokens", "1", "--top", "5", "--json"])
     costs = [p["cost_usd"] for p in json.loads(r.stdout)["plans"]]
     assert r.exit_code == 0 and all(c >= costs[0] * (1 - 1e-3) for c in costs), costs
+
+
+def test_calibrate_reset_needs_no_model():
+    """Forgetting a calibration asked for a model (`model=None: give exactly one of ...`)."""
+    r = run(["calibrate", "--gpu", "h100", "--reset"])
+    assert r.exit_code == 0 and "removed" in r.output, r.output
+    one_line_error(run(["train", "--params", "7B", "--buy-price", "h100-sxm=0"]),
+                   "buy-price=h100-sxm=0: a purchase price must be above zero")
