@@ -80,7 +80,7 @@ class Workload(Section):
     attention: Literal["flash", "eager"] | None = None  # the attention kernel (memory: eager stores s^2 scores)
     loss: Literal["standard", "fused"] | None = None  # the loss kernel (memory: standard holds fp32 logits)
     rate: Quantity | None = None
-    users: int | None = Field(None, gt=0)
+    users: Quantity | None = None   # a whole number of users, as on the command line (1000, 1e6, 10k)
     think_time: Quantity | None = None
     prompt: Quantity | None = None
     output: Quantity | None = None
@@ -101,6 +101,7 @@ class Workload(Section):
     _times = field_validator("think_time", "ttft", "tpot", "e2e")(_check(units.parse_duration_s, "time"))
     _horizon = field_validator("horizon")(_check(units.parse_days, "horizon"))
     _rate = field_validator("rate")(_check(units.parse_rate_per_s, "rate"))
+    _users = field_validator("users")(_check(units.parse_int, "users"))
 
 
 class Constraints(Section):

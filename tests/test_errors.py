@@ -420,3 +420,14 @@ def test_calibrate_reset_needs_no_model():
     assert r.exit_code == 0 and "removed" in r.output, r.output
     one_line_error(run(["train", "--params", "7B", "--buy-price", "h100-sxm=0"]),
                    "buy-price=h100-sxm=0: a purchase price must be above zero")
+
+
+def test_scenario_users_take_the_command_lines_counts():
+    """`whatif ... --vary users=1e6` was refused ('not a valid integer') though `--users 1e7` works."""
+    from recommender import scenario
+
+    doc = {"model": {"preset": "llama-3-8b"}, "workload": {"kind": "serve", "users": "10k", "think_time": "3s",
+                                                           "ttft": "1s"}}
+    assert scenario.Scenario.model_validate(doc).workload.users == "10k"
+    with pytest.raises(Exception, match="whole number"):
+        scenario.Scenario.model_validate(doc | {"workload": doc["workload"] | {"users": 0.5}})
