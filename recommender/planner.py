@@ -192,10 +192,10 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits, space: Sea
     horizon = limits.deadline_days if limits.deadline_days is not None else catalog.assumption(
         "compute_horizon_days")  # without a deadline, a budget alone would buy a decade on one GPU
     avail = np.full(len(df), float(horizon)) - df.lead_days.values
+    cost_at = _cost_at(df, space)
     if limits.budget_usd is not None:
         # the most days the budget pays for: cost grows with days (not always in proportion), so
         # bisect on the evaluator's own cost, rows whose whole horizon fits the budget aside
-        cost_at = _cost_at(df, space)
         top = np.maximum(avail, 0.0)
         within = cost_at(top) <= limits.budget_usd
         lo, hi = np.zeros(len(df)), top.copy()
@@ -214,7 +214,7 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits, space: Sea
     ok = np.isfinite(avail) & (avail > 0)
     avail = np.where(ok, avail, np.nan)
     df["max_tokens"] = np.where(ok, tokens, np.nan)
-    df["cost"] = np.where(ok, _cost_at(df, space)(np.where(ok, avail, 0.0)), np.nan)
+    df["cost"] = np.where(ok, cost_at(np.where(ok, avail, 0.0)), np.nan)
     df["days"] = avail
     df["total_days"] = avail + df.lead_days.values
     return df[df.max_tokens.notna()].reset_index(drop=True)
