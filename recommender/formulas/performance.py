@@ -62,6 +62,22 @@ def link_bandwidth(group_span, gpus_per_node, intra_gb_s, inter_gb_s):
     return _scalar(np.where(np.asarray(group_span) <= gpus_per_node, intra_gb_s, inter_gb_s) * GB)
 
 
+def collective_bandwidth(members, stride, gpus_per_node, intra_gb_s, inter_gb_s):
+    """Bytes/s of a ring collective (all-reduce, all-gather, reduce-scatter) per GPU over a group
+    of `members` ranks `stride` apart (the ranks of the layers inside it: tp for a data-parallel
+    group, whose ranks Megatron-LM, torchtitan and DeepSpeed all order inside the pipeline's).
+    In one node (scale-up domain): its links. Across nodes with g of the group's ranks in each,
+    NCCL's channels cross the node boundary at every one of the g GPUs at once, so the group
+    moves min(intra, g x inter) per GPU, not one NIC's inter: on 4 x 8 B200 nodes (8 x 50 GB/s
+    NICs each) a 16 GiB all-reduce measured 381.8 GB/s busbw against 845.7 in one node
+    (stas00/ml-engineering network/README.md @744d01e, "Inter-node speed depends on intra-node
+    speed"). With one rank a node (stride >= node) that is the NIC's inter, as before."""
+    members, stride = np.asarray(members), np.asarray(stride)
+    per_node = np.clip(gpus_per_node // np.maximum(stride, 1), 1, np.maximum(members, 1))
+    across = np.where(per_node > 1, np.minimum(intra_gb_s, per_node * inter_gb_s), inter_gb_s)
+    return _scalar(np.where(members * stride <= gpus_per_node, intra_gb_s, across) * GB)
+
+
 def all_to_all_time(tokens, hidden, experts_per_token, tp, ep, gpus_per_node, intra_gb_s, inter_gb_s,
                     comm_efficiency, act_bytes=2.0, dispatch_bytes=None, node_limit=None, recompute="selective"):
     """Seconds of one MoE layer's all-to-alls for `tokens` tokens on one GPU, per micro-batch.
@@ -230,9 +246,11 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
     t_attn = np.asarray(attention_s)
     t_cp = np.where(cp > 1, np.maximum(0.0, busiest * ring / cp_bw - t_attn), 0.0)
 
-    # data parallel: gradient all-reduce (ZeRO-3: 1.5x), overlapped with the last backward pass
+    # data parallel: gradient all-reduce (ZeRO-3: 1.5x), overlapped with the last backward pass;
+    # the group's dp*cp ranks are tp apart (the pipeline's stages outside it) and use every NIC
+    # of the nodes they span (collective_bandwidth)
     dp = dp * cp  # context-parallel ranks hold the same weights: gradients reduce over dp*cp
-    dp_bw = link_bandwidth(tp * pp * dp, gpus_per_node, intra_gb_s, inter_gb_s) * comm_efficiency
+    dp_bw = collective_bandwidth(dp, tp, gpus_per_node, intra_gb_s, inter_gb_s) * comm_efficiency
     edp = dp / ep
     t_dp = (np.where(dp > 1, (dp - 1) / dp * np.asarray(dp_sync_bytes), 0.0)
             + np.where(edp > 1, (edp - 1) / edp * np.asarray(expert_sync_bytes), 0.0)) / dp_bw
