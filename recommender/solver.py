@@ -187,11 +187,11 @@ class PlanModel:
 
 def ordering(df: pd.DataFrame, objective: str) -> np.ndarray:
     """Row indices sorted by the objective then the deterministic tie-breaks. Costs tie to the cent,
-    or for a job whose cheapest plan costs under $100 to four significant figures of that plan's
-    cost (a 1-token job's plans all cost less than a cent: rounded to cents they all tied, and the
-    fastest, largest fleet came first)."""
-    low = df.cost[df.cost > 0].min() if (df.cost > 0).any() else 100.0
-    digits = 2 if low >= 100 else int(4 - np.floor(np.log10(low)))
+    or to four significant figures of the cheapest plan's cost where that is finer (under $10: a
+    1-token job's plans all cost less than a cent; rounded to cents they all tied, and the fastest,
+    largest fleet came first)."""
+    low = df.cost[df.cost > 0].min() if (df.cost > 0).any() else 1.0
+    digits = max(2, int(3 - np.floor(np.log10(low))))
     money = df.cost.round(digits).fillna(np.inf)
     primary = {"cost": money, "time": df.total_days,
                "compute": -df.get("max_tokens", pd.Series(0.0, index=df.index)).fillna(-np.inf)}[objective]
