@@ -139,9 +139,11 @@ def check_layout(job: TrainJob, layout: TrainLayout, acc: Accelerator) -> None:
         raise GpuplanError("pp", layout.pp, f"exceeds the {m.layers} layers of {m.id}")
     if layout.vp > 1 and layout.pp == 1:
         raise GpuplanError("vp", layout.vp, "virtual pipeline stages need pp > 1")
-    if layout.pp * layout.vp > m.layers:
+    # each model chunk holds at least one layer, or the embedding or the loss (Megatron-LM's
+    # --account-for-embedding/loss-in-pipeline-split: Llama 3.1 405B's 126 layers run as PP 16 x VP 8)
+    if layout.pp * layout.vp > m.layers + 2:
         raise GpuplanError("vp", layout.vp, f"pp {layout.pp} x vp {layout.vp} = {layout.pp * layout.vp} model chunks, "
-                           f"more than the {m.layers} layers of {m.id} (each chunk holds at least one)")
+                           f"more than the {m.layers} layers of {m.id} and its embedding and loss can fill")
     if layout.cp > 1 and job.seq_len % (2 * layout.cp):
         raise GpuplanError("cp", layout.cp, f"2*cp = {2 * layout.cp} must divide the sequence length {job.seq_len} "
                                             "(each GPU takes two chunks, to balance the causal mask)")
