@@ -75,7 +75,8 @@ def fmt(usd: float) -> str:
     x = usd * per_usd(display())
     sign = SYMBOL[display()]
     for suffix, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
+        # the unit by the value as shown (999,999.999 is $1.00M, not $1,000.00k)
+        if abs(round(x / scale * 100.0)) >= 100:
             return f"{sign}{x / scale:,.2f}{suffix}"
     return f"{sign}{x:,.2f}"
 

@@ -192,18 +192,25 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits, space: Sea
     horizon = limits.deadline_days if limits.deadline_days is not None else catalog.assumption(
         "compute_horizon_days")  # without a deadline, a budget alone would buy a decade on one GPU
     avail = np.full(len(df), float(horizon)) - df.lead_days.values
-    cost_at = _cost_at(df, space)
     if limits.budget_usd is not None:
-        # the most days the budget pays for: cost grows with days (not always in proportion), so
-        # bisect on the evaluator's own cost, rows whose whole horizon fits the budget aside
-        top = np.maximum(avail, 0.0)
-        within = cost_at(top) <= limits.budget_usd
-        lo, hi = np.zeros(len(df)), top.copy()
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            ok = cost_at(mid) <= limits.budget_usd
-            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-        avail = np.where(within, top, lo)
+        # the most days the budget pays for. GPUs rented by the hour (and owned ones) cost in
+        # proportion to their days; a purchase or a reserved term is paid whole, so its days come
+        # from a bisection on the evaluator's own cost (to 2^-24 of the horizon: seconds of a
+        # 270-day window; each step prices every such row, 10 ms here), rows whose whole
+        # horizon fits the budget aside
+        budget, top = limits.budget_usd, np.maximum(avail, 0.0)
+        # (a hair short of the exact quotient, so that the cost recomputed at those days stays
+        # within the budget's mask despite rounding)
+        avail = np.minimum(top, budget / (df.cost.values / df.days.values) * (1.0 - 1e-12))
+        whole = df.acquisition.isin(["buy", "reserved"]).values
+        if whole.any():
+            cost_whole, t = _cost_at(df[whole].reset_index(drop=True), space), top[whole]
+            lo, hi = np.zeros(len(t)), t.copy()
+            for _ in range(24):
+                mid = 0.5 * (lo + hi)
+                ok = cost_whole(mid) <= budget
+                lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+            avail[whole] = np.where(cost_whole(t) <= budget, t, lo)
     tokens = job.tokens / df.days.values * avail
     if limits.compute_pf_days is not None:  # the days that train the budget's tokens
         cap_tokens = limits.compute_pf_days * compute.PETAFLOP_DAY / model_flops_per_token(job)
@@ -214,7 +221,7 @@ def _compute_scaling(df: pd.DataFrame, job: TrainJob, limits: Limits, space: Sea
     ok = np.isfinite(avail) & (avail > 0)
     avail = np.where(ok, avail, np.nan)
     df["max_tokens"] = np.where(ok, tokens, np.nan)
-    df["cost"] = np.where(ok, cost_at(np.where(ok, avail, 0.0)), np.nan)
+    df["cost"] = np.where(ok, _cost_at(df, space)(np.where(ok, avail, 0.0)), np.nan)
     df["days"] = avail
     df["total_days"] = avail + df.lead_days.values
     return df[df.max_tokens.notna()].reset_index(drop=True)
