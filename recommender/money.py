@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 from catalog import DATA_DIR
 from recommender.errors import GpuplanError
@@ -76,7 +77,7 @@ def fmt(usd: float) -> str:
     sign = SYMBOL[display()]
     for suffix, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         # the unit by the value as shown (999,999.999 is $1.00M, not $1,000.00k)
-        if abs(round(x / scale * 100.0)) >= 100:
+        if math.isfinite(x) and abs(round(x / scale * 100.0)) >= 100:
             return f"{sign}{x / scale:,.2f}{suffix}"
     return f"{sign}{x:,.2f}"
 
