@@ -4,7 +4,7 @@ A candidate is one tuple (accelerator, precision, acquisition, count, TP, PP, VP
 recompute, micro-batch); DP = count / (TP * PP); EP (mixture-of-experts models only) divides DP
 and the number of experts. PP need not divide the layers (the fullest stage sets the pace), but
 interleaving (VP > 1) needs PP * VP to. Every tuple goes through
-`evaluate.training_terms` and `evaluate.job_cost` (arrays, not a second copy of any formula);
+`evaluate.training_terms` and `evaluate.cheapest_offer` (arrays, not a second copy of any formula);
 tuples that do not fit in memory are dropped, then dominated tuples are dropped exactly:
 
   within one (accelerator, precision, acquisition, count, TP) group every constraint the
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from recommender import catalog
-from recommender.evaluate import job_cost, method_allows, pricing_options, training_terms
+from recommender.evaluate import cheapest_offer, method_allows, pricing_options, training_terms
 from recommender.spec import TrainJob
 
 RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
@@ -197,9 +197,7 @@ def _build_table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[
             count = ev["count"]
             for acq in space.acquisitions:
                 options = pricing_options(acc, acq, space.providers) or [None]
-                costs = np.vstack([np.asarray(job_cost(p, acc, count, ev["days"], space.amortize, owned).total,
-                                              dtype=float) * np.ones(n) for p in options])
-                pick = np.argmin(np.where(np.isnan(costs), np.inf, costs), axis=0)  # ties: the shorter term
+                cost, pick = cheapest_offer(options, acc, count, ev["days"], space.amortize, owned)
                 extra = count > owned
                 lead = options[0].lead_time_days if options[0] is not None else 0.0
                 # providers as pandas infers them part by part (str, or object where every one is None)
@@ -211,7 +209,7 @@ def _build_table(job: TrainJob, space: SearchSpace) -> tuple[pd.DataFrame, dict[
                 frames.append({**ev, "accelerator": np.full(n, acc.id, dtype=object),
                                "vendor": np.full(n, acc.vendor, dtype=object),
                                "precision": np.full(n, precision, dtype=object), "acquisition": acquisition,
-                               "provider": provider, "cost": costs[pick, np.arange(n)],
+                               "provider": provider, "cost": cost,
                                "owned": np.minimum(count, owned), "lead_days": np.where(extra, lead, 0.0),
                                "power_kw": (np.full(n, np.nan) if acc.tdp_w is None
                                             else count * acc.tdp_w / 1000 * pue)})

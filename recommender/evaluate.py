@@ -374,6 +374,20 @@ def pricing(acc: Accelerator, acquisition: str, providers: tuple[str, ...] | Non
     return min(options, key=lambda p: (float(job_cost(p, acc, 1, days).total), p.term_hours))
 
 
+def cheapest_offer(options: list[Pricing | None], acc: Accelerator, count, days, amortize: bool = False,
+                   owned=0) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise over (count, days): the cost of the cheapest of `options` (pricing_options' offers
+    of one acquisition mode; [None] where none is published) and which offer it is (ties: the
+    first, the shorter term). NaN where no offer can be costed. The candidate table and the
+    compute objective's re-pricing both choose this way, as pricing() does for one plan."""
+    count, days = np.asarray(count), np.asarray(days, dtype=float)
+    n = np.broadcast(count, days).shape
+    costs = np.vstack([np.asarray(job_cost(p, acc, count, days, amortize, owned).total, dtype=float) * np.ones(n)
+                       for p in options]).reshape(len(options), -1)
+    pick = np.argmin(np.where(np.isnan(costs), np.inf, costs), axis=0)
+    return costs[pick, np.arange(costs.shape[1])], pick
+
+
 def job_cost(price: Pricing | None, acc: Accelerator, count, days, amortize: bool = False, owned=0):
     """Dollars for `count` GPUs over `days`: `owned` of them cost energy and colocation only, the
     rest are rented or bought at `price`. Elementwise; NaN where a needed figure is unpublished

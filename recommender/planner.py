@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from recommender import catalog, prices
 from recommender.candidates import SearchSpace, table
 from recommender.errors import GpuplanError, check
-from recommender.evaluate import HOURS_PER_MONTH, Evaluation, evaluate, job_cost, pricing, pricing_options
+from recommender.evaluate import HOURS_PER_MONTH, Evaluation, cheapest_offer, evaluate, pricing, pricing_options
 from recommender.formulas import compute
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
 from recommender.spec import TrainJob, TrainLayout
@@ -173,10 +173,8 @@ def _cost_at(df: pd.DataFrame, space: SearchSpace):
     def cost(days: np.ndarray) -> np.ndarray:
         out = np.full(len(df), np.nan)
         for rows, acc, options, owned, count in parts:
-            c = np.array([np.asarray(job_cost(p, acc, count, days[rows], space.amortize, owned).total, dtype=float)
-                          * np.ones(len(rows)) for p in options])
-            out[rows] = np.min(np.where(np.isnan(c), np.inf, c), axis=0)
-        return np.where(np.isfinite(out), out, np.nan)
+            out[rows] = cheapest_offer(options, acc, count, days[rows], space.amortize, owned)[0]
+        return out
 
     return cost
 

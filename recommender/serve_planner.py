@@ -727,6 +727,10 @@ def throughput_band(capacity: float, cph: float | None, per_mtok: float | None) 
     return out
 
 
+NO_FLEET_IN_TIME = ("The solver's time limit ran out before any fleet was found; no fleet is proven to exist "
+                    "or not. Raise --time-limit.")
+
+
 def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objective: str = "cost", top: int = 5,
                  time_limit_s: float = 10.0, notes: list[str] | None = None) -> ServeResult:
     if objective not in OBJECTIVES:
@@ -775,8 +779,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         first = q.pm.solve(enforce, want_core=True)
         status, rows, bound = first.status, first.rows, None
     if status == "unknown" and not rows:   # the time limit ran out before any fleet was found
-        explanation.append("The solver's time limit ran out before any fleet was found; no fleet is proven "
-                           "to exist or not. Raise --time-limit.")
+        explanation.append(NO_FLEET_IN_TIME)
     elif status == "infeasible" or not rows:
         status = "infeasible" if status in ("infeasible", "optimal") else status
         core = first.core if first is not None and first.core else sorted(enforce)
@@ -806,8 +809,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
             rows = nxt.rows
         if not plans:  # the time limit ran out before any fleet was found
             status = "unknown"
-            explanation = ["The solver's time limit ran out before any fleet was found; no fleet is proven "
-                           "to exist or not. Raise --time-limit."]
+            explanation = [NO_FLEET_IN_TIME]
         else:
             explanation = _explain(q, plans, objective)
             if status == "feasible":
