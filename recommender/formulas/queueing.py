@@ -44,7 +44,8 @@ Everything is vectorized over rows (replica types) and states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+import threading
 
 import numpy as np
 
@@ -72,6 +73,11 @@ class Steps:
     # (R,) seconds added to every TTFT after the replica's own (a disaggregated pool's KV hand-off);
     # None: 0
     delay: np.ndarray | None = None
+    # terms computed once per (row, workload) and shared by every subset rows() takes (memo());
+    # the arrays above are never changed in place, which this relies on
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _root: "Steps | None" = field(default=None, repr=False, compare=False)   # the Steps rows() cut these from
+    _at: np.ndarray | None = field(default=None, repr=False, compare=False)  # and their rows there
 
     @property
     def per_seq(self) -> np.ndarray:
@@ -82,9 +88,35 @@ class Steps:
         states 0..width-1 of the per-state terms."""
         cols = slice(None) if width is None else slice(0, width)
         dt = None if self.decode_tokens is None else self.decode_tokens[idx]
+        root = self if self._root is None else self._root
+        at = (np.arange(len(self.slots)) if self._at is None else self._at)[idx]
         return Steps(self.compute[idx][:, cols], self.memory[idx][:, cols], self.fixed[idx][:, cols],
                      self.per_token[idx], self.slots[idx], self.budget[idx], dt,
-                     None if self.delay is None else self.delay[idx])
+                     None if self.delay is None else self.delay[idx], _root=root, _at=np.atleast_1d(at))
+
+    def memo(self, key, make) -> tuple:
+        """make(self), a tuple of per-row arrays ((R,) or (R, S + 1)) whose every row depends on
+        that row alone and whose state n does not depend on how many states are kept: each row
+        computed once on the Steps these rows were cut from (the rows asked for that it does not
+        hold yet), and shared with every other cut of it. Safe across threads."""
+        root = self if self._root is None else self._root
+        need = np.arange(len(self.slots)) if self._at is None else self._at
+        with _MEMO_LOCK:
+            entry = root._memo.setdefault(key, [None, np.zeros(len(root.slots), dtype=bool)])
+            missing = np.unique(need[~entry[1][need]])
+        if len(missing):
+            part = make(root.rows(missing))
+            with _MEMO_LOCK:
+                if entry[0] is None:
+                    entry[0] = tuple(np.empty((len(root.slots),) + a.shape[1:], dtype=a.dtype) for a in part)
+                for a, p in zip(entry[0], part):
+                    a[missing] = p
+                entry[1][missing] = True
+        width = self.compute.shape[1]
+        return tuple(a[need] if a.ndim == 1 else a[need, :width] for a in entry[0])
+
+
+_MEMO_LOCK = threading.Lock()
 
 
 @dataclass
@@ -260,19 +292,26 @@ class State:
                             # where a compute-bound step grows faster than the sequences it serves)
 
 
-def chain(s: Steps, w: Workload, load) -> State:
-    load = np.asarray(load, dtype=float)
+def _key(w: Workload) -> tuple:
+    return tuple(getattr(w, f.name) for f in fields(w))
+
+
+def _closed_terms(s: Steps, w: Workload) -> tuple:
+    """_chain_terms() of a closed loop, where none depends on the users."""
+    return _chain_terms(s, w, None)
+
+
+def _chain_terms(s: Steps, w: Workload, load) -> tuple:
+    """chain()'s per-state terms but the arrivals: T_B, mu_B, the mean step T(n), the prompts
+    a step carries, the departure rates and the burst variance added to both rates (load: the
+    open loop's arrival rate; a closed loop's terms do not depend on it)."""
     r_, width = s.compute.shape
     n = np.arange(width)[None, :].astype(float)
     b = s.slots[:, None].astype(float)
     t_b = full_slot_step(s, w)
     mu_b = s.slots / (w.output * t_b)
-    if w.closed:
-        z = max(w.think_s, 1e-3)
-        birth = np.maximum(load[:, None] - n, 0.0) / z            # arrival rate in state n
-    else:
-        birth = np.broadcast_to(load[:, None], (r_, width))
-        prompts = birth
+    if not w.closed:
+        prompts = np.broadcast_to(np.asarray(load, dtype=float)[:, None], (r_, width))
     top = min(int(s.slots.max()) + 1, width)        # states above every slot cap step at T_B
     head = s.rows(slice(None), top)
     step = np.broadcast_to(t_b[:, None], (r_, width)).copy()
@@ -301,6 +340,23 @@ def chain(s: Steps, w: Workload, load) -> State:
         phi = np.clip(kp * arr * in_time_share(w, step), 0.0, 0.95)
         var = kp * kp * arr * step / (1.0 - phi * phi)
         extra = np.nan_to_num((occ / w.output) ** 2 * var * (1 + phi) / ((1 - phi) * step ** 3), nan=0.0)
+    return t_b, mu_b, step, prompts, death, extra
+
+
+def chain(s: Steps, w: Workload, load) -> State:
+    load = np.asarray(load, dtype=float)
+    r_, width = s.compute.shape
+    n = np.arange(width)[None, :].astype(float)
+    b = s.slots[:, None].astype(float)
+    if w.closed:
+        # the steps, departures and their bursts do not depend on the users: once per rows
+        t_b, mu_b, step, prompts, death, extra = s.memo(("chain", _key(w)), lambda s_: _closed_terms(s_, w))
+        z = max(w.think_s, 1e-3)
+        birth = np.maximum(load[:, None] - n, 0.0) / z            # arrival rate in state n
+    else:
+        t_b, mu_b, step, prompts, death, extra = _chain_terms(s, w, load)
+        birth = prompts
+    with np.errstate(divide="ignore", invalid="ignore"):
         up, down = birth + 0.5 * extra, death + 0.5 * extra
         logr = np.log(up[:, :-1]) - np.log(down[:, 1:])           # log w(n) / w(n-1), n = 1..S
     logr = np.where(np.isnan(logr), -np.inf, logr)
