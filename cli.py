@@ -85,6 +85,7 @@ RecomputeOpt = Annotated[str, typer.Option(metavar="none|selective|full", help="
 MicroBatchOpt = Annotated[str, typer.Option(metavar="N", help="Micro-batch size in sequences.")]
 PrecisionOneOpt = Annotated[str, typer.Option(metavar="PRECISION", help="bf16|fp16|fp8|fp32.")]
 StackOpt = Annotated[Opt, typer.Option(metavar="megatron|pytorch", help="Training stack the kernels' speed is for: megatron (Megatron-LM / NeMo / TE) or pytorch (FSDP: torchtitan, llm-foundry, HF). Default: megatron for pre-training, pytorch for fine-tuning.")]
+GradSyncOpt = Annotated[str, typer.Option(metavar="micro-batch|step", help="ZeRO-3 / FSDP gradient accumulation: micro-batch (reduce-scatter each micro-batch's gradients: DeepSpeed, Megatron, torchtitan; the default) or step (FSDP's no_sync: each GPU accumulates its stage's whole unsharded gradient and reduces once a step: Lightning Fabric / litgpt, Hugging Face Accelerate's default).")]
 LossOpt = Annotated[str, typer.Option(metavar="standard|fused", help="Loss kernel: standard (cross-entropy on fp32 logits) or fused (fused / chunked cross-entropy: no fp32 logits held).")]
 KvHeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the KV heads (GQA/MQA).")]
 SeqLenOpt = Annotated[Opt, typer.Option(metavar="TOKENS", help="Training sequence length (default: the preset's published "
@@ -202,6 +203,7 @@ def evaluate(
     ep_overlap: Annotated[bool, typer.Option(help="Hide the MoE all-to-all behind compute (DualPipe-style).")] = False,
     attention: AttentionOpt = "flash",
     loss: LossOpt = "standard",
+    grad_sync: GradSyncOpt = "micro-batch",
     stack: StackOpt = None,
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
@@ -226,7 +228,7 @@ def evaluate(
                              zero=zero, recompute=recompute, micro_batch=micro_batch, precision=precision,
                              acquisition=acquisition, provider=provider, headroom=headroom,
                              amortize=amortize, own=own, ep=ep, ep_overlap=ep_overlap, method=method,
-                             lora_rank=lora_rank, epochs=epochs, vp=vp, cp=cp, attention=attention, loss=loss, stack=stack)
+                             lora_rank=lora_rank, epochs=epochs, vp=vp, cp=cp, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync)
     if csv:
         report.evaluation_csv(ev).to_csv(csv if csv != "-" else sys.stdout, index=False)
         if csv == "-":
@@ -331,6 +333,7 @@ def train(
     market: MarketOpt = None,
     attention: AttentionOpt = "flash",
     loss: LossOpt = "standard",
+    grad_sync: GradSyncOpt = "micro-batch",
     stack: StackOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
@@ -343,7 +346,7 @@ def train(
                        objective=objective, budget=budget, deadline=deadline, max_gpus=max_gpus,
                        power_kw=power_kw, gpus=gpus, vendors=vendors, providers=providers, precision=precision,
                        acquisition=acquisition, own=own, top=top, diverse=diverse, amortize=amortize,
-                       time_limit=time_limit, compute_budget=compute_budget, attention=attention, loss=loss, stack=stack)
+                       time_limit=time_limit, compute_budget=compute_budget, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync)
     _print_train(result, json_out, csv)
 
 
@@ -408,6 +411,7 @@ def finetune(
     market: MarketOpt = None,
     attention: AttentionOpt = "flash",
     loss: LossOpt = "standard",
+    grad_sync: GradSyncOpt = "micro-batch",
     stack: StackOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
@@ -420,7 +424,7 @@ def finetune(
                           budget=budget, deadline=deadline, max_gpus=max_gpus, power_kw=power_kw, gpus=gpus,
                           vendors=vendors, providers=providers, precision=precision, acquisition=acquisition,
                           own=own, top=top, diverse=diverse, amortize=amortize, time_limit=time_limit,
-                          compute_budget=compute_budget, attention=attention, loss=loss, stack=stack)
+                          compute_budget=compute_budget, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync)
     _print_train(result, json_out, csv)
 
 

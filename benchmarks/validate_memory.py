@@ -133,7 +133,8 @@ def predict(row, fragmentation: float | None = None) -> dict:
     batch = (row.get("global_batch") or layout.dp * layout.micro_batch) * seq
     job = TrainJob(model=spec, tokens=1e9, global_batch_tokens=batch, seq_len=seq,
                    method=row.get("method", "full"), lora_rank=row.get("lora_rank", 16),
-                   loss="fused" if row.get("cross_entropy") == "chunked" else "standard")
+                   loss="fused" if row.get("cross_entropy") == "chunked" else "standard",
+                   grad_sync=row.get("grad_sync", "micro-batch"))
     site = {} if fragmentation is None else {"training_allocator_fragmentation": fragmentation}
     with catalog.assuming(**site):
         ev = evaluate(job, layout)

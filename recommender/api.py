@@ -70,10 +70,12 @@ def default_seq_len(spec: ModelSpec, finetune: bool) -> tuple[int, str]:
 
 ATTENTION = ("flash", "eager")
 LOSSES = ("standard", "fused")
+GRAD_SYNCS = ("micro-batch", "step")
 
 
 def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, method="full", lora_rank=None,
-              epochs=None, finetune=False, attention="flash", loss="standard", stack=None) -> tuple[TrainJob, list[str]]:
+              epochs=None, finetune=False, attention="flash", loss="standard", stack=None,
+              grad_sync="micro-batch") -> tuple[TrainJob, list[str]]:
     """A training (or, with `finetune`, fine-tuning) job: tokens x epochs, batch, method."""
     notes = []
     attention = str(attention).lower()
@@ -87,6 +89,11 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     if loss not in LOSSES:
         raise GpuplanError("loss", loss, "must be standard (cross-entropy on fp32 logits) or fused (a fused or "
                                          "chunked cross-entropy that never holds fp32 logits)")
+    grad_sync = str(grad_sync).lower()
+    if grad_sync not in GRAD_SYNCS:
+        raise GpuplanError("grad-sync", grad_sync, "must be micro-batch (ZeRO-3 / FSDP reduce-scatters each "
+                                                   "micro-batch's gradients) or step (FSDP's no_sync: gradients "
+                                                   "accumulated unsharded, reduced once a step)")
     method = str(method).lower()
     if method not in METHODS:
         raise GpuplanError("method", method, f"must be one of {', '.join(METHODS)}")
@@ -120,7 +127,7 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
     return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
-                    lora_rank=rank, attention=attention, loss=loss,
+                    lora_rank=rank, attention=attention, loss=loss, grad_sync=grad_sync,
                     stack=None if stack is None else str(stack).lower()), notes
 
 
@@ -222,11 +229,12 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
                     tp=1, pp=1, dp=None, zero=1, recompute="selective", micro_batch=1,
                     precision="bf16", acquisition="cloud", provider=None, headroom=None,
                     amortize=False, own=0, ep=1, ep_overlap=False, method="full", lora_rank=None,
-                    epochs=None, vp=1, cp=1, attention="flash", loss="standard", stack=None) -> Evaluation:
+                    epochs=None, vp=1, cp=1, attention="flash", loss="standard", stack=None,
+                    grad_sync="micro-batch") -> Evaluation:
     """`gpuplan evaluate`: one fixed configuration in, the full breakdown out."""
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
     job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, attention=attention,
-                           loss=loss, stack=stack)
+                           loss=loss, stack=stack, grad_sync=grad_sync)
     layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider,
                           ep, ep_overlap, vp, cp)
     if headroom is not None:
@@ -265,7 +273,8 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
     job, _ = build_job(spec, evaluate_kwargs.get("tokens") or "1B", evaluate_kwargs.get("global_batch"),
                        evaluate_kwargs.get("seq_len"), evaluate_kwargs.get("method", "full"),
                        evaluate_kwargs.get("lora_rank"), None, attention=evaluate_kwargs.get("attention", "flash"),
-                       loss=evaluate_kwargs.get("loss", "standard"))
+                       loss=evaluate_kwargs.get("loss", "standard"),
+                       grad_sync=evaluate_kwargs.get("grad_sync", "micro-batch"))
     if stack is not None:
         job = job.model_copy(update={"stack": str(stack).lower()})
     path = catalog.calibration_path()
@@ -508,7 +517,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
                 acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
                 method="full", lora_rank=None, epochs=None, finetune=False, compute_budget=None,
-                attention="flash", loss="standard", stack=None) -> TrainQuery:
+                attention="flash", loss="standard", stack=None, grad_sync="micro-batch") -> TrainQuery:
     """Parse and check `train`'s arguments. job is None when no model is given and the objective is
     compute (the compute-optimal model is sized by `train`)."""
     from recommender.solver import Limits
@@ -537,7 +546,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     if not (objective == "compute" and model is None and params is None and hf_config is None):
         spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
         job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune, attention,
-                               loss, stack)
+                               loss, stack, grad_sync)
     return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs)
@@ -548,7 +557,7 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
           acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
           method="full", lora_rank=None, epochs=None, finetune=False, compute_budget=None, attention="flash",
-          loss="standard", stack=None):
+          loss="standard", stack=None, grad_sync="micro-batch"):
     """`gpuplan train` (and `finetune`): the exact optimum over the catalog, ranked alternatives and why."""
     q = train_query(**locals())
     from recommender.planner import plan

@@ -79,6 +79,7 @@ class Evaluation(BaseModel):
     recompute: str
     attention: str = "flash"  # the attention kernel memory was counted for (flash | eager)
     loss: str = "standard"  # the loss kernel (standard: fp32 logits | fused)
+    grad_sync: str = "micro-batch"  # ZeRO-3 gradient accumulation (micro-batch | step: FSDP's no_sync)
     micro_batch: int
     precision: str
     acquisition: str
@@ -271,9 +272,16 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     expert_states = memory.model_states(p.trained_experts, precision, zero, shard / ep, frozen=p.frozen_experts,
                                         frozen_bytes=fb, state_bytes=sb, frozen_grad_bytes=fg)
     acts = memory.activation_terms(m, job.seq_len, mb, tp, pp, recompute, micro_batches, precision, vp,
-                                   job.attention, cp, job.loss)
+                                   job.attention, cp, job.loss, quantized_base=job.method == "qlora")
     weights = states.weights + expert_states.weights
     grads = states.gradients + expert_states.gradients
+    gb = (sb or memory.STATE_BYTES[precision])[1]
+    if job.grad_sync == "step":
+        # FSDP's no_sync: between the step's reductions every GPU accumulates the whole unsharded
+        # gradient of what it holds (PyTorch FSDP docs, no_sync: "full model gradients (instead of
+        # gradient shards)"), in 16 bits; with a pipeline the stage's are unsharded anyway (gathered)
+        held = (p.trained + p.trained_experts) * gb + (p.frozen + p.frozen_experts) * fg
+        grads = np.where((zero >= 3) & (micro_batches > 1) & (pp == 1), held, grads)
     optim = states.optimizer + expert_states.optimizer
     gathered = (memory.zero3_working_bytes(m, tp, pp, zero, fb if frozen_base else STATE_BYTES_16,
                                            0.0 if frozen_base else STATE_BYTES_16, ep)
@@ -288,7 +296,6 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     # no published link at all: only one GPU is ever timed (Accelerator.span_problem), which moves
     # nothing, so the links are taken as free rather than as a missing number
     intra, inter = (r if r is not None else np.inf for r in link_rates(acc))
-    gb = (sb or memory.STATE_BYTES[precision])[1]
     # QLoRA dequantizes each NF4 weight to 16 bits before its matmul: read 4.127 bits, write and
     # read back 2 bytes, once per forward or backward pass (Dettmers et al. 2023, Sec. 3)
     stream = 0.0 if job.method != "qlora" else (p.frozen + p.frozen_experts) * (NF4_BITS / 8 + 4.0)
@@ -509,7 +516,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, cp=L.cp, ep=L.ep,
         ep_overlap=L.ep_overlap,
         zero=L.zero,
-        recompute=L.recompute, attention=job.attention, loss=job.loss, micro_batch=L.micro_batch, precision=L.precision,
+        recompute=L.recompute, attention=job.attention, loss=job.loss, grad_sync=job.grad_sync, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
         price_as_of=None if price is None or owned == L.count else price.row.as_of.isoformat(),
         price_as_of_kind=None if price is None or owned == L.count else getattr(price.row, "as_of_kind", "published"),

@@ -69,7 +69,13 @@ def _groups(ev) -> int:
 def _gradient_note(ev) -> str:
     parts = ["fp32 accumulation buffer"] if (ev.zero < 3 and ev.precision in ("bf16", "fp8")
                                              and ev.method != "qlora") else []
-    return ", ".join(parts + ([] if ev.method == "full" else ["adapters only"]))
+    if ev.grad_sync == "step" and ev.zero == 3 and ev.micro_batches > 1 and ev.pp == 1:
+        parts.append("no_sync: the whole unsharded gradient held until the step's reduce-scatter")
+    if ev.method == "lora" and ev.zero == 3:
+        trained = ["adapters + the frozen base's (FSDP1 units mix them)"]
+    else:
+        trained = [] if ev.method == "full" else ["adapters only"]
+    return ", ".join(parts + trained)
 
 
 def activation_note(ev) -> str:
@@ -77,7 +83,8 @@ def activation_note(ev) -> str:
     where = ("the busiest stage, " + ("interleaved" if ev.vp > 1 else "1F1B") + " micro-batches in flight"
              if ev.pp > 1 else "one micro-batch")
     kernel = "eager attention (s^2 scores)" if ev.attention == "eager" else "flash attention"
-    return f"Korthikanti 2022, {kernel}; {where}"
+    kept = "; + the 4-bit linears' inputs (bitsandbytes keeps them)" if ev.method == "qlora" else ""
+    return f"Korthikanti 2022, {kernel}{kept}; {where}"
 
 
 def render_evaluation(ev) -> None:

@@ -60,7 +60,7 @@ class ModelSection(Section):
     _params = field_validator("params")(_check(units.parse_count, "params"))
 
 
-TRAIN_FIELDS = ("tokens", "global_batch", "seq_len", "attention", "loss")
+TRAIN_FIELDS = ("tokens", "global_batch", "seq_len", "attention", "loss", "grad_sync")
 FINETUNE_FIELDS = TRAIN_FIELDS + ("epochs", "method", "lora_rank")
 SERVE_FIELDS = ("rate", "users", "think_time", "prompt", "output", "ttft", "tpot", "e2e", "horizon", "kv_precision",
                 "prefix_tokens", "prefix_hit", "draft", "draft_tokens", "draft_accept", "disaggregate")
@@ -79,6 +79,7 @@ class Workload(Section):
     lora_rank: int | None = Field(None, gt=0)
     attention: Literal["flash", "eager"] | None = None  # the attention kernel (memory: eager stores s^2 scores)
     loss: Literal["standard", "fused"] | None = None  # the loss kernel (memory: standard holds fp32 logits)
+    grad_sync: Literal["micro-batch", "step"] | None = None  # ZeRO-3 gradient accumulation (memory: step holds them unsharded)
     rate: Quantity | None = None
     users: Quantity | None = None   # a whole number of users, as on the command line (1000, 1e6, 10k)
     think_time: Quantity | None = None

@@ -445,6 +445,10 @@ class TrainJob(Strict):
     attention: Literal["flash", "eager"] = "flash"
     # the loss: standard (PyTorch cross_entropy on fp32 logits) or fused / chunked (never holds fp32 logits)
     loss: Literal["standard", "fused"] = "standard"
+    # ZeRO-3 / FSDP gradient accumulation: reduce-scatter each micro-batch's gradients (DeepSpeed,
+    # Megatron, torchtitan) or accumulate them unsharded and reduce once a step (FSDP's no_sync:
+    # Lightning Fabric / litgpt, Hugging Face Accelerate's default)
+    grad_sync: Literal["micro-batch", "step"] = "micro-batch"
     # the training stack's kernels: megatron (Megatron-LM / NeMo / Transformer Engine fused kernels) or
     # pytorch (PyTorch-native FSDP stacks: torchtitan, llm-foundry, Hugging Face); None = the default
     # for the method (megatron for pre-training, pytorch for fine-tuning)

@@ -148,6 +148,7 @@ def test_fixed_serve_configuration_needs_no_precision():
     (["prices", "import", "nope.csv", "--as-of", "2099-01-01"], "as-of=2099-01-01: is after today"),
     (["train", "--model", "llama-2-7b", "--own", "h100-sxm:24", "--own", "h100-sxm:8"],
      "h100-sxm is given twice"),
+    (["evaluate", "--model", "llama-2-7b", "--grad-sync", "nope"], "grad-sync=nope: must be micro-batch"),
 ])
 def test_impossible_inputs_the_fuzzer_found_accepted(args, needle):
     one_line_error(run(args), needle)

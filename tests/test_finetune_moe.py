@@ -98,6 +98,41 @@ def test_lora_and_qlora_states_by_hand():
     assert q.optimizer * GIB == pytest.approx(8 * adapters)  # 32-bit Adam m, v; no master copy
 
 
+def test_qlora_keeps_its_4bit_linears_inputs_by_hand():
+    """bitsandbytes' 4-bit matmul keeps each linear's input for the backward pass: per token and
+    layer the QKV and MLP inputs (h each), the output projection's (h) and the down map's (f), 2
+    bytes each, on top of LoRA's activations; under full recomputation only in the layer re-run."""
+    rank, tokens = 4, 16 * 1                          # seq 16 x micro-batch 1
+    f = max(256, 2 * 32)                              # the toy's MLP width (memory.mlp_width): its ffn
+    kept = 2 * tokens * (3 * 64 + f)                  # 14,336 bytes per layer
+    for rc, layers in (("none", 2), ("selective", 2), ("full", 1)):
+        lora = toy_eval(recompute=rc, job=dict(method="lora", lora_rank=rank)).memory_breakdown_gib
+        q = toy_eval(recompute=rc, job=dict(method="qlora", lora_rank=rank)).memory_breakdown_gib
+        assert (q.activations - lora.activations) * GIB == pytest.approx(layers * kept)
+
+
+def test_fsdp_no_sync_holds_the_whole_gradient_by_hand():
+    """--grad-sync step (FSDP's no_sync): through gradient accumulation every GPU holds the whole
+    16-bit gradient of what it holds, not its 1/dp shard; nothing changes without accumulation,
+    below ZeRO-3, or with a pipeline (whose stage is unsharded already)."""
+    full = dict(dp=4, zero=3)
+    shard = toy_eval(**full).memory_breakdown_gib
+    whole = toy_eval(**full, job=dict(grad_sync="step")).memory_breakdown_gib
+    assert shard.gradients * GIB == pytest.approx(2 * TOTAL / 4)
+    assert whole.gradients * GIB == pytest.approx(2 * TOTAL)
+    assert whole.weights == shard.weights and whole.optimizer == shard.optimizer
+    # LoRA in FSDP1 units: the frozen weights get 16-bit gradients too, unsharded
+    adapters = 4 * 2 * (512 + 8 * 288)
+    lora = toy_eval(**full, job=dict(method="lora", lora_rank=4, grad_sync="step")).memory_breakdown_gib
+    assert lora.gradients * GIB == pytest.approx(2 * adapters + 2 * TOTAL)
+    one_micro_batch = TrainJob(model=TOY, tokens=1e9, global_batch_tokens=16 * 4, seq_len=16, grad_sync="step")
+    e = evaluate(one_micro_batch, TrainLayout(accelerator="h100-sxm", recompute="none", **full), headroom=0.0)
+    assert e.micro_batches == 1 and e.memory_breakdown_gib.gradients == pytest.approx(shard.gradients)
+    for other in (dict(dp=4, zero=2), dict(dp=4, zero=3, pp=2)):
+        assert (toy_eval(**other, job=dict(grad_sync="step")).memory_breakdown_gib.gradients
+                == pytest.approx(toy_eval(**other).memory_breakdown_gib.gradients))
+
+
 def test_qlora_65b_fits_one_48gb_gpu():
     """Dettmers et al. 2023 (QLoRA), abstract: a 65B model fine-tunes on a single 48 GB GPU
     (LLaMA-65B, r = 64 on all linear layers, batch 1, 512 tokens, gradient checkpointing). The

@@ -18,15 +18,9 @@ import validate_memory as vm  # noqa: E402
 
 # under-predicted by more than 10% (docs/VALIDATION.md, "Training memory: the misses")
 KNOWN_UNDER = {
-    # litgpt's bitsandbytes NF4 runs use ~0.5 byte a parameter more than NF4 + double quantization
-    "litgpt-phi-1.5-lora-nf4-mb1-1gpu", "litgpt-phi-1.5-lora-nf4-dq-mb1-1gpu",
-    "litgpt-stablelm-3b-lora-nf4-mb1-1gpu", "litgpt-stablelm-3b-lora-nf4-dq-mb1-1gpu",
-    "litgpt-llama2-7b-lora-nf4-mb1-1gpu", "litgpt-llama2-7b-lora-nf4-dq-mb1-1gpu",
-    "litgpt-llama2-13b-lora-nf4-mb1-1gpu", "litgpt-llama2-13b-lora-nf4-dq-mb1-1gpu",
-    # litgpt's FSDP LoRA runs hold about as much per GPU as one GPU without FSDP
-    "litgpt-phi-1.5-lora-mb1-2gpu", "litgpt-stablelm-3b-lora-mb1-2gpu", "litgpt-stablelm-3b-lora-mb2-2gpu",
-    "litgpt-llama2-7b-lora-mb1-2gpu", "litgpt-llama2-7b-lora-mb2-2gpu", "litgpt-llama2-7b-lora-mb4-2gpu",
-    "litgpt-llama2-13b-lora-mb1-4gpu",
+    # litgpt's NF4 runs without double quantization (fp32 absmax constants), the LM head quantized
+    # and dequantized at the forward pass's end: none of it counted
+    "litgpt-llama2-7b-lora-nf4-mb1-1gpu", "litgpt-llama2-13b-lora-nf4-mb1-1gpu",
     # a screenshot of device usage, DeepSpeed ZeRO-3 QLoRA on 2 GPUs
     "peft-llama2-70b-qlora-zero3-2x40g",
 }
@@ -66,12 +60,12 @@ def test_the_catalog_fraction_is_the_fit_the_script_reports(published_memory):
 
 
 def test_out_of_memory_rows_are_rejected(published_memory):
-    """Published OOMs: the planner says "does not fit" for all but one (litgpt's 13B LoRA on 2 GPUs
-    with FSDP, one of the FSDP rows above)."""
+    """Published OOMs: the planner says "does not fit" for every one (litgpt's 13B LoRA on 2 GPUs
+    with FSDP among them: its unsharded no_sync gradients, 24 GiB, do not leave room)."""
     results, _, _ = published_memory
     ooms = [r for r in results if r["outcome"] == "oom" and "fits" in r]
     assert len(ooms) == 8
-    assert {r["id"] for r in ooms if r["fits"]} == {"litgpt-llama2-13b-lora-mb1-2gpu"}
+    assert not [r["id"] for r in ooms if r["fits"]]
 
 
 def test_published_runs_that_ran_are_not_called_impossible():

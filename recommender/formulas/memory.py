@@ -233,26 +233,43 @@ class Activations:
         return self.stored + self.working + self.logits
 
 
+def quantized_input_bytes_per_layer(seq, micro_batch, hidden, ffn, tp=1, cp=1):
+    """QLoRA: bitsandbytes' 4-bit matmul keeps each linear's 16-bit input for the backward pass
+    (MatMul4Bit: ctx.tensors = (A, B), bitsandbytes autograd/_functions.py), which a frozen 16-bit
+    linear does not (PyTorch keeps a matmul's input only for its weight's gradient): the inputs of
+    the QKV map and the MLP (h each, replicated over tp), of the output projection (h / tp) and of
+    the down map (f / tp), 2 bytes each, per token and layer. gpuplan's LoRA activations are
+    Korthikanti's count, which litgpt's LoRA tables bear out (docs/VALIDATION.md); this is what
+    the same runs with a 4-bit base keep beside it."""
+    t = np.asarray(tp)
+    return _scalar(seq / np.asarray(cp) * np.asarray(micro_batch) * 2.0 * (2.0 * hidden + (hidden + ffn) / t))
+
+
 def activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, precision="bf16", vp=1,
-                     attention="flash", cp=1, loss="standard") -> Activations:
+                     attention="flash", cp=1, loss="standard", quantized_base=False) -> Activations:
     """Activations of the busiest pipeline stage: the first holds in_flight(stage 0) micro-batches
     of its layers, the last only in_flight(last) but also the logits of the loss (LOGIT_BYTES x
     s x b x V/t: the head is vocabulary-parallel over tp, the sequence split over cp), which for a
     large vocabulary at a small hidden size is the larger. Both stages are charged the fullest
     stage's layer count. Under full recomputation one layer's activations are re-materialized
-    while it is recomputed (the `working` term).
+    while it is recomputed (the `working` term). `quantized_base` (QLoRA): each layer also keeps
+    its 4-bit linears' inputs (quantized_input_bytes_per_layer).
     """
     tp, pp, mb = np.asarray(tp), np.asarray(pp), np.asarray(micro_batch)
     kw = dict(hidden=model.hidden, heads=model.heads, ffn=mlp_width(model), kv_heads=model.kv_heads,
               gated=model.mlp == "gated", attention=attention, cp=cp, dropout=model.dropout)
     scale = ACTIVATION_SCALE[precision]
     per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw) * scale
+    kept_inputs = (quantized_input_bytes_per_layer(seq, mb, model.hidden, mlp_width(model), tp, cp)
+                   if quantized_base else 0.0)
+    full = np.asarray(recompute) == "full"
+    per_layer = per_layer + np.where(full, 0.0, kept_inputs)
     layers = stage_layers(model.layers, pp)
     first = layers * per_layer * in_flight(pp, micro_batches, vp, 0)
     last = layers * per_layer * in_flight(pp, micro_batches, vp, pp - 1)
     logits = LOGIT_BYTES[loss] * seq / np.asarray(cp) * mb * model.vocab / tp
-    working = np.where(np.asarray(recompute) == "full",
-                       activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw) * scale, 0.0)
+    working = np.where(full, activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw) * scale
+                       + kept_inputs, 0.0)
     last_busier = (pp == 1) | (last + logits > first)
     return Activations(stored=_scalar(np.where(last_busier, last, first)), working=_scalar(working),
                        logits=_scalar(np.where(last_busier, logits, 0.0)))
