@@ -201,7 +201,8 @@ CAPACITY_GIB = {("torchtitan", "h100-sxm"): 96e9 / GIB}
 def run_memory(run: pr.Run) -> dict:
     """A published run that really ran: the least memory gpuplan predicts for it over the settings
     its source does not publish (recomputation; micro-batch 1, no interleaving where not given),
-    against the device's physical memory."""
+    against the device's physical memory: `over` with the allocator's cache, `impossible` (evaluate's
+    "does not fit") where even what must be on the device, all but that cache, exceeds it."""
     row, seq = run.row, run.spec.seq_len
     job = TrainJob(model=run.spec, tokens=1e9, global_batch_tokens=run.batch_seqs * seq, seq_len=seq,
                    loss="fused" if run.source in pr.FUSED_LOSS else "standard")
@@ -218,7 +219,8 @@ def run_memory(run: pr.Run) -> dict:
     capacity = CAPACITY_GIB.get((run.source, row["gpu"]), best.memory_capacity_gib)
     return dict(row_id=int(row["row_id"]), source=run.source, model=row["model"], gpu=row["gpu"],
                 layout=f"{run.layout_text} ZeRO-{run.zero} {best.recompute}", seq=seq,
-                predicted=best.memory_gib_per_gpu, capacity=capacity, over=best.memory_gib_per_gpu > capacity)
+                predicted=best.memory_gib_per_gpu, required=best.memory_required_gib, capacity=capacity,
+                over=best.memory_gib_per_gpu > capacity, impossible=best.memory_required_gib > capacity)
 
 
 def published_runs() -> list[dict]:
@@ -241,7 +243,8 @@ def main(write: bool = False) -> None:
     runs = published_runs()
     over = [r for r in runs if r["over"]]
     print(f"\npublished runs that really ran (benchmarks/published_runs.csv): {len(runs)}; predicted above the "
-          f"GPU's memory: {len(over)} ({len(over) / len(runs):.1%})")
+          f"GPU's memory: {len(over)} ({len(over) / len(runs):.1%}); without the allocator's cache (called "
+          f"impossible): {sum(r['impossible'] for r in runs)}")
     for r in over:
         print(f"  row {r['row_id']} {r['source']} {r['model']} {r['gpu']} {r['layout']} seq {r['seq']}: "
               f"{r['predicted']:.1f} GiB > {r['capacity']:.1f}")
@@ -264,9 +267,13 @@ def main(write: bool = False) -> None:
               for src, e in sorted((k, np.array(v)) for k, v in by_source.items())],
             "", table(results), "",
             f"Runs that ran (benchmarks/published_runs.csv): {len(runs)}; predicted above the GPU's physical "
-            f"memory: **{len(over)} ({len(over) / len(runs):.1%})**:", "",
+            f"memory with the allocator's cache: **{len(over)} ({len(over) / len(runs):.1%})**; called impossible "
+            f"(`does not fit`: even without that cache, which PyTorch gives back before an out-of-memory error, "
+            f"above the GPU): **{sum(r['impossible'] for r in runs)} "
+            f"({sum(r['impossible'] for r in runs) / len(runs):.1%})**; the others `tight`:", "",
             *[f"- row {r['row_id']} ({r['source']}) {r['model']} on {r['gpu']}, {r['layout']}, seq {r['seq']}: "
-              f"{r['predicted']:.1f} GiB of {r['capacity']:.1f}" for r in over],
+              f"{r['predicted']:.1f} GiB of {r['capacity']:.1f} ({r['required']:.1f} without the cache"
+              + (", called impossible" if r["impossible"] else "") + ")" for r in over],
         ])
         doc.write_text(head + begin + "\n" + block + "\n" + end + tail)
         print(f"wrote {doc}")

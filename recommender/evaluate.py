@@ -7,6 +7,7 @@ re-checked here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, computed_field
@@ -92,6 +93,10 @@ class Evaluation(BaseModel):
     memory_gib_per_gpu: float
     memory_capacity_gib: float
     memory_limit_gib: float
+    # what must be on the device: all but the allocator's cache, which PyTorch gives back before an
+    # out-of-memory error; "tight" where the plan does not fit but that much does (memory_verdict)
+    memory_required_gib: float
+    memory_verdict: Literal["fits", "tight", "does not fit"]
     memory_breakdown_gib: MemoryGiB
     tokens: float
     seq_len: int
@@ -307,12 +312,17 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
         acc.peak_tflops(attention_precision) or acc.peak_tflops(precision), matmul_efficiency(efficiency, precision),
         efficiency * a("attention_efficiency_ratio"), gemm_half_width(acc, precision), frozen_base=frozen_base,
         lora_rank=job.lora_rank if frozen_base else 0)
+    sync = performance.sync_bytes(p.trained, zero, gb, p.frozen, fb)
     st = performance.step_time(
         compute_s=compute_s, attention_s=attention_s, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
         hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp, cp=cp,
         kv_width=m.attention_width * (m.kv_heads or m.heads) / m.heads, zero=zero,
-        dp_sync_bytes=performance.sync_bytes(p.trained, zero, gb, p.frozen, fb),
+        dp_sync_bytes=sync,
         expert_sync_bytes=performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb),
+        # FSDP's no_sync: each micro-batch but the last gathers the weights only (ZeRO-3's sync
+        # less the gradients' reduce-scatter)
+        gather_share=np.where(sync > 0, (sync - p.trained * gb) / np.where(sync > 0, sync, 1.0), 1.0)
+        if job.grad_sync == "step" else 1.0,
         gpus_per_node=acc.domain,
         intra_gb_s=intra, inter_gb_s=inter, comm_efficiency=a("comm_efficiency"),
         act_bytes=4.0 if precision == "fp32" else 2.0,
@@ -503,9 +513,17 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     if not eff_row.calibrated:
         warnings.append(f"{acc.id}: efficiency {eff_row.matmul_efficiency:.2f} is an assumption "
                         f"({eff_row.basis}), not calibrated on a published run")
-    if not fits:
-        warnings.append(f"does not fit: {mem.total / GIB:.1f} GiB needed per GPU, "
-                        f"{acc.memory_gib * (1 - headroom):.1f} GiB usable "
+    required = mem.total - mem.fragmentation
+    verdict = "fits" if fits else ("tight" if required <= acc.memory_gib * GIB else "does not fit")
+    if verdict == "tight":
+        warnings.append(f"tight: {mem.total / GIB:.1f} GiB per GPU with the allocator's cache, {required / GIB:.1f} "
+                        f"without it, against {acc.memory_gib * (1 - headroom):.1f} GiB usable of {acc.memory_gib:g} "
+                        f"({headroom:.0%} headroom): it may run, with no margin (PyTorch gives back its cache "
+                        "and retries before an out-of-memory error; expandable_segments helps), but gpuplan "
+                        "does not plan it")
+    elif not fits:
+        warnings.append(f"does not fit: {mem.total / GIB:.1f} GiB needed per GPU ({required / GIB:.1f} even "
+                        f"without the allocator's cache), {acc.memory_gib * (1 - headroom):.1f} GiB usable "
                         f"({acc.memory_gib:g} GiB less {headroom:.0%} headroom)")
 
     gib = lambda x: float(x) / GIB  # noqa: E731
@@ -522,7 +540,8 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         price_as_of_kind=None if price is None or owned == L.count else getattr(price.row, "as_of_kind", "published"),
         price_source=None if price is None or owned == L.count else price.row.source,
         fits=fits, memory_gib_per_gpu=gib(mem.total), memory_capacity_gib=acc.memory_gib,
-        memory_limit_gib=acc.memory_gib * (1 - headroom),
+        memory_limit_gib=acc.memory_gib * (1 - headroom), memory_required_gib=gib(required),
+        memory_verdict=verdict,
         memory_breakdown_gib=MemoryGiB(weights=gib(mem.weights), gradients=gib(mem.gradients),
                                        optimizer=gib(mem.optimizer), activations=gib(mem.activations),
                                        logits=gib(mem.logits), gathered=gib(mem.gathered),

@@ -89,7 +89,8 @@ def activation_note(ev) -> str:
 
 def render_evaluation(ev) -> None:
     c = console()
-    fits = "[green]fits[/green]" if ev.fits else "[red bold]DOES NOT FIT[/red bold]"
+    fits = {"fits": "[green]fits[/green]", "tight": "[yellow bold]TIGHT[/yellow bold] (see the note below)"}.get(
+        ev.memory_verdict, "[red bold]DOES NOT FIT[/red bold]")
     c.print(f"[bold]{ev.model}[/bold] ({fmt_count(ev.params)} params"
             + (f", {fmt_count(ev.active_params)} active" if ev.active_params != ev.params else "")
             + f") on {ev.count} x {ev.accelerator}: TP {ev.tp} x PP {ev.pp}" + (f" (VP {ev.vp})" if ev.vp > 1 else "")

@@ -102,3 +102,19 @@ def test_bad_input_names_field(kw, field, match):
     with pytest.raises(GpuplanError, match=match) as info:
         ev(**kw)
     assert info.value.field == field
+
+
+def test_memory_verdict_tight_between_the_plan_and_the_device():
+    """fits: within the usable memory (10% headroom). tight: above it, but what must be on the device
+    (all but the allocator's cache, which PyTorch gives back before an out-of-memory error) is within
+    the GPU: it may run, and gpuplan does not plan it. does not fit: even that exceeds the GPU."""
+    kw = dict(model="llama-2-7b", tokens="1B", gpu="a100-40g", count=8, zero=3, recompute="none", seq_len="2048",
+              loss="fused")
+    for mb, verdict in (("1", "fits"), ("2", "tight"), ("4", "does not fit")):
+        e = api.evaluate_config(micro_batch=mb, **kw)
+        frag = e.memory_breakdown_gib.fragmentation
+        assert e.memory_required_gib == pytest.approx(e.memory_gib_per_gpu - frag)
+        assert e.memory_verdict == verdict and e.fits == (verdict == "fits")
+        assert (e.memory_required_gib <= 40.0) == (verdict != "does not fit")
+        if verdict == "tight":
+            assert e.memory_gib_per_gpu > 36.0 and any(w.startswith("tight:") for w in e.warnings)

@@ -70,9 +70,13 @@ def test_out_of_memory_rows_are_rejected(published_memory):
 
 def test_published_runs_that_ran_are_not_called_impossible():
     """Of the runs that ran on their stated GPUs and layouts, those predicted above the device's
-    physical memory are the documented ones (6.0%; the issue's target is 5%)."""
+    physical memory are the documented ones (6.0% with the allocator's cache; the issue's target is
+    5%), and one of them is called impossible."""
     runs = vm.published_runs()
     assert len(runs) >= 380
     over = {r["row_id"] for r in runs if r["over"]}
     assert over == KNOWN_OVER
     assert len(over) / len(runs) <= 0.065
+    # evaluate calls "does not fit" only what exceeds the GPU even without the allocator's cache
+    # (the others are "tight"): Megatron-Bridge's GB300 row, whose layout is in doubt
+    assert {r["row_id"] for r in runs if r["impossible"]} == {256}

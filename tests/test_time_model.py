@@ -74,6 +74,25 @@ def test_fsdp_exposes_communication_when_the_layers_are_too_small_to_hide_it():
     assert big.step_time_breakdown_s.dp_comm_exposed == 0.0
 
 
+def test_fsdp_no_sync_reduce_scatters_in_the_last_micro_batch_only():
+    """--grad-sync step: the 125M model above with 4 micro-batches. Every micro-batch gathers the
+    weights twice (2 x 2 bytes a parameter), behind its own math; only the last also
+    reduce-scatters the gradients (2 bytes more): 3 exposures of the gathers and one of all three,
+    against 4 of all three by default."""
+    kw = dict(params="125M", tokens="10B", seq_len="512", global_batch=str(4 * 512 * 512), gpu="a100-80g",
+              count=512, zero=3, micro_batch=1)
+    each, once = api.evaluate_config(**kw), api.evaluate_config(**kw, grad_sync="step")
+    a100 = catalog.accelerator("a100-80g")
+    bw = min(a100.intra_node_bw_gb_s, 8 * a100.inter_node_bw_gb_s) * 1e9 * catalog.assumption("comm_efficiency")
+    gather, sync = 2 * 2.0 * each.params * (511 / 512) / bw, 3 * 2.0 * each.params * (511 / 512) / bw
+    math = each.step_time_breakdown_s.compute / 4
+    assert each.micro_batches == 4
+    assert each.step_time_breakdown_s.dp_comm_exposed == pytest.approx(4 * max(0.0, sync - math), rel=0.02)
+    assert once.step_time_breakdown_s.dp_comm_exposed == pytest.approx(
+        3 * max(0.0, gather - math) + max(0.0, sync - math), rel=0.02)
+    assert once.step_time_s < each.step_time_s
+
+
 def test_a_data_parallel_group_across_nodes_uses_every_nic_it_spans():
     """NCCL's channels cross the node boundary at every GPU at once, so a group with g ranks in each
     node moves min(NVLink, g x NIC) per GPU: 4 nodes of 8 B200 (NVLink 5 900 GB/s, 8 x 50 GB/s NICs)

@@ -195,7 +195,7 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
               recompute="selective", activation_bytes_per_layer=0.0, memory_bw_gb_s=None,
               ep=1, expert_sync_bytes=0.0, moe_layers=0, experts_per_token=0, ep_overlap=False,
               dispatch_bytes=None, node_limit=None, weight_stream_bytes=0.0, cp=1, kv_width=None,
-              zero=0) -> StepTime:
+              zero=0, gather_share=1.0) -> StepTime:
     """One optimizer step under 1F1B with m micro-batches per data-parallel rank.
 
     compute per micro-batch = `compute_s` (`compute_seconds`: the busiest stage's math, of which
@@ -261,7 +261,11 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
     # backward math: what the micro-batch's math cannot hide is exposed, m times. (With a pipeline
     # the stage stays gathered and reduces once, on the last micro-batch: as ZeRO-1/2, above.)
     per_layer = (np.asarray(zero) == 3) & (pp == 1)
-    t_dp_exposed = np.where(per_layer, m * np.maximum(0.0, t_dp - t_math), t_dp_exposed)
+    # FSDP's no_sync (--grad-sync step) reduce-scatters the gradients in the last micro-batch only:
+    # the others move `gather_share` of the bytes (the weights' all-gathers)
+    per_micro_batch = np.asarray(gather_share) * t_dp
+    t_dp_exposed = np.where(per_layer, (m - 1) * np.maximum(0.0, per_micro_batch - t_math)
+                            + np.maximum(0.0, t_dp - t_math), t_dp_exposed)
 
     slot = t_math + t_tp + t_pp + t_a2a + t_cp
     return StepTime(
