@@ -86,6 +86,7 @@ MicroBatchOpt = Annotated[str, typer.Option(metavar="N", help="Micro-batch size 
 PrecisionOneOpt = Annotated[str, typer.Option(metavar="PRECISION", help="bf16|fp16|fp8|fp32.")]
 StackOpt = Annotated[Opt, typer.Option(metavar="megatron|pytorch", help="Training stack the kernels' speed is for: megatron (Megatron-LM / NeMo / TE) or pytorch (FSDP: torchtitan, llm-foundry, HF). Default: megatron for pre-training, pytorch for fine-tuning.")]
 GradSyncOpt = Annotated[str, typer.Option(metavar="micro-batch|step", help="ZeRO-3 / FSDP gradient accumulation: micro-batch (reduce-scatter each micro-batch's gradients: DeepSpeed, Megatron, torchtitan; the default) or step (FSDP's no_sync: each GPU accumulates its stage's whole unsharded gradient and reduces once a step: Lightning Fabric / litgpt, Hugging Face Accelerate's default).")]
+QuantOpt = Annotated[Opt, typer.Option(metavar="nf4-dq|nf4", help="QLoRA's 4-bit base: nf4-dq (NF4 with double-quantized constants, the QLoRA paper's; the default) or nf4 (an fp32 constant per 64 weights: bitsandbytes without double quantization, Hugging Face's default).")]
 LossOpt = Annotated[str, typer.Option(metavar="standard|fused", help="Loss kernel: standard (cross-entropy on fp32 logits) or fused (fused / chunked cross-entropy: no fp32 logits held).")]
 KvHeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the KV heads (GQA/MQA).")]
 SeqLenOpt = Annotated[Opt, typer.Option(metavar="TOKENS", help="Training sequence length (default: the preset's published "
@@ -204,6 +205,7 @@ def evaluate(
     attention: AttentionOpt = "flash",
     loss: LossOpt = "standard",
     grad_sync: GradSyncOpt = "micro-batch",
+    quant: QuantOpt = None,
     stack: StackOpt = None,
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
@@ -228,7 +230,7 @@ def evaluate(
                              zero=zero, recompute=recompute, micro_batch=micro_batch, precision=precision,
                              acquisition=acquisition, provider=provider, headroom=headroom,
                              amortize=amortize, own=own, ep=ep, ep_overlap=ep_overlap, method=method,
-                             lora_rank=lora_rank, epochs=epochs, vp=vp, cp=cp, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync)
+                             lora_rank=lora_rank, epochs=epochs, vp=vp, cp=cp, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync, quant=quant)
     if csv:
         report.evaluation_csv(ev).to_csv(csv if csv != "-" else sys.stdout, index=False)
         if csv == "-":
@@ -334,6 +336,7 @@ def train(
     attention: AttentionOpt = "flash",
     loss: LossOpt = "standard",
     grad_sync: GradSyncOpt = "micro-batch",
+    quant: QuantOpt = None,
     stack: StackOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
@@ -346,7 +349,7 @@ def train(
                        objective=objective, budget=budget, deadline=deadline, max_gpus=max_gpus,
                        power_kw=power_kw, gpus=gpus, vendors=vendors, providers=providers, precision=precision,
                        acquisition=acquisition, own=own, top=top, diverse=diverse, amortize=amortize,
-                       time_limit=time_limit, compute_budget=compute_budget, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync)
+                       time_limit=time_limit, compute_budget=compute_budget, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync, quant=quant)
     _print_train(result, json_out, csv)
 
 
@@ -412,6 +415,7 @@ def finetune(
     attention: AttentionOpt = "flash",
     loss: LossOpt = "standard",
     grad_sync: GradSyncOpt = "micro-batch",
+    quant: QuantOpt = None,
     stack: StackOpt = None,
     json_out: JSON = False,
     csv: CSV = None,
@@ -424,7 +428,7 @@ def finetune(
                           budget=budget, deadline=deadline, max_gpus=max_gpus, power_kw=power_kw, gpus=gpus,
                           vendors=vendors, providers=providers, precision=precision, acquisition=acquisition,
                           own=own, top=top, diverse=diverse, amortize=amortize, time_limit=time_limit,
-                          compute_budget=compute_budget, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync)
+                          compute_budget=compute_budget, attention=attention, loss=loss, stack=stack, grad_sync=grad_sync, quant=quant)
     _print_train(result, json_out, csv)
 
 

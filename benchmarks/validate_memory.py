@@ -115,6 +115,14 @@ def layout_of(row):
     return layout, notes
 
 
+def quant_of(row) -> str:
+    """A QLoRA row's 4-bit storage: bitsandbytes without double quantization ("bnb nf4 (...)")
+    keeps an fp32 constant per 64 weights; double quantization and torchao's NF4 (int8 scalers per
+    block, double-quantized) take gpuplan's default."""
+    q = str(row.get("quantization") or "")
+    return "nf4" if q.startswith("bnb nf4") and "double" not in q else "nf4-dq"
+
+
 def predict(row, fragmentation: float | None = None) -> dict:
     """One row re-evaluated with its published layout; `fragmentation` replaces the catalog's
     allocator fraction (the leave-one-source-out fit)."""
@@ -134,7 +142,7 @@ def predict(row, fragmentation: float | None = None) -> dict:
     job = TrainJob(model=spec, tokens=1e9, global_batch_tokens=batch, seq_len=seq,
                    method=row.get("method", "full"), lora_rank=row.get("lora_rank", 16),
                    loss="fused" if row.get("cross_entropy") == "chunked" else "standard",
-                   grad_sync=row.get("grad_sync", "micro-batch"))
+                   grad_sync=row.get("grad_sync", "micro-batch"), quant=quant_of(row))
     site = {} if fragmentation is None else {"training_allocator_fragmentation": fragmentation}
     with catalog.assuming(**site):
         ev = evaluate(job, layout)

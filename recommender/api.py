@@ -71,11 +71,12 @@ def default_seq_len(spec: ModelSpec, finetune: bool) -> tuple[int, str]:
 ATTENTION = ("flash", "eager")
 LOSSES = ("standard", "fused")
 GRAD_SYNCS = ("micro-batch", "step")
+QUANTS = ("nf4-dq", "nf4")
 
 
 def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, method="full", lora_rank=None,
               epochs=None, finetune=False, attention="flash", loss="standard", stack=None,
-              grad_sync="micro-batch") -> tuple[TrainJob, list[str]]:
+              grad_sync="micro-batch", quant=None) -> tuple[TrainJob, list[str]]:
     """A training (or, with `finetune`, fine-tuning) job: tokens x epochs, batch, method."""
     notes = []
     attention = str(attention).lower()
@@ -99,6 +100,12 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
         raise GpuplanError("method", method, f"must be one of {', '.join(METHODS)}")
     if lora_rank is not None and method == "full":
         raise GpuplanError("lora-rank", lora_rank, "applies to --method lora or qlora")
+    if quant is not None and method != "qlora":
+        raise GpuplanError("quant", quant, "applies to --method qlora (the 4-bit base's storage)")
+    quant = "nf4-dq" if quant is None else str(quant).lower()
+    if quant not in QUANTS:
+        raise GpuplanError("quant", quant, "must be nf4-dq (NF4 with double-quantized constants, the QLoRA "
+                                           "paper's) or nf4 (an fp32 constant per 64 weights)")
     rank = 16 if lora_rank is None else parse_int("lora-rank", lora_rank)
     if method != "full" and rank > spec.hidden:   # an adapter of rank r factors a map as (d x r)(r x k)
         raise GpuplanError("lora-rank", lora_rank, f"exceeds the hidden size {spec.hidden} of {spec.id}: a "
@@ -127,7 +134,7 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
     return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
-                    lora_rank=rank, attention=attention, loss=loss, grad_sync=grad_sync,
+                    lora_rank=rank, attention=attention, loss=loss, grad_sync=grad_sync, quant=quant,
                     stack=None if stack is None else str(stack).lower()), notes
 
 
@@ -230,11 +237,11 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
                     precision="bf16", acquisition="cloud", provider=None, headroom=None,
                     amortize=False, own=0, ep=1, ep_overlap=False, method="full", lora_rank=None,
                     epochs=None, vp=1, cp=1, attention="flash", loss="standard", stack=None,
-                    grad_sync="micro-batch") -> Evaluation:
+                    grad_sync="micro-batch", quant=None) -> Evaluation:
     """`gpuplan evaluate`: one fixed configuration in, the full breakdown out."""
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
     job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, attention=attention,
-                           loss=loss, stack=stack, grad_sync=grad_sync)
+                           loss=loss, stack=stack, grad_sync=grad_sync, quant=quant)
     layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider,
                           ep, ep_overlap, vp, cp)
     if headroom is not None:
@@ -274,7 +281,8 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
                        evaluate_kwargs.get("seq_len"), evaluate_kwargs.get("method", "full"),
                        evaluate_kwargs.get("lora_rank"), None, attention=evaluate_kwargs.get("attention", "flash"),
                        loss=evaluate_kwargs.get("loss", "standard"),
-                       grad_sync=evaluate_kwargs.get("grad_sync", "micro-batch"))
+                       grad_sync=evaluate_kwargs.get("grad_sync", "micro-batch"),
+                       quant=evaluate_kwargs.get("quant"))
     if stack is not None:
         job = job.model_copy(update={"stack": str(stack).lower()})
     path = catalog.calibration_path()
@@ -517,7 +525,8 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                 max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
                 acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
                 method="full", lora_rank=None, epochs=None, finetune=False, compute_budget=None,
-                attention="flash", loss="standard", stack=None, grad_sync="micro-batch") -> TrainQuery:
+                attention="flash", loss="standard", stack=None, grad_sync="micro-batch",
+                quant=None) -> TrainQuery:
     """Parse and check `train`'s arguments. job is None when no model is given and the objective is
     compute (the compute-optimal model is sized by `train`)."""
     from recommender.solver import Limits
@@ -546,7 +555,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     if not (objective == "compute" and model is None and params is None and hf_config is None):
         spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
         job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune, attention,
-                               loss, stack, grad_sync)
+                               loss, stack, grad_sync, quant)
     return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs)
@@ -557,7 +566,7 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
           max_gpus=None, power_kw=None, gpus=None, vendors=None, providers=None, precision=None,
           acquisition=None, own=None, top=5, diverse=False, amortize=False, time_limit="10s",
           method="full", lora_rank=None, epochs=None, finetune=False, compute_budget=None, attention="flash",
-          loss="standard", stack=None, grad_sync="micro-batch"):
+          loss="standard", stack=None, grad_sync="micro-batch", quant=None):
     """`gpuplan train` (and `finetune`): the exact optimum over the catalog, ranked alternatives and why."""
     q = train_query(**locals())
     from recommender.planner import plan

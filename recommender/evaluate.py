@@ -81,6 +81,7 @@ class Evaluation(BaseModel):
     attention: str = "flash"  # the attention kernel memory was counted for (flash | eager)
     loss: str = "standard"  # the loss kernel (standard: fp32 logits | fused)
     grad_sync: str = "micro-batch"  # ZeRO-3 gradient accumulation (micro-batch | step: FSDP's no_sync)
+    quant: str | None = None  # QLoRA's 4-bit storage (nf4-dq | nf4); None for other methods
     micro_batch: int
     precision: str
     acquisition: str
@@ -215,7 +216,11 @@ def gemm_half_width(acc: Accelerator, precision: str) -> float:
 
 
 STATE_BYTES_16 = 2.0  # a 16-bit weight or gradient, as FSDP gathers and reduces them
-NF4_BITS = 4.0 + 0.127  # NF4 + double-quantized constants (Dettmers et al. 2023, QLoRA Sec. 3)
+# bits a 4-bit base weight takes: NF4 + its block constants. Double quantization (Dettmers et al.
+# 2023, QLoRA Sec. 3): an 8-bit constant per 64 weights and an fp32 one per 256 of those, 0.127
+# bits; without it bitsandbytes keeps an fp32 absmax per 64 weights (functional.py quantize_4bit
+# @18e827d, bitsandbytes 0.41.1), 0.5 bits
+NF4_BITS = {"nf4-dq": 4.0 + 0.127, "nf4": 4.0 + 32.0 / 64.0}
 
 
 def base_weight_bytes(job: TrainJob, precision: str) -> float:
@@ -225,7 +230,7 @@ def base_weight_bytes(job: TrainJob, precision: str) -> float:
     if job.method != "qlora":
         return full
     linear = m.block_linear_params
-    return (linear * NF4_BITS / 8 + (m.total_params - linear) * full) / m.total_params
+    return (linear * NF4_BITS[job.quant] / 8 + (m.total_params - linear) * full) / m.total_params
 
 
 @dataclass(frozen=True)
@@ -303,7 +308,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     intra, inter = (r if r is not None else np.inf for r in link_rates(acc))
     # QLoRA dequantizes each NF4 weight to 16 bits before its matmul: read 4.127 bits, write and
     # read back 2 bytes, once per forward or backward pass (Dettmers et al. 2023, Sec. 3)
-    stream = 0.0 if job.method != "qlora" else (p.frozen + p.frozen_experts) * (NF4_BITS / 8 + 4.0)
+    stream = 0.0 if job.method != "qlora" else (p.frozen + p.frozen_experts) * (NF4_BITS[job.quant] / 8 + 4.0)
     attention_precision = "fp32" if precision == "fp32" else ("bf16" if acc.bf16_tflops else precision)
     if job.kernels == "pytorch":  # PyTorch-native kernels reach a fitted share of Megatron / TE's
         efficiency = efficiency * catalog.efficiency(acc.id).pytorch_ratio
@@ -534,7 +539,8 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
         accelerator=acc.id, count=L.count, tp=L.tp, pp=L.pp, vp=L.vp, dp=L.dp, cp=L.cp, ep=L.ep,
         ep_overlap=L.ep_overlap,
         zero=L.zero,
-        recompute=L.recompute, attention=job.attention, loss=job.loss, grad_sync=job.grad_sync, micro_batch=L.micro_batch, precision=L.precision,
+        recompute=L.recompute, attention=job.attention, loss=job.loss, grad_sync=job.grad_sync,
+        quant=job.quant if job.method == "qlora" else None, micro_batch=L.micro_batch, precision=L.precision,
         acquisition=L.acquisition, provider=provider, price_usd_per_gpu_hour=price_hour,
         price_as_of=None if price is None or owned == L.count else price.row.as_of.isoformat(),
         price_as_of_kind=None if price is None or owned == L.count else getattr(price.row, "as_of_kind", "published"),

@@ -106,7 +106,8 @@ def render_evaluation(ev) -> None:
     c.print(_kv_table(f"\nMemory per GPU: {ev.memory_gib_per_gpu:.1f} GiB of {ev.memory_limit_gib:.1f} "
                       f"usable -> {fits}", [
         ("weights", f"{mb.weights:.2f} GiB", "ZeRO Sec. 3.1" if ev.method == "full" else
-         "frozen base" + (" (NF4 + double quantization, QLoRA Sec. 3)" if ev.method == "qlora" else "") + " + adapters"),
+         "frozen base" + ({"nf4-dq": " (NF4 + double quantization, QLoRA Sec. 3)",
+                           "nf4": " (NF4, an fp32 constant per 64 weights)"}.get(ev.quant or "", "")) + " + adapters"),
         ("gradients", f"{mb.gradients:.2f} GiB", _gradient_note(ev)),
         ("optimizer", f"{mb.optimizer:.2f} GiB", "32-bit paged AdamW m, v, adapters only" if ev.method == "qlora" else
          "fp32 master + Adam m, v" + ("" if ev.method == "full" else ", adapters only")),

@@ -96,6 +96,9 @@ def test_lora_and_qlora_states_by_hand():
     linear = TOTAL - (2 * 100 * 64 + 64 + 2 * 128 + 2 * 512)  # all but embeddings, norms, routers
     assert q.weights * GIB == pytest.approx(linear * 4.127 / 8 + (TOTAL - linear) * 2 + 2 * adapters)
     assert q.optimizer * GIB == pytest.approx(8 * adapters)  # 32-bit Adam m, v; no master copy
+    # without double quantization: an fp32 constant per 64 weights, 4.5 bits
+    plain = toy_eval(job=dict(method="qlora", lora_rank=rank, quant="nf4")).memory_breakdown_gib
+    assert plain.weights * GIB == pytest.approx(linear * 4.5 / 8 + (TOTAL - linear) * 2 + 2 * adapters)
 
 
 def test_qlora_keeps_its_4bit_linears_inputs_by_hand():

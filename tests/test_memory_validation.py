@@ -18,9 +18,6 @@ import validate_memory as vm  # noqa: E402
 
 # under-predicted by more than 10% (docs/VALIDATION.md, "Training memory: the misses")
 KNOWN_UNDER = {
-    # litgpt's NF4 runs without double quantization (fp32 absmax constants), the LM head quantized
-    # and dequantized at the forward pass's end: none of it counted
-    "litgpt-llama2-7b-lora-nf4-mb1-1gpu", "litgpt-llama2-13b-lora-nf4-mb1-1gpu",
     # a screenshot of device usage, DeepSpeed ZeRO-3 QLoRA on 2 GPUs
     "peft-llama2-70b-qlora-zero3-2x40g",
 }
