@@ -260,16 +260,17 @@ def activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, 
               gated=model.mlp == "gated", attention=attention, cp=cp, dropout=model.dropout)
     scale = ACTIVATION_SCALE[precision]
     per_layer = activation_bytes_per_layer(seq, mb, tp=tp, recompute=recompute, **kw) * scale
-    kept_inputs = (quantized_input_bytes_per_layer(seq, mb, model.hidden, mlp_width(model), tp, cp)
-                   if quantized_base else 0.0)
     full = np.asarray(recompute) == "full"
-    per_layer = per_layer + np.where(full, 0.0, kept_inputs)
+    rerun = activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw) * scale
+    if quantized_base:
+        kept_inputs = quantized_input_bytes_per_layer(seq, mb, model.hidden, mlp_width(model), tp, cp)
+        per_layer = per_layer + np.where(full, 0.0, kept_inputs)
+        rerun = rerun + kept_inputs
     layers = stage_layers(model.layers, pp)
     first = layers * per_layer * in_flight(pp, micro_batches, vp, 0)
     last = layers * per_layer * in_flight(pp, micro_batches, vp, pp - 1)
     logits = LOGIT_BYTES[loss] * seq / np.asarray(cp) * mb * model.vocab / tp
-    working = np.where(full, activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw) * scale
-                       + kept_inputs, 0.0)
+    working = np.where(full, rerun, 0.0)
     last_busier = (pp == 1) | (last + logits > first)
     return Activations(stored=_scalar(np.where(last_busier, last, first)), working=_scalar(working),
                        logits=_scalar(np.where(last_busier, logits, 0.0)))

@@ -263,9 +263,11 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
     per_layer = (np.asarray(zero) == 3) & (pp == 1)
     # FSDP's no_sync (--grad-sync step) reduce-scatters the gradients in the last micro-batch only:
     # the others move `gather_share` of the bytes (the weights' all-gathers)
-    per_micro_batch = np.asarray(gather_share) * t_dp
-    t_dp_exposed = np.where(per_layer, (m - 1) * np.maximum(0.0, per_micro_batch - t_math)
-                            + np.maximum(0.0, t_dp - t_math), t_dp_exposed)
+    if np.all(np.asarray(gather_share) == 1.0):
+        t_dp_exposed = np.where(per_layer, m * np.maximum(0.0, t_dp - t_math), t_dp_exposed)
+    else:
+        t_dp_exposed = np.where(per_layer, (m - 1) * np.maximum(0.0, np.asarray(gather_share) * t_dp - t_math)
+                                + np.maximum(0.0, t_dp - t_math), t_dp_exposed)
 
     slot = t_math + t_tp + t_pp + t_a2a + t_cp
     return StepTime(
