@@ -86,7 +86,7 @@ MicroBatchOpt = Annotated[str, typer.Option(metavar="N", help="Micro-batch size 
 PrecisionOneOpt = Annotated[str, typer.Option(metavar="PRECISION", help="bf16|fp16|fp8|fp32.")]
 StackOpt = Annotated[Opt, typer.Option(metavar="megatron|pytorch", help="Training stack the kernels' speed is for: megatron (Megatron-LM / NeMo / TE) or pytorch (FSDP: torchtitan, llm-foundry, HF). Default: megatron for pre-training, pytorch for fine-tuning.")]
 GradSyncOpt = Annotated[str, typer.Option(metavar="micro-batch|step", help="ZeRO-3 / FSDP gradient accumulation: micro-batch (reduce-scatter each micro-batch's gradients: DeepSpeed, Megatron, torchtitan; the default) or step (FSDP's no_sync: each GPU accumulates its stage's whole unsharded gradient and reduces once a step: Lightning Fabric / litgpt, Hugging Face Accelerate's default).")]
-QuantOpt = Annotated[Opt, typer.Option(metavar="nf4-dq|nf4", help="QLoRA's 4-bit base: nf4-dq (NF4 with double-quantized constants, the QLoRA paper's; the default) or nf4 (an fp32 constant per 64 weights: bitsandbytes without double quantization, Hugging Face's default).")]
+QuantOpt = Annotated[Opt, typer.Option(metavar="nf4-dq|nf4|torchao-nf4", help="QLoRA's 4-bit base: nf4-dq (bitsandbytes NF4 with double-quantized constants, the QLoRA paper's; the default), nf4 (bitsandbytes with an fp32 constant per 64 weights, Hugging Face's default) or torchao-nf4 (torchao's NF4, as torchtune runs it: its linears keep no input for the backward pass).")]
 LossOpt = Annotated[str, typer.Option(metavar="standard|fused", help="Loss kernel: standard (cross-entropy on fp32 logits) or fused (fused / chunked cross-entropy: no fp32 logits held).")]
 KvHeadsOpt = Annotated[Opt, typer.Option(metavar="N", help="Override the KV heads (GQA/MQA).")]
 SeqLenOpt = Annotated[Opt, typer.Option(metavar="TOKENS", help="Training sequence length (default: the preset's published "
@@ -267,6 +267,8 @@ def calibrate(
     precision: PrecisionOneOpt = "bf16",
     method: MethodOpt = "full",
     lora_rank: RankOpt = None,
+    grad_sync: GradSyncOpt = "micro-batch",
+    quant: QuantOpt = None,
     stack: StackOpt = None,
     reset: Annotated[bool, typer.Option(help="Forget your calibration for this accelerator and stack.")] = False,
     json_out: JSON = False,
@@ -281,7 +283,7 @@ def calibrate(
                         layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, seq_len=seq_len,
                         global_batch=global_batch, gpu=gpu, count=count, dp=dp, tp=tp, pp=pp, vp=vp, cp=cp, zero=zero,
                         recompute=recompute, micro_batch=micro_batch, precision=precision, method=method,
-                        lora_rank=lora_rank)
+                        lora_rank=lora_rank, grad_sync=grad_sync, quant=quant)
     if json_out:
         print(report.to_json(out))
     elif out["reset"]:

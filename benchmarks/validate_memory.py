@@ -116,10 +116,11 @@ def layout_of(row):
 
 
 def quant_of(row) -> str:
-    """A QLoRA row's 4-bit storage: bitsandbytes without double quantization ("bnb nf4 (...)")
-    keeps an fp32 constant per 64 weights; double quantization and torchao's NF4 (int8 scalers per
-    block, double-quantized) take gpuplan's default."""
+    """A QLoRA row's 4-bit base: bitsandbytes without double quantization ("bnb nf4 (...)") keeps
+    an fp32 constant per 64 weights; with it, gpuplan's default; torchao's NF4 (torchtune) its own."""
     q = str(row.get("quantization") or "")
+    if q.startswith("torchao"):
+        return "torchao-nf4"
     return "nf4" if q.startswith("bnb nf4") and "double" not in q else "nf4-dq"
 
 

@@ -71,7 +71,7 @@ def default_seq_len(spec: ModelSpec, finetune: bool) -> tuple[int, str]:
 ATTENTION = ("flash", "eager")
 LOSSES = ("standard", "fused")
 GRAD_SYNCS = ("micro-batch", "step")
-QUANTS = ("nf4-dq", "nf4")
+QUANTS = ("nf4-dq", "nf4", "torchao-nf4")
 
 
 def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, method="full", lora_rank=None,
@@ -104,8 +104,9 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
         raise GpuplanError("quant", quant, "applies to --method qlora (the 4-bit base's storage)")
     quant = "nf4-dq" if quant is None else str(quant).lower()
     if quant not in QUANTS:
-        raise GpuplanError("quant", quant, "must be nf4-dq (NF4 with double-quantized constants, the QLoRA "
-                                           "paper's) or nf4 (an fp32 constant per 64 weights)")
+        raise GpuplanError("quant", quant, "must be nf4-dq (bitsandbytes NF4 with double-quantized constants, "
+                                           "the QLoRA paper's), nf4 (bitsandbytes, an fp32 constant per 64 "
+                                           "weights) or torchao-nf4 (torchao's NF4, as torchtune runs it)")
     rank = 16 if lora_rank is None else parse_int("lora-rank", lora_rank)
     if method != "full" and rank > spec.hidden:   # an adapter of rank r factors a map as (d x r)(r x k)
         raise GpuplanError("lora-rank", lora_rank, f"exceeds the hidden size {spec.hidden} of {spec.id}: a "

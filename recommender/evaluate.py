@@ -219,8 +219,9 @@ STATE_BYTES_16 = 2.0  # a 16-bit weight or gradient, as FSDP gathers and reduces
 # bits a 4-bit base weight takes: NF4 + its block constants. Double quantization (Dettmers et al.
 # 2023, QLoRA Sec. 3): an 8-bit constant per 64 weights and an fp32 one per 256 of those, 0.127
 # bits; without it bitsandbytes keeps an fp32 absmax per 64 weights (functional.py quantize_4bit
-# @18e827d, bitsandbytes 0.41.1), 0.5 bits
-NF4_BITS = {"nf4-dq": 4.0 + 0.127, "nf4": 4.0 + 32.0 / 64.0}
+# @18e827d, bitsandbytes 0.41.1), 0.5 bits; torchao's NF4Tensor double-quantizes its scalers as
+# QLoRA does (blocks of 64, scaler blocks of 256)
+NF4_BITS = {"nf4-dq": 4.0 + 0.127, "nf4": 4.0 + 32.0 / 64.0, "torchao-nf4": 4.0 + 0.127}
 
 
 def base_weight_bytes(job: TrainJob, precision: str) -> float:
@@ -282,7 +283,8 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
     expert_states = memory.model_states(p.trained_experts, precision, zero, shard / ep, frozen=p.frozen_experts,
                                         frozen_bytes=fb, state_bytes=sb, frozen_grad_bytes=fg)
     acts = memory.activation_terms(m, job.seq_len, mb, tp, pp, recompute, micro_batches, precision, vp,
-                                   job.attention, cp, job.loss, quantized_base=job.method == "qlora")
+                                   job.attention, cp, job.loss,
+                                   quantized_base=job.method == "qlora" and job.quant != "torchao-nf4")
     weights = states.weights + expert_states.weights
     grads = states.gradients + expert_states.gradients
     gb = (sb or memory.STATE_BYTES[precision])[1]
@@ -318,16 +320,15 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
         efficiency * a("attention_efficiency_ratio"), gemm_half_width(acc, precision), frozen_base=frozen_base,
         lora_rank=job.lora_rank if frozen_base else 0)
     sync = performance.sync_bytes(p.trained, zero, gb, p.frozen, fb)
+    expert_sync = performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb)
     st = performance.step_time(
         compute_s=compute_s, attention_s=attention_s, seq=job.seq_len, micro_batch=mb, micro_batches=micro_batches,
         hidden=m.hidden, layers=m.layers, tp=tp, pp=pp, dp=dp, vp=vp, cp=cp,
         kv_width=m.attention_width * (m.kv_heads or m.heads) / m.heads, zero=zero,
-        dp_sync_bytes=sync,
-        expert_sync_bytes=performance.sync_bytes(p.trained_experts, zero, gb, p.frozen_experts, fb),
+        dp_sync_bytes=sync, expert_sync_bytes=expert_sync,
         # FSDP's no_sync: each micro-batch but the last gathers the weights only (ZeRO-3's sync
         # less the gradients' reduce-scatter)
-        gather_share=np.where(sync > 0, (sync - p.trained * gb) / np.where(sync > 0, sync, 1.0), 1.0)
-        if job.grad_sync == "step" else 1.0,
+        gather_bytes=None if job.grad_sync != "step" else (sync - p.trained * gb, expert_sync - p.trained_experts * gb),
         gpus_per_node=acc.domain,
         intra_gb_s=intra, inter_gb_s=inter, comm_efficiency=a("comm_efficiency"),
         act_bytes=4.0 if precision == "fp32" else 2.0,
@@ -463,6 +464,11 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     if effective_batch != job.global_batch_seqs:
         warnings.append(f"global batch rounded up from {job.global_batch_seqs} to {effective_batch} "
                         f"sequences (= {micro_batches} micro-batches x dp {L.dp} x {L.micro_batch})")
+    if job.grad_sync == "step" and not (L.zero == 3 and micro_batches > 1 and L.pp == 1):
+        why = ("below ZeRO-3 the gradients are not sharded" if L.zero < 3 else
+               "one micro-batch a step accumulates nothing" if micro_batches == 1 else
+               "a pipeline's stage holds its gradients unsharded anyway")
+        warnings.append(f"--grad-sync step changes nothing here: {why}")
     total_flops = fpt.model * job.tokens
     peak = acc.peak_tflops(L.precision)
     goodput = a("goodput")

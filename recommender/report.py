@@ -83,7 +83,8 @@ def activation_note(ev) -> str:
     where = ("the busiest stage, " + ("interleaved" if ev.vp > 1 else "1F1B") + " micro-batches in flight"
              if ev.pp > 1 else "one micro-batch")
     kernel = "eager attention (s^2 scores)" if ev.attention == "eager" else "flash attention"
-    kept = "; + the 4-bit linears' inputs (bitsandbytes keeps them)" if ev.method == "qlora" else ""
+    kept = ("; + the 4-bit linears' inputs (bitsandbytes keeps them)"
+            if ev.method == "qlora" and ev.quant != "torchao-nf4" else "")
     return f"Korthikanti 2022, {kernel}{kept}; {where}"
 
 
@@ -107,7 +108,8 @@ def render_evaluation(ev) -> None:
                       f"usable -> {fits}", [
         ("weights", f"{mb.weights:.2f} GiB", "ZeRO Sec. 3.1" if ev.method == "full" else
          "frozen base" + ({"nf4-dq": " (NF4 + double quantization, QLoRA Sec. 3)",
-                           "nf4": " (NF4, an fp32 constant per 64 weights)"}.get(ev.quant or "", "")) + " + adapters"),
+                           "nf4": " (NF4, an fp32 constant per 64 weights)",
+                           "torchao-nf4": " (torchao NF4, double-quantized scalers)"}.get(ev.quant or "", "")) + " + adapters"),
         ("gradients", f"{mb.gradients:.2f} GiB", _gradient_note(ev)),
         ("optimizer", f"{mb.optimizer:.2f} GiB", "32-bit paged AdamW m, v, adapters only" if ev.method == "qlora" else
          "fp32 master + Adam m, v" + ("" if ev.method == "full" else ", adapters only")),

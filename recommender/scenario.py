@@ -79,7 +79,7 @@ class Workload(Section):
     lora_rank: int | None = Field(None, gt=0)
     attention: Literal["flash", "eager"] | None = None  # the attention kernel (memory: eager stores s^2 scores)
     loss: Literal["standard", "fused"] | None = None  # the loss kernel (memory: standard holds fp32 logits)
-    quant: Literal["nf4-dq", "nf4"] | None = None  # QLoRA's 4-bit storage (memory: nf4 keeps fp32 constants)
+    quant: Literal["nf4-dq", "nf4", "torchao-nf4"] | None = None  # QLoRA's 4-bit storage (memory: nf4 keeps fp32 constants)
     grad_sync: Literal["micro-batch", "step"] | None = None  # ZeRO-3 gradient accumulation (memory: step holds them unsharded)
     rate: Quantity | None = None
     users: Quantity | None = None   # a whole number of users, as on the command line (1000, 1e6, 10k)

@@ -449,9 +449,10 @@ class TrainJob(Strict):
     # Megatron, torchtitan) or accumulate them unsharded and reduce once a step (FSDP's no_sync:
     # Lightning Fabric / litgpt, Hugging Face Accelerate's default)
     grad_sync: Literal["micro-batch", "step"] = "micro-batch"
-    # QLoRA's 4-bit storage: NF4 with double-quantized block constants (the QLoRA paper's) or plain
-    # NF4 with an fp32 constant per 64 weights (bitsandbytes without compress_statistics)
-    quant: Literal["nf4-dq", "nf4"] = "nf4-dq"
+    # QLoRA's 4-bit base: bitsandbytes NF4 with double-quantized block constants (the QLoRA
+    # paper's) or plain (an fp32 constant per 64 weights), or torchao's NF4 (torchtune: double-
+    # quantized constants, and its linear keeps no input for the backward pass)
+    quant: Literal["nf4-dq", "nf4", "torchao-nf4"] = "nf4-dq"
     # the training stack's kernels: megatron (Megatron-LM / NeMo / Transformer Engine fused kernels) or
     # pytorch (PyTorch-native FSDP stacks: torchtitan, llm-foundry, Hugging Face); None = the default
     # for the method (megatron for pre-training, pytorch for fine-tuning)

@@ -112,6 +112,9 @@ def test_qlora_keeps_its_4bit_linears_inputs_by_hand():
         lora = toy_eval(recompute=rc, job=dict(method="lora", lora_rank=rank)).memory_breakdown_gib
         q = toy_eval(recompute=rc, job=dict(method="qlora", lora_rank=rank)).memory_breakdown_gib
         assert (q.activations - lora.activations) * GIB == pytest.approx(layers * kept)
+        # torchao's NF4 linear (torchtune) keeps only its weight for the backward pass
+        tao = toy_eval(recompute=rc, job=dict(method="qlora", lora_rank=rank, quant="torchao-nf4"))
+        assert tao.memory_breakdown_gib.activations == pytest.approx(lora.activations)
 
 
 def test_fsdp_no_sync_holds_the_whole_gradient_by_hand():

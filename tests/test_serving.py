@@ -157,6 +157,38 @@ def test_closed_loop_chain_is_the_machine_repairman_model():
     assert st.throughput[0] == pytest.approx((u - mean_n) / z, rel=1e-9)
 
 
+def test_closed_loop_terms_shared_across_cuts_are_each_rows_own():
+    """chain() computes a closed loop's load-free terms once per row on the Steps the rows were cut
+    from (Steps.memo) and shares them with every cut: on cuts in any order, from two threads at
+    once, with fewer states kept, each row's chain equals the one built from a fresh Steps of that
+    row alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    r, width = 12, 400
+    base = rng.uniform(0.004, 0.02, (r, 1)) * (1 + np.arange(width)[None, :] / 300)
+    fresh = lambda i, wd=width: qm.Steps(  # noqa: E731
+        compute=base[[i], :wd].copy(), memory=0.8 * base[[i], :wd], fixed=np.full((1, wd), 0.002),
+        per_token=np.array([2e-5 * (1 + i % 3)]), slots=np.array([16 + 8 * i]), budget=np.array([2048.0]))
+    s = qm.Steps(compute=base.copy(), memory=0.8 * base, fixed=np.full((r, width), 0.002),
+                 per_token=2e-5 * (1 + np.arange(r) % 3), slots=16 + 8 * np.arange(r), budget=np.full(r, 2048.0))
+    w = qm.Workload(prompt=512, output=128, percentile=0.99, closed=True, think_s=3.0)
+    cuts = [np.array([5, 1, 9]), np.array([1, 2, 3, 4]), np.arange(r)[::-1], np.array([11, 0])]
+
+    def check(idx):
+        cut = s.rows(idx, 360).rows(np.arange(len(idx))[::-1])   # a cut of a cut, fewer states
+        users = 20.0 + 5 * idx[::-1]
+        st = qm.chain(cut, w, users)
+        for j, i in enumerate(idx[::-1]):
+            one = qm.chain(fresh(i, 360), w, users[[j]])
+            assert np.array_equal(st.pi[j], one.pi[0]) and np.array_equal(st.step[j], one.step[0])
+        return True
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert all(pool.map(check, cuts))
+    assert all(check(c) for c in cuts)   # again, every row now from the memo
+
+
 def test_slot_cap_is_the_exact_paged_kv_edge():
     from recommender.serving import engine_limits, replica_memory, slot_cap
 

@@ -252,8 +252,8 @@ def activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, 
     s x b x V/t: the head is vocabulary-parallel over tp, the sequence split over cp), which for a
     large vocabulary at a small hidden size is the larger. Both stages are charged the fullest
     stage's layer count. Under full recomputation one layer's activations are re-materialized
-    while it is recomputed (the `working` term). `quantized_base` (QLoRA): each layer also keeps
-    its 4-bit linears' inputs (quantized_input_bytes_per_layer).
+    while it is recomputed (the `working` term). `quantized_base` (QLoRA on bitsandbytes): each
+    layer also keeps its 4-bit linears' inputs (quantized_input_bytes_per_layer).
     """
     tp, pp, mb = np.asarray(tp), np.asarray(pp), np.asarray(micro_batch)
     kw = dict(hidden=model.hidden, heads=model.heads, ffn=mlp_width(model), kv_heads=model.kv_heads,
@@ -263,7 +263,7 @@ def activation_terms(model, seq, micro_batch, tp, pp, recompute, micro_batches, 
     full = np.asarray(recompute) == "full"
     rerun = activation_bytes_per_layer(seq, mb, tp=tp, recompute="selective", **kw) * scale
     if quantized_base:
-        kept_inputs = quantized_input_bytes_per_layer(seq, mb, model.hidden, mlp_width(model), tp, cp)
+        kept_inputs = quantized_input_bytes_per_layer(seq, mb, model.hidden, mlp_width(model), tp, cp) * scale
         per_layer = per_layer + np.where(full, 0.0, kept_inputs)
         rerun = rerun + kept_inputs
     layers = stage_layers(model.layers, pp)

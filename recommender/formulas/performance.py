@@ -195,7 +195,7 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
               recompute="selective", activation_bytes_per_layer=0.0, memory_bw_gb_s=None,
               ep=1, expert_sync_bytes=0.0, moe_layers=0, experts_per_token=0, ep_overlap=False,
               dispatch_bytes=None, node_limit=None, weight_stream_bytes=0.0, cp=1, kv_width=None,
-              zero=0, gather_share=1.0) -> StepTime:
+              zero=0, gather_bytes=None) -> StepTime:
     """One optimizer step under 1F1B with m micro-batches per data-parallel rank.
 
     compute per micro-batch = `compute_s` (`compute_seconds`: the busiest stage's math, of which
@@ -262,11 +262,13 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
     # the stage stays gathered and reduces once, on the last micro-batch: as ZeRO-1/2, above.)
     per_layer = (np.asarray(zero) == 3) & (pp == 1)
     # FSDP's no_sync (--grad-sync step) reduce-scatters the gradients in the last micro-batch only:
-    # the others move `gather_share` of the bytes (the weights' all-gathers)
-    if np.all(np.asarray(gather_share) == 1.0):
+    # the others move `gather_bytes` (the weights' all-gathers: over dp, and the experts' over dp/ep)
+    if gather_bytes is None:
         t_dp_exposed = np.where(per_layer, m * np.maximum(0.0, t_dp - t_math), t_dp_exposed)
     else:
-        t_dp_exposed = np.where(per_layer, (m - 1) * np.maximum(0.0, np.asarray(gather_share) * t_dp - t_math)
+        t_gather = (np.where(dp > 1, (dp - 1) / dp * np.asarray(gather_bytes[0]), 0.0)
+                    + np.where(edp > 1, (edp - 1) / edp * np.asarray(gather_bytes[1]), 0.0)) / dp_bw
+        t_dp_exposed = np.where(per_layer, (m - 1) * np.maximum(0.0, t_gather - t_math)
                                 + np.maximum(0.0, t_dp - t_math), t_dp_exposed)
 
     slot = t_math + t_tp + t_pp + t_a2a + t_cp

@@ -75,7 +75,7 @@ class Steps:
     delay: np.ndarray | None = None
     # terms computed once per (row, workload) and shared by every subset rows() takes (memo());
     # the arrays above are never changed in place, which this relies on
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _root: "Steps | None" = field(default=None, repr=False, compare=False)   # the Steps rows() cut these from
     _at: np.ndarray | None = field(default=None, repr=False, compare=False)  # and their rows there
 
