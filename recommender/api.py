@@ -4,7 +4,7 @@ objects and pandas DataFrames. The CLI is a thin layer over these functions."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from recommender import catalog
@@ -519,6 +519,8 @@ class TrainQuery:
     time_limit_s: float
     notes: list[str]
     space_kwargs: dict
+    # the kernels and gradient accumulation the compute-optimal model (no job given) is planned with
+    job_options: dict = field(default_factory=dict)
 
 
 def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
@@ -552,14 +554,18 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     space_kwargs = dict(precisions=precisions, owned=owned, acqs=acqs, gpu_ids=gpu_ids, amortize=amortize)
     # max-gpus is a limit (relaxable), not the space's edge
     space = _space(limits, **space_kwargs)
-    job, notes = None, []
+    job, notes, options = None, [], {}
     if not (objective == "compute" and model is None and params is None and hf_config is None):
         spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads, seq_len)
         job, notes = build_job(spec, tokens, global_batch, seq_len, method, lora_rank, epochs, finetune, attention,
                                loss, stack, grad_sync, quant)
+    else:   # the options checked as for any job, and kept for the model train sizes
+        probe, _ = build_job(catalog.dense_shape(1e9), "1B", None, None, method, lora_rank, None, finetune,
+                             attention, loss, stack, grad_sync, quant)
+        options = {k: getattr(probe, k) for k in ("attention", "loss", "stack", "grad_sync")}
     return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
-                      space_kwargs=space_kwargs)
+                      space_kwargs=space_kwargs, job_options=options)
 
 
 def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
@@ -577,7 +583,7 @@ def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, 
     with prices.naming(q.limits.gpus):
         if q.job is None:
             return _compute_optimal(q.limits, space_kwargs=q.space_kwargs, top=q.top, diverse=q.diverse,
-                                    time_limit_s=q.time_limit_s)
+                                    time_limit_s=q.time_limit_s, job_options=q.job_options)
         return plan(q.job, q.limits, q.space, objective=q.objective, top=q.top, diverse=q.diverse,
                     time_limit_s=q.time_limit_s, notes=q.notes)
 
@@ -606,7 +612,7 @@ def _space(limits, precisions, owned, acqs, gpu_ids, amortize):
                        providers=limits.providers)
 
 
-def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iterations=8):
+def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iterations=8, job_options=None):
     """No model given: the compute-optimal dense model for what budget, deadline and compute budget buy.
 
     Fixed point of Hoffmann et al. 2022: with D = 20 N tokens, C = 6 N D = 120 N^2, so
@@ -620,7 +626,8 @@ def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iteration
     for _ in range(iterations):
         spec = catalog.dense_shape(n)
         job = TrainJob(model=spec, tokens=CHINCHILLA_TOKENS_PER_PARAM * spec.total_params,
-                       global_batch_tokens=catalog.assumption("default_global_batch_tokens"), seq_len=spec.seq_len)
+                       global_batch_tokens=catalog.assumption("default_global_batch_tokens"), seq_len=spec.seq_len,
+                       **(job_options or {}))
         result = plan(job, limits, space, objective="compute", top=1, time_limit_s=time_limit_s)
         if not result.plans:
             return result
@@ -631,7 +638,8 @@ def _compute_optimal(limits, space_kwargs, top, diverse, time_limit_s, iteration
         n = (n * n_next) ** 0.5  # damped: throughput changes with the shape
     spec = catalog.dense_shape(n)
     job = TrainJob(model=spec, tokens=CHINCHILLA_TOKENS_PER_PARAM * spec.total_params,
-                   global_batch_tokens=catalog.assumption("default_global_batch_tokens"), seq_len=spec.seq_len)
+                   global_batch_tokens=catalog.assumption("default_global_batch_tokens"), seq_len=spec.seq_len,
+                   **(job_options or {}))
     result = plan(job, limits, space, objective="compute", top=top, diverse=diverse, time_limit_s=time_limit_s)
     if result.plans:
         best = result.plans[0]

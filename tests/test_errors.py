@@ -150,6 +150,8 @@ def test_fixed_serve_configuration_needs_no_precision():
      "h100-sxm is given twice"),
     (["evaluate", "--model", "llama-2-7b", "--grad-sync", "nope"], "grad-sync=nope: must be micro-batch"),
     (["evaluate", "--model", "llama-2-7b", "--quant", "nf4"], "quant=nf4: applies to --method qlora"),
+    # with no model, train sizes one: its job's options are checked all the same
+    (["train", "--objective", "compute", "--budget", "1M", "--grad-sync", "nope"], "grad-sync=nope: must be"),
     (["evaluate", "--model", "llama-2-7b", "--method", "qlora", "--quant", "int3"], "quant=int3: must be nf4-dq"),
 ])
 def test_impossible_inputs_the_fuzzer_found_accepted(args, needle):
