@@ -224,6 +224,12 @@ STATE_BYTES_16 = 2.0  # a 16-bit weight or gradient, as FSDP gathers and reduces
 NF4_BITS = {"nf4-dq": 4.0 + 0.127, "nf4": 4.0 + 32.0 / 64.0, "torchao-nf4": 4.0 + 0.127}
 
 
+def grads_unsharded(grad_sync: str, zero, micro_batches, pp):
+    """Where --grad-sync step (FSDP's no_sync) changes anything: ZeRO-3 gradients accumulated over
+    more than one micro-batch, without a pipeline (whose stage holds its gradients unsharded anyway)."""
+    return (grad_sync == "step") & (np.asarray(zero) >= 3) & (np.asarray(micro_batches) > 1) & (np.asarray(pp) == 1)
+
+
 def base_weight_bytes(job: TrainJob, precision: str) -> float:
     """Bytes per frozen base parameter: 16-bit under LoRA (32 under fp32); under QLoRA the blocks'
     linear weights in NF4 and the rest (embeddings, head, norms, routers) in 16 bits, averaged."""
@@ -293,7 +299,7 @@ def training_terms(job: TrainJob, acc: Accelerator, precision: str, tp, pp, vp, 
         # gradient of what it holds (PyTorch FSDP docs, no_sync: "full model gradients (instead of
         # gradient shards)"), in 16 bits; with a pipeline the stage's are unsharded anyway (gathered)
         held = (p.trained + p.trained_experts) * gb + (p.frozen + p.frozen_experts) * fg
-        grads = np.where((zero >= 3) & (micro_batches > 1) & (pp == 1), held, grads)
+        grads = np.where(grads_unsharded(job.grad_sync, zero, micro_batches, pp), held, grads)
     optim = states.optimizer + expert_states.optimizer
     gathered = (memory.zero3_working_bytes(m, tp, pp, zero, fb if frozen_base else STATE_BYTES_16,
                                            0.0 if frozen_base else STATE_BYTES_16, ep)
@@ -464,7 +470,7 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     if effective_batch != job.global_batch_seqs:
         warnings.append(f"global batch rounded up from {job.global_batch_seqs} to {effective_batch} "
                         f"sequences (= {micro_batches} micro-batches x dp {L.dp} x {L.micro_batch})")
-    if job.grad_sync == "step" and not (L.zero == 3 and micro_batches > 1 and L.pp == 1):
+    if job.grad_sync == "step" and not grads_unsharded(job.grad_sync, L.zero, micro_batches, L.pp):
         why = ("below ZeRO-3 the gradients are not sharded" if L.zero < 3 else
                "one micro-batch a step accumulates nothing" if micro_batches == 1 else
                "a pipeline's stage holds its gradients unsharded anyway")

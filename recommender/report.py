@@ -69,7 +69,9 @@ def _groups(ev) -> int:
 def _gradient_note(ev) -> str:
     parts = ["fp32 accumulation buffer"] if (ev.zero < 3 and ev.precision in ("bf16", "fp8")
                                              and ev.method != "qlora") else []
-    if ev.grad_sync == "step" and ev.zero == 3 and ev.micro_batches > 1 and ev.pp == 1:
+    from recommender.evaluate import grads_unsharded
+
+    if grads_unsharded(ev.grad_sync, ev.zero, ev.micro_batches, ev.pp):
         parts.append("no_sync: the whole unsharded gradient held until the step's reduce-scatter")
     if ev.method == "lora" and ev.zero == 3:
         trained = ["adapters + the frozen base's (FSDP1 units mix them)"]

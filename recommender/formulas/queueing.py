@@ -296,11 +296,6 @@ def _key(w: Workload) -> tuple:
     return tuple(getattr(w, f.name) for f in fields(w))
 
 
-def _closed_terms(s: Steps, w: Workload) -> tuple:
-    """_chain_terms() of a closed loop, where none depends on the users."""
-    return _chain_terms(s, w, None)
-
-
 def _chain_terms(s: Steps, w: Workload, load) -> tuple:
     """chain()'s per-state terms but the arrivals: T_B, mu_B, the mean step T(n), the prompts
     a step carries, the departure rates and the burst variance added to both rates (load: the
@@ -350,7 +345,7 @@ def chain(s: Steps, w: Workload, load) -> State:
     b = s.slots[:, None].astype(float)
     if w.closed:
         # the steps, departures and their bursts do not depend on the users: once per rows
-        t_b, mu_b, step, prompts, death, extra = s.memo(("chain", _key(w)), lambda s_: _closed_terms(s_, w))
+        t_b, mu_b, step, prompts, death, extra = s.memo(("chain", _key(w)), lambda s_: _chain_terms(s_, w, None))
         z = max(w.think_s, 1e-3)
         birth = np.maximum(load[:, None] - n, 0.0) / z            # arrival rate in state n
     else:
