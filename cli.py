@@ -131,6 +131,32 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Edit the fil
                                                      "e.g. constraints.deadline=30d (repeatable).")]
 
 
+OUTPUT_OPTIONS = ("csv", "png")   # options that name a file gpuplan writes ('-': stdout)
+
+
+def _writable(name: str, path: str) -> None:
+    """An output path, checked before any work: not a folder, in a folder that exists and can be
+    written (one line naming the option, exit 2, rather than a traceback after the solve)."""
+    import os
+    from pathlib import Path
+
+    from recommender.errors import GpuplanError
+
+    if path == "-" and name == "csv":
+        return
+    p = Path(path)
+    field = f"--{name}"
+    if not str(path).strip():
+        raise GpuplanError(field, path, "give a file path" + (" (or '-' for stdout)" if name == "csv" else ""))
+    if p.is_dir():
+        raise GpuplanError(field, path, "is a folder; give a file path in it")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise GpuplanError(field, path, f"its folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise GpuplanError(field, path, "cannot be written (permission denied)")
+
+
 def user_errors(fn):
     """Print a GpuplanError as one line on stderr and exit 2, never a traceback."""
 
@@ -140,6 +166,9 @@ def user_errors(fn):
 
         from recommender.errors import GpuplanError, PlanCheckError
         try:
+            for name in OUTPUT_OPTIONS:
+                if kwargs.get(name) is not None:
+                    _writable(name, kwargs[name])
             if {"currency", "market", "buy_price", *SITE_OPTIONS} & set(kwargs):
                 from recommender import api, catalog, money, prices
 
@@ -162,6 +191,11 @@ def user_errors(fn):
             print(f"gpuplan: internal error (a bug, please report it): a returned plan failed its re-check: {exc}",
                   file=sys.stderr)
             raise typer.Exit(1) from None
+        except BrokenPipeError:   # stdout closed early (`gpuplan ... | head`): click stops quietly
+            raise
+        except OSError as exc:   # writing an output the checks above passed (a full disk, a race)
+            print(f"gpuplan: error: {exc.filename or 'output'}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            raise typer.Exit(2) from None
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "input"

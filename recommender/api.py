@@ -326,7 +326,7 @@ def _write_calibrations(path, rows) -> None:
     import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["accelerator", "stack", "efficiency", "measured", "as_of"]
+    fields = list(catalog.CALIBRATION_COLUMNS)
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
@@ -731,7 +731,19 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     from recommender.units import parse_days, parse_duration_s, parse_fraction, parse_rate_per_s, parse_usd
 
     spec = build_model(model, params, hf_config, layers, hidden, heads, kv_heads)
-    dur = lambda f, v: None if v is None else parse_duration_s(f, v)  # noqa: E731
+    def dur(field, value, most_s=86400.0):
+        """A latency target or think time: at most a day (past that the queue model's searches
+        only spin; no service states one)."""
+        if value is None:
+            return None
+        x = parse_duration_s(field, value)
+        if x > most_s:
+            raise GpuplanError(field, value, "must be at most a day (1d)")
+        return x
+
+    horizon_days = parse_days("horizon", horizon)
+    if not 1.0 <= horizon_days <= 36500.0:
+        raise GpuplanError("horizon", horizon, "must be from 1 day to 100 years (purchases are charged over it)")
     rates = _accept_rates(draft_accept)
     if isinstance(rates, tuple) and draft_tokens is None:
         draft_tokens = len(rates)                  # one rate per drafted position sets how many
@@ -744,7 +756,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         rate_rps=None if rate is None else parse_rate_per_s("rate", rate),
         users=None if users is None else parse_int("users", users),
         think_time_s=dur("think-time", think_time) or 0.0, ttft_s=dur("ttft", ttft), tpot_s=dur("tpot", tpot),
-        e2e_s=dur("e2e", e2e), horizon_days=parse_days("horizon", horizon),
+        e2e_s=dur("e2e", e2e), horizon_days=horizon_days,
         percentile=parse_percentile(percentile), length_dist=str(length_dist).lower(),
         token_budget=None if token_budget is None else parse_int("token-budget", token_budget),
         max_seqs=None if max_seqs is None else parse_int("max-seqs", max_seqs),

@@ -132,10 +132,37 @@ def calibration_path():
     return prices.user_dir() / "calibration.csv"
 
 
+CALIBRATION_COLUMNS = ("accelerator", "stack", "efficiency", "measured", "as_of")
+
+
 @functools.cache
 def _calibrations(path: str, stamp: tuple[int, int]) -> dict[tuple[str, str], dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return {(r["accelerator"], r["stack"]): r for r in csv.DictReader(f)}
+    """The user's calibration file, checked: a file edited by hand (or broken) is named, with its
+    line, rather than crashing whatever command reads it."""
+    from recommender.errors import GpuplanError
+
+    field = "calibration file"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CALIBRATION_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise GpuplanError(field, path, f"has no column {', '.join(missing)} (it needs "
+                                   f"{', '.join(CALIBRATION_COLUMNS)}); fix it, or delete it (`gpuplan calibrate` "
+                                   "writes a new one)")
+            rows = {}
+            for r in reader:
+                try:
+                    eff = float(r["efficiency"])
+                except (TypeError, ValueError):
+                    eff = float("nan")
+                if not 0.0 < eff <= 1.0:
+                    raise GpuplanError(field, path, f"line {reader.line_num}: efficiency={r['efficiency']} is not "
+                                       "a fraction in (0, 1]; fix it, or delete the file")
+                rows[(r["accelerator"], r["stack"])] = r
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise GpuplanError(field, path, f"cannot be read ({err.__class__.__name__}: {err})") from None
 
 
 def user_calibrations() -> dict[tuple[str, str], dict]:

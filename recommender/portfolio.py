@@ -174,7 +174,7 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Portfolio:
     for s in sets:
         scenario._set(doc, s)
     try:
-        return Portfolio(**doc)
+        return Portfolio.model_validate(doc)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc, reason = scenario._explain(err, Portfolio)

@@ -14,6 +14,7 @@ document before it is validated. A scenario runs through the same API calls as t
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -326,13 +327,53 @@ def _set(doc: dict, assignment: str) -> None:
         raise GpuplanError("set", assignment, "write it as path=value, e.g. constraints.deadline=30d")
     if key.strip().startswith("price."):
         return _set_price(doc, key.strip(), text)
-    parts = key.strip().split(".")
+    steps = _set_path(assignment, key.strip())
     node = doc
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise GpuplanError("set", assignment, f"{p} is not a section")
-    node[parts[-1]] = _yaml_value(assignment, text) if text.strip() else None
+    for i, (step, nxt) in enumerate(zip(steps, steps[1:])):
+        if isinstance(step, int):
+            _check_item(assignment, node, step, steps[: i + 1])
+            node = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise GpuplanError("set", assignment, f"{_shown_path(steps[:i]) or 'the file'} is not a section")
+            if node.get(step) is None:
+                node[step] = [] if isinstance(nxt, int) else {}
+            node = node[step]
+    last = steps[-1]
+    value = _yaml_value(assignment, text) if text.strip() else None
+    if isinstance(last, int):
+        _check_item(assignment, node, last, steps)
+        node[last] = value
+    elif not isinstance(node, dict):
+        raise GpuplanError("set", assignment, f"{_shown_path(steps[:-1])} is not a section")
+    else:
+        node[last] = value
+
+
+def _check_item(assignment: str, node, index: int, steps) -> None:
+    """--set's list item `index` of `node` (at path steps) exists."""
+    if not isinstance(node, list):
+        raise GpuplanError("set", assignment, f"{_shown_path(steps[:-1])} is not a list (set the whole of it, "
+                           f"e.g. {_shown_path(steps[:-1])}=[a, b])")
+    if not -len(node) <= index < len(node):
+        raise GpuplanError("set", assignment, f"{_shown_path(steps)}: no such item (the list has {len(node)})")
+
+
+def _set_path(assignment: str, key: str) -> list[str | int]:
+    """A --set path's steps: 'jobs[0].tokens' -> ['jobs', 0, 'tokens'] (keys and list indexes)."""
+    steps: list[str | int] = []
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[-?\d+\])*)", part.strip())
+        if not m:
+            raise GpuplanError("set", assignment, "write the path as keys joined by '.', with [N] for a list "
+                               "item, e.g. constraints.deadline=30d or jobs[0].tokens=1T")
+        steps.append(m.group(1))
+        steps += [int(i) for i in re.findall(r"\[(-?\d+)\]", m.group(2))]
+    return steps
+
+
+def _shown_path(steps) -> str:
+    return "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps).lstrip(".")
 
 
 def _yaml_value(assignment: str, text: str):
@@ -431,7 +472,7 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
     for s in sets:
         _set(doc, s)
     try:
-        scenario = Scenario(**doc)
+        scenario = Scenario.model_validate(doc)
     except ValidationError as exc:
         loc, reason = _explain(exc.errors()[0])
         value = exc.errors()[0].get("input")

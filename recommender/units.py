@@ -60,13 +60,20 @@ def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
     return _finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], allow_zero)
 
 
-def parse_int(field: str, value: object, minimum: int = 1) -> int:
-    """A whole number >= minimum ('8', '1k' -> 1000)."""
+MAX_INT = 10**9   # parse_int's ceiling: a billion GPUs, users or steps is past any plan, and
+# products of such counts stay inside the 64-bit integers numpy and CP-SAT compute in
+MAX_RATE = 1e9    # parse_rate_per_s's ceiling, requests/s (the same reason)
+
+
+def parse_int(field: str, value: object, minimum: int = 1, maximum: int = MAX_INT) -> int:
+    """A whole number in [minimum, maximum] ('8', '1k' -> 1000)."""
     x = parse_count(field, value, allow_zero=minimum <= 0)
     if x != int(x):
         raise GpuplanError(field, value, "must be a whole number")
     if x < minimum:
         raise GpuplanError(field, value, f"must be at least {minimum}")
+    if x > maximum:
+        raise GpuplanError(field, value, f"must be at most {maximum:,}")
     return int(x)
 
 
@@ -135,7 +142,10 @@ def parse_rate_per_s(field: str, value: object) -> float:
     if not m:
         raise GpuplanError(field, value, "cannot parse as a rate; use e.g. 20rps, 1200/min")
     scale = 1 / 60 if m.group(2) in ("/min", "rpm") else 1.0
-    return _finite_positive(field, value, float(m.group(1)) * scale, False)
+    x = _finite_positive(field, value, float(m.group(1)) * scale, False)
+    if x > MAX_RATE:
+        raise GpuplanError(field, value, f"must be at most {MAX_RATE:,.0f} requests/s")
+    return x
 
 
 def fmt_count(x: float) -> str:

@@ -436,3 +436,65 @@ def test_scenario_users_take_the_command_lines_counts():
     assert scenario.Scenario.model_validate(doc).workload.users == "10k"
     with pytest.raises(Exception, match="whole number"):
         scenario.Scenario.model_validate(doc | {"workload": doc["workload"] | {"users": 0.5}})
+
+
+# session 15's fuzz campaign (about 1,500 generated invocations): each crash it found
+
+
+@pytest.mark.parametrize("option,path,needle", [
+    ("--csv", ".", "is a folder"), ("--csv", "no-such-folder/out.csv", "its folder no-such-folder does not exist"),
+    ("--csv", "", "give a file path"),
+])
+def test_an_output_path_is_checked_before_the_work(option, path, needle):
+    """`train --csv .` raised IsADirectoryError after the solve; a missing folder, OSError."""
+    one_line_error(run(["train", "--params", "7B", "--tokens", "100B", option, path]), f"{option}={path}: {needle}")
+
+
+def test_pareto_chart_into_a_missing_folder():
+    one_line_error(run(["pareto", str(ROOT / "constraints" / "cheapest-100b-60d.yaml"), "--png", "nodir/x.png"]),
+                   "--png=nodir/x.png: its folder nodir does not exist")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("accelerator,stack,efficiency,measured,as_of\nh100-sxm,megatron,abc,x,2026-01-01\n",
+     "line 2: efficiency=abc is not a fraction"),
+    ("accelerator\nh100-sxm\n", "has no column stack, efficiency, measured, as_of"),
+])
+def test_a_broken_calibration_file_is_named_not_a_traceback(monkeypatch, tmp_path, text, needle):
+    """A hand-edited $GPUPLAN_HOME/calibration.csv crashed every evaluate (ValueError, KeyError)."""
+    monkeypatch.setenv("GPUPLAN_HOME", str(tmp_path))
+    (tmp_path / "calibration.csv").write_text(text)
+    one_line_error(run(["evaluate", "--params", "7B", "--gpu", "h100-sxm", "--count", "8"]), needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--params", "7B", "--own", "h100-sxm:1e30"], "own=1e30: must be at most 1,000,000,000"),
+    (["evaluate", "--params", "7B", "--gpu", "h100", "--count", "1e30"], "count=1e30: must be at most"),
+    (["serve", "--model", "llama-3-8b", "--rate", "1e30rps"], "rate=1e30rps: must be at most"),
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--tpot", "1e9y"], "tpot=1e9y: must be at most a day"),
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--horizon", "1e-300s"],
+     "horizon=1e-300s: must be from 1 day to 100 years"),
+])
+def test_counts_and_durations_past_any_plan_are_refused(args, needle):
+    """1e30 GPUs overflowed numpy's int64 (OverflowError), 1e30 requests/s CP-SAT's; a 1e-300 s
+    horizon or a 1e9-year TPOT kept the searches spinning past any time limit."""
+    one_line_error(run(args), needle)
+
+
+def test_set_reaches_list_items():
+    """`--set jobs[0].tokens=1T` wrote a top-level key 'jobs[0]' (then an IndexError explaining it)."""
+    from recommender import portfolio
+
+    path = ROOT / "constraints" / "portfolios" / "startup-year.yaml"
+    pf = portfolio.load(path, ["jobs[0].tokens=500B"])
+    assert pf.jobs[0].tokens == "500B"
+    one_line_error(run(["fleet", str(path), "--set", "jobs[9].tokens=1"]), "jobs[9]: no such item (the list has 4)")
+    one_line_error(run(["solve", str(ROOT / "constraints" / "cheapest-100b-60d.yaml"), "--set", "model[0]=x"]),
+                   "model is not a list")
+
+
+def test_a_yaml_key_that_is_not_text(tmp_path):
+    """`1: 2` at a scenario's top level raised TypeError (keywords must be strings)."""
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n1: 2\n")
+    one_line_error(run(["solve", str(f)]), "Keys should be strings")
