@@ -25,6 +25,9 @@ RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 
 
+MAX_TOP = 100         # --top: ranked alternatives (each one more exact solve)
+MAX_BATCH = 100_000   # serve --batch: sequences in one replica's batch (engines allow a few thousand)
+
 def build_model(model: str | None = None, params: str | float | None = None,
                 hf_config: str | None = None, layers=None, hidden=None, heads=None,
                 kv_heads=None, seq_len=None) -> ModelSpec:
@@ -156,6 +159,11 @@ def site_values(goodput=None, pue=None, electricity=None, colo=None, depreciatio
         out["colocation_usd_per_kw_month"] = parse_usd("colo", colo)
     if depreciation_years is not None:
         out["useful_life_years"] = parse_count("depreciation-years", depreciation_years)
+    given = dict(goodput=goodput, pue=pue, electricity=electricity, colo=colo, depreciation_years=depreciation_years)
+    for option, name in catalog.SITE.items():
+        lo, hi = catalog.SITE_RANGE[name]
+        if name in out and not lo <= out[name] <= hi:
+            raise GpuplanError(option.replace("_", "-"), given[option], f"must be from {lo:g} to {hi:g}{catalog.SITE_UNIT.get(name, '')}")
     return out
 
 
@@ -563,7 +571,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         probe, _ = build_job(catalog.dense_shape(1e9), "1B", None, None, method, lora_rank, None, finetune,
                              attention, loss, stack, grad_sync, quant)
         options = {k: getattr(probe, k) for k in ("attention", "loss", "stack", "grad_sync")}
-    return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top),
+    return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top, maximum=MAX_TOP),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs, job_options=options)
 
@@ -815,7 +823,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                           owned=owned, acquisitions=acqs or sp.ServeSpace.acquisitions,
                           amortize=amortize, headroom=hr, disaggregate=dis)
     return ServeQuery(workload=w, limits=limits, space=space, objective=str(objective).lower(),
-                      top=parse_int("top", top), time_limit_s=parse_duration_s("time-limit", time_limit))
+                      top=parse_int("top", top, maximum=MAX_TOP), time_limit_s=parse_duration_s("time-limit", time_limit))
 
 
 def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
@@ -859,7 +867,7 @@ def _serve_fixed(w, gpu, tp, pp, replicas, batch, precisions, kv, acquisition, p
     provider = None if providers is None else _split("providers", providers)[0]
     layout = ServeLayout(accelerator=acc.id, tp=parse_int("tp", tp or 1), pp=parse_int("pp", pp),
                          precision=prec, kv_precision=sp.kv_for(prec, kv),
-                         batch=None if batch is None else parse_int("batch", batch),
+                         batch=None if batch is None else parse_int("batch", batch, maximum=MAX_BATCH),
                          replicas=None if replicas is None else parse_int("replicas", replicas),
                          acquisition=acq, provider=provider, speculative=w.draft is not None)
     from recommender import prices

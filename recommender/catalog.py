@@ -156,9 +156,9 @@ def _calibrations(path: str, stamp: tuple[int, int]) -> dict[tuple[str, str], di
                     eff = float(r["efficiency"])
                 except (TypeError, ValueError):
                     eff = float("nan")
-                if not 0.0 < eff <= 1.0:
+                if not 0.01 <= eff <= 1.0:     # the range `gpuplan calibrate` fits in
                     raise GpuplanError(field, path, f"line {reader.line_num}: efficiency={r['efficiency']} is not "
-                                       "a fraction in (0, 1]; fix it, or delete the file")
+                                       "a fraction from 0.01 to 1; fix it, or delete the file")
                 rows[(r["accelerator"], r["stack"])] = r
             return rows
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -257,6 +257,13 @@ def assumptions() -> dict[str, Assumption]:
 # --depreciation-years, or a scenario's site section) replaces the catalog's assumption.
 SITE = {"goodput": "goodput", "pue": "pue", "electricity": "electricity_usd_per_kwh",
         "colo": "colocation_usd_per_kw_month", "depreciation_years": "useful_life_years"}
+# the range a site's value may take (past it a typo, and costs overflow): PUE from a perfect 1.0 to
+# 3 (the worst data centres surveyed report about 2.5); electricity up to $5/kWh and colocation up
+# to $5,000 per kW-month (both about 20x the dearest markets); a useful life of 0.1 to 30 years
+SITE_RANGE = {"goodput": (0.0, 1.0), "pue": (1.0, 3.0), "electricity_usd_per_kwh": (0.0, 5.0),
+              "colocation_usd_per_kw_month": (0.0, 5000.0), "useful_life_years": (0.1, 30.0)}
+SITE_UNIT = {"electricity_usd_per_kwh": " USD/kWh", "colocation_usd_per_kw_month": " USD per kW-month",
+             "useful_life_years": " years"}
 _ASSUMING: list[dict[str, float]] = [{}]
 
 

@@ -161,11 +161,13 @@ class Price(Section):
 class Site(Section):
     """Your own site, in place of catalog/assumptions.yaml (the CLI's --goodput, --pue, ...)."""
 
-    goodput: float | None = Field(None, gt=0, le=1)
-    pue: float | None = Field(None, ge=1)
-    electricity_usd_per_kwh: float | None = Field(None, ge=0)
-    colocation_usd_per_kw_month: float | None = Field(None, ge=0)
-    useful_life_years: float | None = Field(None, gt=0)
+    goodput: float | None = Field(None, gt=0, le=catalog.SITE_RANGE["goodput"][1])
+    pue: float | None = Field(None, ge=catalog.SITE_RANGE["pue"][0], le=catalog.SITE_RANGE["pue"][1])
+    electricity_usd_per_kwh: float | None = Field(None, ge=0, le=catalog.SITE_RANGE["electricity_usd_per_kwh"][1])
+    colocation_usd_per_kw_month: float | None = Field(None, ge=0,
+                                                      le=catalog.SITE_RANGE["colocation_usd_per_kw_month"][1])
+    useful_life_years: float | None = Field(None, ge=catalog.SITE_RANGE["useful_life_years"][0],
+                                            le=catalog.SITE_RANGE["useful_life_years"][1])
 
 
 class CatalogSection(Section):
@@ -182,7 +184,7 @@ class Scenario(Section):
     catalog: CatalogSection = CatalogSection()
     constraints: Constraints = Constraints()
     objective: Literal["cost", "time", "latency", "compute"] = "cost"
-    top: int = Field(5, gt=0)
+    top: int = Field(5, gt=0, le=100)   # api.MAX_TOP
     # where prices come from (--market overrides it): global, china (its clouds and channel prices), all
     market: Literal["global", "china", "all"] = "global"
     site: Site = Site()

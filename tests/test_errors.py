@@ -457,7 +457,7 @@ def test_pareto_chart_into_a_missing_folder():
 
 @pytest.mark.parametrize("text,needle", [
     ("accelerator,stack,efficiency,measured,as_of\nh100-sxm,megatron,abc,x,2026-01-01\n",
-     "line 2: efficiency=abc is not a fraction"),
+     "line 2: efficiency=abc is not a fraction from 0.01 to 1"),
     ("accelerator\nh100-sxm\n", "has no column stack, efficiency, measured, as_of"),
 ])
 def test_a_broken_calibration_file_is_named_not_a_traceback(monkeypatch, tmp_path, text, needle):
@@ -474,10 +474,17 @@ def test_a_broken_calibration_file_is_named_not_a_traceback(monkeypatch, tmp_pat
     (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--tpot", "1e9y"], "tpot=1e9y: must be at most a day"),
     (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--horizon", "1e-300s"],
      "horizon=1e-300s: must be from 1 day to 100 years"),
+    (["train", "--params", "7B", "--top", "1e9"], "top=1e9: must be at most 100"),
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--gpu", "h100-sxm", "--batch", "1e9"],
+     "batch=1e9: must be at most 100,000"),
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--pue", "1e300"], "pue=1e300: must be from 1 to 3"),
+    (["train", "--params", "7B", "--electricity", "1e300"], "electricity=1e300: must be from 0 to 5 USD/kWh"),
+    (["train", "--params", "7B", "--depreciation-years", "0.01"], "depreciation-years=0.01: must be from 0.1 to 30"),
 ])
 def test_counts_and_durations_past_any_plan_are_refused(args, needle):
     """1e30 GPUs overflowed numpy's int64 (OverflowError), 1e30 requests/s CP-SAT's; a 1e-300 s
-    horizon or a 1e9-year TPOT kept the searches spinning past any time limit."""
+    horizon or a 1e9-year TPOT kept the searches spinning past any time limit; --top 1e9 ran 50 s,
+    --batch 1e9 was killed for memory, a PUE or electricity price of 1e300 turned costs into nan."""
     one_line_error(run(args), needle)
 
 
