@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from recommender import catalog
+from recommender import catalog, units
 from recommender.errors import GpuplanError, did_you_mean
 from recommender.evaluate import Evaluation, evaluate
 from recommender.spec import ModelSpec, TrainJob, TrainLayout
@@ -25,7 +25,6 @@ RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 
 
-MAX_TOP = 100         # --top: ranked alternatives (each one more exact solve)
 MAX_BATCH = 100_000   # serve --batch: sequences in one replica's batch (engines allow a few thousand)
 
 def build_model(model: str | None = None, params: str | float | None = None,
@@ -307,7 +306,7 @@ def calibrate(*, measured, stack=None, reset=False, **evaluate_kwargs) -> dict:
     _write_calibrations(path, kept)  # predict "before" from the catalog's value
     before = evaluate(job, layout, headroom=0.0)
     rate = lambda e: evaluate(job, layout, headroom=0.0, efficiency=e).tokens_per_s_per_gpu  # noqa: E731
-    lo, hi = 0.01, 1.0
+    lo, hi = catalog.CALIBRATION_RANGE
     if rate(hi) < target:
         raise GpuplanError("measured", measured, f"is faster than gpuplan's model allows for this layout at 100% kernel "
                                                  f"efficiency ({rate(hi):,.0f} tokens/s/GPU): check the layout")
@@ -571,7 +570,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         probe, _ = build_job(catalog.dense_shape(1e9), "1B", None, None, method, lora_rank, None, finetune,
                              attention, loss, stack, grad_sync, quant)
         options = {k: getattr(probe, k) for k in ("attention", "loss", "stack", "grad_sync")}
-    return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top, maximum=MAX_TOP),
+    return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top, maximum=units.MAX_TOP),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs, job_options=options)
 
@@ -823,7 +822,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
                           owned=owned, acquisitions=acqs or sp.ServeSpace.acquisitions,
                           amortize=amortize, headroom=hr, disaggregate=dis)
     return ServeQuery(workload=w, limits=limits, space=space, objective=str(objective).lower(),
-                      top=parse_int("top", top, maximum=MAX_TOP), time_limit_s=parse_duration_s("time-limit", time_limit))
+                      top=parse_int("top", top, maximum=units.MAX_TOP), time_limit_s=parse_duration_s("time-limit", time_limit))
 
 
 def serve(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,

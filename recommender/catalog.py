@@ -133,6 +133,7 @@ def calibration_path():
 
 
 CALIBRATION_COLUMNS = ("accelerator", "stack", "efficiency", "measured", "as_of")
+CALIBRATION_RANGE = (0.01, 1.0)   # the kernel efficiencies `gpuplan calibrate` fits in
 
 
 @functools.cache
@@ -156,7 +157,7 @@ def _calibrations(path: str, stamp: tuple[int, int]) -> dict[tuple[str, str], di
                     eff = float(r["efficiency"])
                 except (TypeError, ValueError):
                     eff = float("nan")
-                if not 0.01 <= eff <= 1.0:     # the range `gpuplan calibrate` fits in
+                if not CALIBRATION_RANGE[0] <= eff <= CALIBRATION_RANGE[1]:
                     raise GpuplanError(field, path, f"line {reader.line_num}: efficiency={r['efficiency']} is not "
                                        "a fraction from 0.01 to 1; fix it, or delete the file")
                 rows[(r["accelerator"], r["stack"])] = r

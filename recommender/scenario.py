@@ -184,7 +184,7 @@ class Scenario(Section):
     catalog: CatalogSection = CatalogSection()
     constraints: Constraints = Constraints()
     objective: Literal["cost", "time", "latency", "compute"] = "cost"
-    top: int = Field(5, gt=0, le=100)   # api.MAX_TOP
+    top: int = Field(5, gt=0, le=units.MAX_TOP)
     # where prices come from (--market overrides it): global, china (its clouds and channel prices), all
     market: Literal["global", "china", "all"] = "global"
     site: Site = Site()

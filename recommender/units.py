@@ -63,6 +63,7 @@ def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
 MAX_INT = 10**9   # parse_int's ceiling: a billion GPUs, users or steps is past any plan, and
 # products of such counts stay inside the 64-bit integers numpy and CP-SAT compute in
 MAX_RATE = 1e9    # parse_rate_per_s's ceiling, requests/s (the same reason)
+MAX_TOP = 100     # --top / a scenario's top: ranked alternatives (each one more exact solve)
 
 
 def parse_int(field: str, value: object, minimum: int = 1, maximum: int = MAX_INT) -> int:
