@@ -28,14 +28,32 @@ class _OneCommandTyper(typer.Typer):
         commands = [c for c in self.registered_commands
                     if (c.name or get_command_name(c.callback.__name__)) == name]
         groups = [g for g in self.registered_groups if g.name == name]
-        if len(commands) + len(groups) != 1:
-            return super().__call__(*args, **kwargs)
+        if len(commands) + len(groups) != 1:   # an unknown command: one line too
+            return self._usage_in_one_line(None, kwargs)
         every = self.registered_commands, self.registered_groups
         self.registered_commands, self.registered_groups = commands, groups
         try:
-            return super().__call__(*args, **kwargs)
+            if args or "standalone_mode" in kwargs:
+                return super().__call__(*args, **kwargs)
+            return self._usage_in_one_line(name, kwargs)
         finally:
             self.registered_commands, self.registered_groups = every
+
+    def _usage_in_one_line(self, name: str | None, kwargs: dict):
+        """Run with click's usage errors (an unknown option, a missing value) printed as one
+        `gpuplan: error:` line, exit 2, like every other input error, not as a framed box."""
+        try:
+            rv = super().__call__(**kwargs, standalone_mode=False)
+        except typer.Abort:
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        except Exception as exc:   # click's ClickException family (typer vendors click: no public name)
+            if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+                raise
+            see = f"gpuplan {name} --help" if name else "gpuplan --help"
+            print(f"gpuplan: error: {exc.format_message()} (see `{see}`)", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 app = _OneCommandTyper(help="gpuplan: plan GPU training and serving with an exact optimizer.\n\n"
@@ -157,6 +175,24 @@ def _writable(name: str, path: str) -> None:
         raise GpuplanError(field, path, "cannot be written (permission denied)")
 
 
+def _no_empty_values(fn, kwargs: dict) -> None:
+    """An option given as '' (or a list item given so) is named, not read as "not given"."""
+    from recommender.errors import GpuplanError
+
+    for name, value in kwargs.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if name in ("file", "path") or not any(isinstance(v, str) and not v.strip() for v in items):
+            continue
+        import typing
+
+        from typer.models import ArgumentInfo
+
+        hint = typing.get_type_hints(fn, include_extras=True).get(name)
+        positional = any(isinstance(m, ArgumentInfo) for m in getattr(hint, "__metadata__", ()))
+        raise GpuplanError(name if positional else f"--{name.replace('_', '-')}", "''",
+                           "is empty: give a value, or leave the option out")
+
+
 def user_errors(fn):
     """Print a GpuplanError as one line on stderr and exit 2, never a traceback."""
 
@@ -164,11 +200,12 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         from pydantic import ValidationError
 
-        from recommender.errors import GpuplanError, PlanCheckError
+        from recommender.errors import GpuplanError, Infeasible, PlanCheckError
         try:
             for name in OUTPUT_OPTIONS:
                 if kwargs.get(name) is not None:
                     _writable(name, kwargs[name])
+            _no_empty_values(fn, kwargs)
             if {"currency", "market", "buy_price", *SITE_OPTIONS} & set(kwargs):
                 from recommender import api, catalog, money, prices
 
@@ -184,6 +221,9 @@ def user_errors(fn):
                             kwargs["buy_price"])))
                     return fn(*args, **kwargs)
             return fn(*args, **kwargs)
+        except Infeasible as exc:
+            print(f"gpuplan: infeasible: {exc}", file=sys.stderr)
+            raise typer.Exit(EXIT_CODES["infeasible"]) from None
         except GpuplanError as exc:
             print(f"gpuplan: error: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from recommender import catalog, units
 from recommender.errors import GpuplanError, did_you_mean
-from recommender.evaluate import Evaluation, evaluate
+from recommender.evaluate import PRECISIONS, Evaluation, evaluate
 from recommender.spec import ModelSpec, TrainJob, TrainLayout
 from recommender.units import parse_count, parse_int
 
@@ -22,9 +22,10 @@ ACQUISITIONS = {"cloud": "on_demand", "on-demand": "on_demand", "on_demand": "on
                 "buy": "buy"}
 ACQUISITION_HELP = "must be one of cloud, spot, reserved, serverless, buy"
 RECOMPUTE = ("none", "selective", "full")
-PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 
 
+MAX_TOKENS = 1e16      # training tokens: 250x the largest published run (Qwen3's 36T)
+MAX_DEADLINE_DAYS = 36500.0   # deadlines and horizons: 100 years
 MAX_BATCH = 100_000   # serve --batch: sequences in one replica's batch (engines allow a few thousand)
 
 def build_model(model: str | None = None, params: str | float | None = None,
@@ -123,6 +124,10 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
     else:
         n_tokens = parse_count("tokens", tokens)
     n_tokens *= n_epochs
+    if n_tokens > MAX_TOKENS:
+        raise GpuplanError("tokens" if epochs is None else "epochs", tokens if epochs is None else epochs,
+                           f"{n_tokens:.3g} tokens in all: must be at most {MAX_TOKENS:.0e} (the largest published "
+                           "runs train about 4e13)")
     if seq_len is None:
         seq, note = default_seq_len(spec, finetune)
         notes.append(note)
@@ -136,6 +141,9 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
         batch = catalog.assumption("default_global_batch_tokens")
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
+    if n_tokens < seq:
+        raise GpuplanError("tokens" if epochs is None else "epochs", tokens if epochs is None else epochs,
+                           f"{n_tokens:.3g} tokens in all: fewer than one sequence of {seq:,} tokens")
     return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
                     lora_rank=rank, attention=attention, loss=loss, grad_sync=grad_sync, quant=quant,
                     stack=None if stack is None else str(stack).lower()), notes
@@ -171,8 +179,8 @@ def own_purchase_prices(items) -> list:
     catalog's purchase price of that part for this command."""
     from datetime import date
 
-    from recommender.spec import PurchasePrice
-    from recommender.units import parse_usd
+    from recommender.spec import PURCHASE_PRICE_RANGE_USD, PurchasePrice
+    from recommender.units import fmt_usd, parse_usd
 
     out = []
     for item in ([items] if isinstance(items, str) else list(items or [])):
@@ -180,8 +188,10 @@ def own_purchase_prices(items) -> list:
         if not sep or not gpu.strip():
             raise GpuplanError("buy-price", item, "write it as GPU=PRICE, e.g. h100-sxm=25000")
         price = parse_usd("buy-price", value)
-        if not price > 0:
-            raise GpuplanError("buy-price", item, "a purchase price must be above zero")
+        lo, hi = PURCHASE_PRICE_RANGE_USD
+        if not lo <= price <= hi:
+            raise GpuplanError("buy-price", item, f"a purchase price per GPU must be from {fmt_usd(lo)} to "
+                               f"{fmt_usd(hi)}")
         out.append(PurchasePrice(accelerator=catalog.accelerator(gpu.strip(), field="buy-price").id,
                                  price_usd_per_gpu=price, basis="system_per_gpu",
                                  source="your --buy-price", as_of=date.today()))
@@ -425,6 +435,7 @@ def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) ->
     from datetime import date
 
     from recommender import prices as pr
+    from recommender.spec import CLOUD_PRICE_RANGE_USD
 
     when = None
     if as_of is not None:
@@ -436,9 +447,13 @@ def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) ->
             raise GpuplanError("as-of", as_of, f"is after today ({date.today().isoformat()}): a price is dated "
                                "when it was published or read")
     rows = pr.import_catalog(path, when, tuple(regions or ()))
+    if not rows and regions and pr.import_catalog(path, when):
+        raise GpuplanError("region", ",".join(regions), "no priced accelerator row in this region; the file has "
+                           "others (drop --region to see them)")
     if not rows:
-        raise GpuplanError("path", path, "no row names an accelerator gpuplan knows "
-                           "(catalog/skypilot_names.csv maps SkyPilot's names)")
+        lo, hi = CLOUD_PRICE_RANGE_USD
+        raise GpuplanError("path", path, f"no row names an accelerator gpuplan knows (catalog/skypilot_names.csv "
+                           f"maps SkyPilot's names) at a price from ${lo:g} to ${hi:,.0f} per GPU-hour")
     if dry_run:
         return rows, None
     return rows, str(pr.save_user_rows(rows))
@@ -540,7 +555,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     """Parse and check `train`'s arguments. job is None when no model is given and the objective is
     compute (the compute-optimal model is sized by `train`)."""
     from recommender.solver import Limits
-    from recommender.units import parse_days, parse_duration_s, parse_pf_days, parse_usd
+    from recommender.units import parse_duration_s, parse_pf_days, parse_usd
 
     objective = str(objective).lower()
     owned = parse_own(own)
@@ -551,7 +566,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
             raise GpuplanError("precision", p, f"must be one of {', '.join(PRECISIONS)}")
     limits = Limits(
         budget_usd=None if budget is None else parse_usd("budget", budget),
-        deadline_days=None if deadline is None else parse_days("deadline", deadline),
+        deadline_days=None if deadline is None else _deadline_days(deadline),
         max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
         power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
         compute_pf_days=None if compute_budget is None else parse_pf_days("compute-budget", compute_budget),
@@ -573,6 +588,17 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top, maximum=units.MAX_TOP),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs, job_options=options)
+
+
+def _deadline_days(deadline) -> float:
+    """A training deadline: an hour to 100 years (below an hour no run is planned; past a century
+    the costs of a purchase lose meaning)."""
+    from recommender.units import parse_days
+
+    days = parse_days("deadline", deadline)
+    if not 1 / 24 <= days <= MAX_DEADLINE_DAYS:
+        raise GpuplanError("deadline", deadline, "must be from 1 hour to 100 years")
+    return days
 
 
 def train(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
@@ -749,7 +775,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         return x
 
     horizon_days = parse_days("horizon", horizon)
-    if not 1.0 <= horizon_days <= 36500.0:
+    if not 1.0 <= horizon_days <= MAX_DEADLINE_DAYS:
         raise GpuplanError("horizon", horizon, "must be from 1 day to 100 years (purchases are charged over it)")
     rates = _accept_rates(draft_accept)
     if isinstance(rates, tuple) and draft_tokens is None:
@@ -776,9 +802,10 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         raise GpuplanError("draft-tokens", draft_tokens, "give the draft too (--draft MODEL|eagle|ngram)")
     if not 1 <= w.draft_tokens <= 16:
         raise GpuplanError("draft-tokens", draft_tokens, "must be 1 to 16 drafted tokens per step")
-    if w.context > spec.seq_len:
-        raise GpuplanError("prompt", prompt, f"prompt + output = {w.context} tokens exceeds {spec.id}'s "
-                           f"{spec.seq_len}-token context")
+    if w.context > spec.seq_len:   # name the larger of the two, the one to shorten
+        field, value = ("output", output) if w.output_tokens > w.prompt_tokens else ("prompt", prompt)
+        raise GpuplanError(field, value, f"prompt + output = {w.context:,} tokens exceeds {spec.id}'s "
+                           f"{spec.seq_len:,}-token context")
     kv = str(kv_precision).lower()
     if kv != "auto" and kv not in SERVE_PRECISIONS:
         raise GpuplanError("kv-precision", kv_precision, f"must be auto or one of {', '.join(SERVE_PRECISIONS)}")

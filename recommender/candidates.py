@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 
 from recommender import catalog
-from recommender.evaluate import cheapest_offer, method_allows, pricing_options, training_terms
+from recommender.errors import GpuplanError, Infeasible
+from recommender.formulas.performance import BATCH_ROUNDING
+from recommender.evaluate import PRECISIONS, cheapest_offer, method_allows, pricing_options, training_terms
 from recommender.spec import TrainJob
 
 RECOMPUTE_ORDER = {"none": 0, "selective": 1, "full": 2}
-BATCH_ROUNDING = 1.10  # DP x micro-batch may round the global batch up by at most 10%
 ACQUISITIONS = ("on_demand", "spot", "reserved", "buy")
 
 
@@ -129,6 +130,28 @@ def usable(acc, precision: str, job: TrainJob | None = None) -> bool:
     return (acc.peak_tflops(precision) is not None and acc.memory_gib is not None
             and (job is None or method_allows(job, precision))
             and catalog.efficiency(acc.id) is not None)
+
+
+def nothing_to_plan(job: TrainJob, space: SearchSpace) -> GpuplanError:
+    """Why a table came out empty: the input's fault (no accelerator in the space runs the precision
+    or the method asked for; exit 2) or no candidate holds the model (Infeasible; exit 3)."""
+    accs = [catalog.accelerator(a) for a in space.accelerators]
+    named = ", ".join(a.id for a in accs[:6]) + (f" and {len(accs) - 6} more" if len(accs) > 6 else "")
+    precisions = ",".join(space.precisions)
+    if not any(acc.peak_tflops(p) is not None for acc in accs for p in space.precisions):
+        have = sorted({p for acc in accs for p in PRECISIONS if acc.peak_tflops(p) is not None})
+        return GpuplanError("precision", precisions, f"no accelerator in the search space ({named}) has a "
+                            f"published {' or '.join(space.precisions)} peak"
+                            + (f"; try --precision {','.join(have)}" if have else ""))
+    if not any(method_allows(job, p) for p in space.precisions):
+        return GpuplanError("precision", precisions, f"--method {job.method} computes in 16 bits: allow bf16 "
+                            "or fp16")
+    if not any(usable(acc, p, job) for acc in accs for p in space.precisions):
+        return GpuplanError("gpus", named, "no accelerator in the search space has a published memory size and "
+                            f"a calibrated efficiency at {precisions}; see `gpuplan catalog`")
+    return Infeasible("model", job.model.id, f"no accelerator in the search space can hold this model at "
+                      f"{job.seq_len:,} tokens per sequence (activations grow with the sequence: try a shorter "
+                      "--seq-len; or more GPUs with --max-gpus, or other accelerators)")
 
 
 def _fastest_per_group(ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -40,6 +40,11 @@ def _rows(filename: str) -> list[dict]:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
+def _shown(filename: str) -> str:
+    """A catalog file as catalog/NAME, a user's file as its path."""
+    return filename if "/" in filename else f"catalog/{filename}"
+
+
 def _build(kind, rows: list[dict], filename: str, listy: tuple[str, ...] = ()):
     out = []
     for i, row in enumerate(rows, start=2):
@@ -48,8 +53,12 @@ def _build(kind, rows: list[dict], filename: str, listy: tuple[str, ...] = ()):
                 row[key] = [a.strip() for a in row[key].split(";") if a.strip()]
         try:
             out.append(kind(**row))
-        except (ValidationError, GpuplanError) as exc:
-            raise GpuplanError(f"catalog/{filename}", f"row {i}", str(exc).splitlines()[0]) from None
+        except ValidationError as exc:   # the file's line, the field and the value it gave
+            err = exc.errors()[0]
+            name = ".".join(str(x) for x in err["loc"]) or "row"
+            raise GpuplanError(_shown(filename), f"line {i}", f"{name}={err.get('input')!s}: {err['msg']}") from None
+        except GpuplanError as exc:
+            raise GpuplanError(_shown(filename), f"line {i}", str(exc)) from None
     return out
 
 
@@ -261,7 +270,7 @@ SITE = {"goodput": "goodput", "pue": "pue", "electricity": "electricity_usd_per_
 # the range a site's value may take (past it a typo, and costs overflow): PUE from a perfect 1.0 to
 # 3 (the worst data centres surveyed report about 2.5); electricity up to $5/kWh and colocation up
 # to $5,000 per kW-month (both about 20x the dearest markets); a useful life of 0.1 to 30 years
-SITE_RANGE = {"goodput": (0.0, 1.0), "pue": (1.0, 3.0), "electricity_usd_per_kwh": (0.0, 5.0),
+SITE_RANGE = {"goodput": (0.01, 1.0), "pue": (1.0, 3.0), "electricity_usd_per_kwh": (0.0, 5.0),
               "colocation_usd_per_kw_month": (0.0, 5000.0), "useful_life_years": (0.1, 30.0)}
 SITE_UNIT = {"electricity_usd_per_kwh": " USD/kWh", "colocation_usd_per_kw_month": " USD per kW-month",
              "useful_life_years": " years"}

@@ -1,4 +1,5 @@
-"""User-facing errors: one exception family, printed by the CLI as one line, exit status 2.
+"""User-facing errors: one exception family, printed by the CLI as one line, exit status 2
+(Infeasible, a subclass: exit status 3).
 
 Anything a user can cause raises GpuplanError. A re-check of a returned plan that fails is a bug
 in gpuplan, not in the input: it raises PlanCheckError (never `assert`, which `python -O` drops).
@@ -18,6 +19,12 @@ class GpuplanError(Exception):
         self.value = value
         self.message = message
         super().__init__(f"{field}={value!s}: {message}")
+
+
+class Infeasible(GpuplanError):
+    """Valid input for which no plan can exist before any limit is applied (no accelerator in the
+    search space holds the model): the CLI prints it as one line and exits 3, as for an infeasible
+    solve, since the input is not wrong, only more than any candidate can carry."""
 
 
 class PlanCheckError(RuntimeError):

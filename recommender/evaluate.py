@@ -193,6 +193,7 @@ def link_rates(acc: Accelerator) -> tuple[float | None, float | None]:
     return intra, acc.inter_node_bw_gb_s or intra
 
 
+PRECISIONS = ("bf16", "fp16", "fp8", "fp32")    # training
 QLORA_PRECISIONS = ("bf16", "fp16")  # QLoRA dequantizes to 16 bits and computes there
 
 
@@ -462,6 +463,11 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     m, L = job.model, layout
     warnings: list[str] = []
     eff = float(matmul_efficiency(eff_row.matmul_efficiency, L.precision))
+    step_seqs = L.micro_batch * L.dp
+    if L.micro_batch > 1 and step_seqs > performance.BATCH_ROUNDING * job.global_batch_seqs:
+        raise GpuplanError("micro-batch", L.micro_batch, f"x DP {L.dp} = {step_seqs:,} sequences a step, more than "
+                           f"the global batch of {job.global_batch_seqs:,.0f}; lower --micro-batch or raise "
+                           "--global-batch")
     t = training_terms(job, acc, L.precision, L.tp, L.pp, L.vp, L.dp, L.zero, L.recompute, L.micro_batch,
                        eff_row.matmul_efficiency, headroom, L.ep, L.ep_overlap, L.cp)
     fpt, mem, st = t.flops, t.memory, t.step

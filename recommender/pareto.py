@@ -32,11 +32,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from recommender.candidates import SearchSpace, table
-from recommender.errors import GpuplanError
+from recommender.candidates import SearchSpace, nothing_to_plan, table
+from recommender.errors import GpuplanError, Infeasible
 from recommender.planner import Plan, as_plan, plan_summary, with_pf_days
-from recommender.serve_planner import (ServeLimits, ServePlan, ServeSpace, fleet_summary, plan_serving,
-                                       replica_table, with_latencies)
+from recommender.serve_planner import (ServeLimits, ServePlan, ServeSpace, fleet_summary, nothing_to_serve,
+                                       plan_serving, replica_table, with_latencies)
 from recommender.serving import ServeWorkload
 from recommender.solver import Limits, PlanModel, ordering
 
@@ -76,7 +76,7 @@ def train_frontier(job, limits: Limits, space: SearchSpace, time_limit_s: float 
     t0 = time.perf_counter()
     df, stats = table(job, space)
     if df.empty:
-        raise GpuplanError("model", job.model.id, "no accelerator in the search space can hold this model")
+        raise nothing_to_plan(job, space)
     if limits.compute_pf_days is not None:
         df = with_pf_days(df, job)
     masks = Limits.violations(limits, df, needs_price=True)
@@ -125,8 +125,10 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
         space = dataclasses.replace(space, disaggregate="off")
     full = replica_table(w, space)
     priced = full[full.cost_ph.notna()].reset_index(drop=True) if not full.empty else full
+    if full.empty:
+        raise nothing_to_serve(w, space)
     if priced.empty:
-        raise GpuplanError("model", w.model.id, "no priced accelerator in the search space can hold one replica")
+        raise Infeasible("model", w.model.id, "no priced accelerator in the search space can hold one replica")
     # the floor from aggregated replicas (a disaggregated fleet's latencies are sums over its pools)
     agg = priced[priced.role == "both"] if "role" in priced and (priced.role == "both").any() else priced
     floor = float(with_latencies(agg, w)[f"{metric}0"].min())

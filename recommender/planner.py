@@ -9,8 +9,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 from recommender import catalog, prices
-from recommender.candidates import SearchSpace, table
-from recommender.errors import GpuplanError, check
+from recommender.candidates import SearchSpace, nothing_to_plan, table
+from recommender.errors import GpuplanError, Infeasible, check
 from recommender.evaluate import HOURS_PER_MONTH, Evaluation, cheapest_offer, evaluate, pricing, pricing_options
 from recommender.formulas import compute
 from recommender.solver import OBJECTIVES, Limits, PlanModel, minimal_core, ordering
@@ -232,20 +232,23 @@ def plan(job: TrainJob, limits: Limits, space: SearchSpace, objective: str = "co
     t0 = time.perf_counter()
     notes = list(notes or [])
     df, stats = table(job, space)
-    if objective == "compute" and not df.empty:
+    if df.empty:
+        raise nothing_to_plan(job, space)
+    if objective == "compute":
         scaled = _compute_scaling(df, job, limits, space)
         if scaled.empty and limits.budget_usd is not None:
             start = np.nanmin(_cost_at(df, space)(np.full(len(df), 1.0 / 24.0)))
             raise GpuplanError("budget", fmt_usd(limits.budget_usd), "pays for no training on any candidate: "
                                f"the cheapest hour costs {fmt_usd(start)} (a purchase or a reserved term is "
                                "paid whole)")
+        if scaled.empty:
+            days = limits.deadline_days if limits.deadline_days is not None else catalog.assumption(
+                "compute_horizon_days")
+            raise Infeasible("deadline", f"{days:g}d", "leaves no time to train on any candidate after its lead "
+                             "time (delivery or provisioning)")
         df = scaled
     if limits.compute_pf_days is not None:
         df = with_pf_days(df, job)
-    if df.empty:
-        raise GpuplanError("model", job.model.id, f"no accelerator in the search space can hold this model at "
-                           f"{job.seq_len:,} tokens per sequence (activations grow with the sequence: try a "
-                           f"shorter --seq-len; or more GPUs with --max-gpus, or other accelerators)")
     needs_price = objective in ("cost", "compute") or limits.budget_usd is not None
     unpriced = sorted(set(df.accelerator[df.cost.isna()]) - set(df.accelerator[df.cost.notna()]))
     if needs_price and unpriced:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from catalog import DATA_DIR
 from recommender.errors import GpuplanError
+from recommender.spec import CLOUD_PRICE_RANGE_USD
 
 STALE_DAYS = 90  # an answer warns when a price it used is older than this
 FIELDS = ["accelerator", "provider", "tier", "region", "term_months", "price_usd_per_gpu_hour", "source",
@@ -240,6 +241,8 @@ def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str
                     continue  # the host has no such tier
                 price += extra or 0.0
             per_gpu = round(price / chips, 6)
+            if not CLOUD_PRICE_RANGE_USD[0] <= per_gpu <= CLOUD_PRICE_RANGE_USD[1]:
+                continue  # a negative, zero or absurd price (1e300) is a broken row, not an offer
             key = (acc, tier)
             if key not in best or (per_gpu, region) < (best[key]["price_usd_per_gpu_hour"], best[key]["region"]):
                 best[key] = dict(accelerator=acc, provider=cloud, tier=tier, region=region, term_months="",

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from recommender import catalog, units
 from recommender import prices as prices_mod
 from recommender.errors import GpuplanError, did_you_mean
-from recommender.spec import Accelerator, CloudPrice, Efficiency, PurchasePrice
+from recommender.spec import (CLOUD_PRICE_RANGE_USD, PURCHASE_PRICE_RANGE_USD, Accelerator, CloudPrice, Efficiency,
+                              PurchasePrice)
 
 Quantity = str | int | float
 
@@ -132,19 +133,20 @@ class CustomAccelerator(Section):
     id: str
     name: str | None = None
     vendor: str = "custom"
-    memory_gib: float = Field(gt=0)
-    memory_bw_gb_s: float | None = Field(None, gt=0)
-    bf16_tflops: float | None = Field(None, gt=0)
-    fp8_tflops: float | None = Field(None, gt=0)
-    int8_tops: float | None = Field(None, gt=0)
-    gpus_per_node: int = Field(8, gt=0)
-    scale_up_domain: int | None = Field(None, gt=0)
-    intra_node_bw_gb_s: float | None = Field(None, gt=0)
-    inter_node_bw_gb_s: float | None = Field(None, gt=0)
-    tdp_w: float | None = Field(None, gt=0)
-    matmul_efficiency: float = Field(0.555, gt=0, le=1)
-    usd_per_gpu_hour: float | None = Field(None, gt=0)
-    purchase_usd_per_gpu: float | None = Field(None, gt=0)
+    # bounds far outside any part made (as for prices): a typo or 1e-300 is refused, not divided by
+    memory_gib: float = Field(ge=1, le=10_000)
+    memory_bw_gb_s: float | None = Field(None, ge=10, le=1e6)
+    bf16_tflops: float | None = Field(None, ge=1, le=1e6)
+    fp8_tflops: float | None = Field(None, ge=1, le=1e6)
+    int8_tops: float | None = Field(None, ge=1, le=1e6)
+    gpus_per_node: int = Field(8, ge=1, le=1024)
+    scale_up_domain: int | None = Field(None, ge=1, le=100_000)
+    intra_node_bw_gb_s: float | None = Field(None, ge=0.1, le=1e5)
+    inter_node_bw_gb_s: float | None = Field(None, ge=0.1, le=1e5)
+    tdp_w: float | None = Field(None, ge=1, le=100_000)
+    matmul_efficiency: float = Field(0.555, ge=catalog.CALIBRATION_RANGE[0], le=catalog.CALIBRATION_RANGE[1])
+    usd_per_gpu_hour: float | None = Field(None, ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1])
+    purchase_usd_per_gpu: float | None = Field(None, ge=PURCHASE_PRICE_RANGE_USD[0], le=PURCHASE_PRICE_RANGE_USD[1])
     source: str = "scenario file"
 
 
@@ -155,7 +157,7 @@ class Price(Section):
     gpu: str
     provider: str | None = None
     tier: Literal["on_demand", "spot", "reserved", "serverless"] = "on_demand"
-    usd_per_gpu_hour: float = Field(gt=0)
+    usd_per_gpu_hour: float = Field(ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1])
 
 
 class Site(Section):
@@ -260,6 +262,18 @@ class Scenario(Section):
         fn, kw = self.call()
         return fn, {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                     for k, v in kw.items() if v is not None}
+
+    def check(self) -> None:
+        """Every check the solve makes of its input, without solving (whatif checks each grid
+        point before it solves any)."""
+        from recommender import api
+
+        fn, kw = self.typed()
+        with self.overrides():
+            if fn == "serve":
+                api.serve_query(**kw)
+            else:
+                api.train_query(**(api.finetune_kwargs(**kw) if fn == "finetune" else kw))
 
     def run(self, extra: dict | None = None):
         """Solve; `extra` is a further catalog.overrides layer on top of the file's (what-ifs)."""
@@ -485,11 +499,33 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
     try:
         _check_names(scenario)
         scenario.call()
+        try:
+            scenario.check()
+        except ScenarioError:
+            raise
+        except GpuplanError as exc:   # the API's checks name CLI options: say them as the file's paths
+            raise ScenarioError(_path_of(exc.field), exc.value, _FLAG.sub(lambda m: _path_of(m.group(1)),
+                                                                          exc.message)) from None
     except ScenarioError as exc:
         loc = [int(k) if k.isdigit() else k for k in exc.field.replace("[", ".").replace("]", "").split(".")]
         line = _line(root, loc)
         raise GpuplanError(f"{p}:{line}: {exc.field}" if line else f"{p}: {exc.field}", exc.value, exc.message) from None
     return scenario
+
+
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+_FLAG_PATHS = {"model": "model.preset", "top": "top", "objective": "objective"}
+
+
+def _path_of(option: str) -> str:
+    """A CLI option's name (tpot, think-time, hf-config) as the scenario path that sets it."""
+    name = option.replace("-", "_")
+    if name in _FLAG_PATHS:
+        return _FLAG_PATHS[name]
+    for section, model in (("model", ModelSection), ("workload", Workload), ("constraints", Constraints)):
+        if name in model.model_fields:
+            return f"{section}.{name}"
+    return option
 
 
 def _check_names(s: Scenario) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from recommender import catalog, prices
-from recommender.errors import GpuplanError, check
+from recommender.errors import GpuplanError, Infeasible, check
 from recommender.evaluate import link_rates, pricing
 from recommender.formulas import cost as costf
 from recommender.formulas import serving as sv
@@ -84,6 +84,20 @@ def precisions_for(acc, wanted: tuple[str, ...]) -> list[str]:
             continue
         out.append(p)
     return out
+
+
+def nothing_to_serve(w: ServeWorkload, space: ServeSpace) -> GpuplanError:
+    """Why no replica came out: no accelerator in the space runs the precisions asked for (the
+    input's fault, exit 2), or none holds one replica (Infeasible, exit 3)."""
+    accs = [catalog.accelerator(a) for a in space.accelerators]
+    if not any(precisions_for(acc, space.precisions) for acc in accs):
+        named = ", ".join(a.id for a in accs[:6]) + (f" and {len(accs) - 6} more" if len(accs) > 6 else "")
+        have = [p for p in sv.SERVE_PRECISIONS if any(precisions_for(acc, (p,)) for acc in accs)]
+        return GpuplanError("precision", ",".join(space.precisions), f"no accelerator in the search space "
+                            f"({named}) has a published {' or '.join(space.precisions)} peak"
+                            + (f"; try --precision {','.join(have)}" if have else ""))
+    return Infeasible("model", w.model.id, "no accelerator in the search space can hold one replica of this "
+                      "model at these prompt and output lengths")
 
 
 def _replica_types(w: ServeWorkload, acc, precision: str, kv: str, headroom: float, efficiency: float,
@@ -750,8 +764,7 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
                            f"link (at least {catalog.assumption('disagg_min_link_gb_s'):g} GB/s per GPU) to take a "
                            "prefill or decode role")
     if full.empty:
-        raise GpuplanError("model", w.model.id, "no accelerator in the search space can hold one replica of this "
-                           "model at these prompt and output lengths")
+        raise nothing_to_serve(w, space)
     unpriced = sorted(set(full.accelerator[full.cost_ph.isna()]) - set(full.accelerator[full.cost_ph.notna()]))
     if unpriced:
         notes += prices.unpriced_note(unpriced, "not chosen")

@@ -343,14 +343,21 @@ def _in_usd(data, usd_field: str):
     return data
 
 
+# the prices gpuplan accepts, from any source (catalog rows, imports, a user's file, a scenario, a
+# flag): a bound far outside every published figure (catalog: $0.06-18 per GPU-hour, $200-150k per
+# GPU bought), so a typo or 1e300 is refused rather than priced
+CLOUD_PRICE_RANGE_USD = (0.01, 1000.0)   # per GPU-hour
+PURCHASE_PRICE_RANGE_USD = (10.0, 1e6)   # per GPU, its share of the server included
+
+
 class CloudPrice(Strict):
     accelerator: str
     provider: str
     tier: Tier
     region: str = ""
     term_months: int | None = None
-    price_usd_per_gpu_hour: float = Field(gt=0)
-    price: float | None = Field(None, gt=0)  # as published, in `currency`
+    price_usd_per_gpu_hour: float = Field(ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1])
+    price: float | None = Field(None, gt=0, allow_inf_nan=False)  # as published, in `currency`
     currency: Currency = "USD"
     market: Market = "global"
     source: str
@@ -368,8 +375,8 @@ class CloudPrice(Strict):
 
 class PurchasePrice(Strict):
     accelerator: str
-    price_usd_per_gpu: float | None = Field(None, gt=0)
-    price: float | None = Field(None, gt=0)  # as published, in `currency`
+    price_usd_per_gpu: float | None = Field(None, ge=PURCHASE_PRICE_RANGE_USD[0], le=PURCHASE_PRICE_RANGE_USD[1])
+    price: float | None = Field(None, gt=0, allow_inf_nan=False)  # as published, in `currency`
     currency: Currency = "USD"
     basis: Literal["gpu_only", "system_per_gpu"]
     market: Market = "global"

@@ -54,7 +54,7 @@ def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
     text = _text(field, value).lower()
     m = re.fullmatch(_NUMBER + r"\s*([kmbgtp]?)\s*(?:tokens?|params?)?", text)
     if text.startswith("-"):
-        raise GpuplanError(field, value, "must be greater than zero")
+        raise GpuplanError(field, value, "must be zero or more" if allow_zero else "must be greater than zero")
     if not m:
         raise GpuplanError(field, value, "cannot parse as a count; use e.g. 100B, 2T, 1.5M, 3e9")
     return _finite_positive(field, value, float(m.group(1)) * _COUNT_SUFFIX[m.group(2)], allow_zero)
@@ -63,6 +63,7 @@ def parse_count(field: str, value: object, allow_zero: bool = False) -> float:
 MAX_INT = 10**9   # parse_int's ceiling: a billion GPUs, users or steps is past any plan, and
 # products of such counts stay inside the 64-bit integers numpy and CP-SAT compute in
 MAX_RATE = 1e9    # parse_rate_per_s's ceiling, requests/s (the same reason)
+MIN_RATE = 1 / 3600   # and its floor: one request an hour (below it a fleet's cost per token is noise)
 MAX_TOP = 100     # --top / a scenario's top: ranked alternatives (each one more exact solve)
 
 
@@ -137,15 +138,17 @@ def parse_pf_days(field: str, value: object) -> float:
 
 
 def parse_rate_per_s(field: str, value: object) -> float:
-    """'20rps', '20/s', '1200/min', '20' -> requests per second."""
+    """'20rps', '20/s', '1200/min', '30/h', '20' -> requests per second."""
     text = _text(field, value).lower()
-    m = re.fullmatch(_NUMBER + r"\s*(rps|/s|req/s|/min|rpm|)", text)
+    m = re.fullmatch(_NUMBER + r"\s*(rps|/s|req/s|/min|rpm|/h|rph|)", text)
     if not m:
-        raise GpuplanError(field, value, "cannot parse as a rate; use e.g. 20rps, 1200/min")
-    scale = 1 / 60 if m.group(2) in ("/min", "rpm") else 1.0
+        raise GpuplanError(field, value, "cannot parse as a rate; use e.g. 20rps, 1200/min, 30/h")
+    scale = {"/min": 1 / 60, "rpm": 1 / 60, "/h": 1 / 3600, "rph": 1 / 3600}.get(m.group(2), 1.0)
     x = _finite_positive(field, value, float(m.group(1)) * scale, False)
     if x > MAX_RATE:
         raise GpuplanError(field, value, f"must be at most {MAX_RATE:,.0f} requests/s")
+    if x < MIN_RATE * (1 - 1e-12):
+        raise GpuplanError(field, value, "must be at least one request an hour (1/h)")
     return x
 
 

@@ -161,16 +161,22 @@ def run(file: str, vary: list[str], sets: list[str] = (), progress=None) -> What
     if len(set(paths)) < len(paths):
         raise GpuplanError("vary", ",".join(paths), "each setting may be varied once")
     grid = list(itertools.product(*[vals for _, vals in axes]))
-    # load (and so validate) every grid point before solving any
+    # load (and so check, as the solve would) every grid point before solving any
     base_sc = load(file, list(sets))
     scenarios: list[tuple[str, dict[str, str], Scenario]] = [("base", {p: _value_at(base_sc, p) for p in paths},
                                                               base_sc)]
     for k, combo in enumerate(grid, 1):
         edits = [f"{p}={text}" for p, (_, text) in zip(paths, combo)]
-        scenarios.append((str(k), {p: shown for p, (shown, _) in zip(paths, combo)}, load(file, [*sets, *edits])))
+        values = {p: shown for p, (shown, _) in zip(paths, combo)}
+        try:
+            scenarios.append((str(k), values, load(file, [*sets, *edits])))
+        except GpuplanError as exc:   # say which grid point (each is checked before any is solved)
+            where = ", ".join(f"{p}={v}" for p, v in values.items())
+            raise type(exc)(exc.field, exc.value, f"{exc.message} (grid point {where})") from None
     kinds = {s.workload.kind == "serve" for _, _, s in scenarios}
     if len(kinds) > 1:
         raise GpuplanError("vary", "workload.kind", "a grid mixes training and serving; vary one kind at a time")
+
     rows: list[WhatIfRow] = []
     base = None
     kind = "serve" if scenarios[0][2].workload.kind == "serve" else "train"

@@ -410,11 +410,11 @@ def test_a_purchase_price_without_a_tdp_is_named_as_such(tmp_path):
 
 
 def test_plans_costing_under_a_cent_are_ranked_by_cost():
-    """A 1-token job: every plan cost under a cent, so rounded to cents they all tied and the
+    """A one-sequence job: every plan cost under a cent, so rounded to cents they all tied and the
     table read '#1 is the cheapest' above rows 16-66% cheaper."""
     import json
 
-    r = run(["train", "--params", "1M", "--tokens", "1", "--top", "5", "--json"])
+    r = run(["train", "--params", "1M", "--tokens", "2048", "--seq-len", "2048", "--top", "5", "--json"])
     costs = [p["cost_usd"] for p in json.loads(r.stdout)["plans"]]
     assert r.exit_code == 0 and all(c >= costs[0] * (1 - 1e-3) for c in costs), costs
 
@@ -424,7 +424,7 @@ def test_calibrate_reset_needs_no_model():
     r = run(["calibrate", "--gpu", "h100", "--reset"])
     assert r.exit_code == 0 and "removed" in r.output, r.output
     one_line_error(run(["train", "--params", "7B", "--buy-price", "h100-sxm=0"]),
-                   "buy-price=h100-sxm=0: a purchase price must be above zero")
+                   "buy-price=h100-sxm=0: a purchase price per GPU must be from $10.00 to $1.00M")
 
 
 def test_scenario_users_take_the_command_lines_counts():
@@ -505,3 +505,152 @@ def test_a_yaml_key_that_is_not_text(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n1: 2\n")
     one_line_error(run(["solve", str(f)]), "Keys should be strings")
+
+
+# -- session 16: the fuzz report's remaining items (exit codes, absurd finite values, messages) ----
+
+def test_no_accelerator_holding_the_model_is_infeasible_not_bad_input():
+    """Valid input no candidate can carry exits 3 (infeasible), as a solve with no plan does."""
+    r = run(["train", "--params", "7B", "--tokens", "100B", "--gpus", "t4", "--precision", "fp16",
+             "--seq-len", "1000000"])
+    lines = [line for line in r.output.strip().splitlines() if line.strip()]
+    assert r.exit_code == 3 and len(lines) == 1, r.output
+    assert lines[0].startswith("gpuplan: infeasible: model=dense-7b: no accelerator in the search space can hold"), r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--params", "7B", "--tokens", "100B", "--precision", "fp8", "--gpus", "a100-80g"],
+     "precision=fp8: no accelerator in the search space (a100-80g) has a published fp8 peak; try --precision"),
+    (["train", "--params", "7B", "--tokens", "100B", "--gpus", "t4"],
+     "precision=bf16: no accelerator in the search space (t4) has a published bf16 peak; try --precision fp16"),
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--precision", "fp8", "--gpus", "a100-80g"],
+     "precision=fp8: no accelerator in the search space (a100-80g) has a published fp8 peak"),
+    (["finetune", "--model", "llama-3-8b", "--tokens", "1B", "--method", "qlora", "--precision", "fp8"],
+     "precision=fp8: --method qlora computes in 16 bits"),
+])
+def test_a_precision_no_part_runs_is_blamed_on_the_precision_not_on_memory(args, needle):
+    """fp8 on A100 was reported as 'no accelerator can hold this model ... try a shorter --seq-len'."""
+    one_line_error(run(args), needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--params", "7B", "--tokens", "100B", "--goodput", "1e-300"], "goodput=1e-300: must be from 0.01 to 1"),
+    (["train", "--params", "7B", "--tokens", "100B", "--acquisition", "buy", "--gpus", "h100-sxm",
+      "--buy-price", "h100-sxm=1e300"], "buy-price=h100-sxm=1e300: a purchase price per GPU must be from"),
+    (["serve", "--model", "llama-3-8b", "--rate", "1e-300rps"], "rate=1e-300rps: must be at least one request an hour"),
+    (["train", "--params", "7B", "--tokens", "1e-300"], "fewer than one sequence of 4,096 tokens"),
+    (["train", "--params", "7B", "--tokens", "1e30"], "must be at most 1e+16"),
+    (["finetune", "--model", "llama-3-8b", "--tokens", "1B", "--epochs", "1e9"], "epochs=1e9: 1e+18 tokens in all"),
+    (["train", "--params", "7B", "--tokens", "100B", "--objective", "compute", "--deadline", "1e-9s"],
+     "deadline=1e-9s: must be from 1 hour to 100 years"),
+    (["evaluate", "--params", "7B", "--gpu", "h100-sxm", "--count", "8", "--micro-batch", "1e9"],
+     "micro-batch=1000000000: x DP 8 = 8,000,000,000 sequences a step, more than the global batch of 1,024"),
+])
+def test_absurd_finite_values_are_refused(args, needle):
+    """Each of these printed a 300-digit cost, ranked an 8,192-GPU purchase 'cheapest' for a
+    1e-300-token run, or a micro-batch of a billion sequences, with exit 0."""
+    one_line_error(run(args), needle)
+
+
+def test_a_rate_in_requests_an_hour():
+    from recommender.units import parse_rate_per_s
+
+    assert parse_rate_per_s("rate", "36/h") == pytest.approx(0.01)
+    assert parse_rate_per_s("rate", "1rph") == pytest.approx(1 / 3600)
+
+
+@pytest.mark.parametrize("price,needle", [(".inf", "less than or equal to 1000"), ("1e-300", "greater than or equal")])
+def test_scenario_prices_and_custom_parts_are_bounded(tmp_path, price, needle):
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n"
+                 f"catalog: {{prices: [{{gpu: h100-sxm, usd_per_gpu_hour: {price}}}]}}\n")
+    r = run(["solve", str(f)])
+    assert r.exit_code == 2 and "usd_per_gpu_hour" in r.output and needle in r.output, r.output
+    f.write_text("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n"
+                 "catalog: {accelerators: [{id: x1, memory_gib: 80, bf16_tflops: 1e-300}]}\n")
+    r = run(["solve", str(f)])
+    assert r.exit_code == 2 and "bf16_tflops" in r.output, r.output
+
+
+def test_prices_import_skips_absurd_prices_and_names_the_region(tmp_path, monkeypatch):
+    """A Price of 1e300 was stored (1.25e+299 per GPU-hour); a region that matched nothing was
+    reported as 'no row names an accelerator gpuplan knows'."""
+    monkeypatch.setenv("GPUPLAN_HOME", str(tmp_path / "home"))
+    d = tmp_path / "lambda"
+    d.mkdir()
+    (d / "vms.csv").write_text("InstanceType,AcceleratorName,AcceleratorCount,Price,Region,SpotPrice\n"
+                               "gpu_8x_h100_sxm5,H100,8.0,1e300,us-east-1,\n"
+                               "gpu_1x_h100_pcie,H100,1.0,-5,us-east-1,inf\n")
+    one_line_error(run(["prices", "import", str(d / "vms.csv"), "--dry-run"]), "at a price from $0.01 to $1,000")
+    (d / "vms.csv").write_text("InstanceType,AcceleratorName,AcceleratorCount,Price,Region,SpotPrice\n"
+                               "gpu_8x_h100_sxm5,H100,8.0,23.92,us-east-1,\n")
+    one_line_error(run(["prices", "import", str(d / "vms.csv"), "--region", "nowhere", "--dry-run"]),
+                   "region=nowhere: no priced accelerator row in this region")
+
+
+def test_a_broken_user_price_file_names_line_field_and_value(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("GPUPLAN_HOME", str(home))
+    (home / "prices.csv").write_text("accelerator,provider,tier,price_usd_per_gpu_hour,source,as_of\n"
+                                     "h100-sxm,aws,on_demand,-1,mine,2026-01-01\n")
+    one_line_error(run(["prices"]), "prices.csv=line 2: price_usd_per_gpu_hour=-1: Input should be greater than")
+
+
+def test_negative_values_where_zero_is_allowed_say_so():
+    """`--zero -1` said 'must be greater than zero' though 0 is valid."""
+    for args in (["--zero", "-1"], ["--headroom", "-0.1"]):
+        one_line_error(run(["evaluate", "--params", "7B", "--gpu", "h100-sxm", "--count", "8", *args]),
+                       "must be zero or more")
+
+
+def test_serve_blames_the_longer_of_prompt_and_output():
+    one_line_error(run(["serve", "--model", "llama-3-8b", "--rate", "5rps", "--output", "1e9"]),
+                   "output=1e9: prompt + output = 1,000,000,512 tokens exceeds llama-3-8b's 8,192-token context")
+
+
+def test_scenario_errors_from_the_solves_checks_name_the_files_paths(tmp_path):
+    """`model: {}` said `model=None: give exactly one of --model NAME, ...` with no file or line."""
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {}\nworkload: {kind: pretrain, tokens: 100B}\n")
+    one_line_error(run(["solve", str(f)]), f"{f}:1: model.preset=None: give exactly one of model.preset")
+    f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: serve, rate: 5rps, tpot: 1e9y}\n")
+    one_line_error(run(["solve", str(f)]), f"{f}:2: workload.tpot=1e9y: must be at most a day")
+
+
+def test_whatif_checks_every_grid_point_before_solving_any(tmp_path, monkeypatch):
+    """`--vary tpot=1ms,1e9y` solved the base and the first point (80 s) before refusing 1e9y."""
+    from recommender import whatif
+    from recommender.errors import GpuplanError
+
+    f = tmp_path / "w.yaml"
+    f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: serve, rate: 5rps, ttft: 1s, tpot: 50ms}\n")
+
+    def no_solve(*_a, **_k):
+        raise AssertionError("a grid point was solved before every point was checked")
+
+    monkeypatch.setattr(scenario_mod.Scenario, "run", no_solve)
+    for vary, needle in (("tpot=1ms,1e9y", "grid point workload.tpot=1e9y"),
+                         ("users=10", "give either workload.rate or workload.users")):
+        with pytest.raises(GpuplanError, match=needle.replace(".", r"\.")):
+            whatif.run(str(f), [vary])
+
+
+@pytest.mark.parametrize("args", [["train", "--params", "7B", "--currency", ""], ["catalog", "--vendor", " "],
+                                  ["models", "--family", ""], ["prices", "--gpu", ""],
+                                  ["train", "--params", "7B", "--market", ""]])
+def test_empty_values_are_named_not_read_as_not_given(args):
+    one_line_error(run(args), "is empty: give a value, or leave the option out")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--goodput", "0.5"], "No such option: --goodput"),
+    (["train", "--top"], "Option '--top' requires an argument."),
+    (["tran"], "No such command 'tran'. Did you mean 'train'?"),
+])
+def test_usage_errors_are_one_line_too(args, needle):
+    """click's usage errors printed a framed multi-line box; now `gpuplan: error: ...`, exit 2 (the
+    console entry point, so a subprocess: CliRunner calls click directly)."""
+    r = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("gpuplan: error: ") and needle in lines[0], r.stderr

@@ -284,6 +284,9 @@ def step_time(*, compute_s, attention_s, seq, micro_batch, micro_batches, hidden
     )
 
 
+BATCH_ROUNDING = 1.10  # DP x micro-batch may round the global batch up by at most 10% (the planner's rule)
+
+
 def micro_batches_per_step(global_batch_seqs, dp, micro_batch):
     """m = ceil(global batch / (dp * micro-batch)): each data-parallel rank's accumulation steps.
     When the global batch does not divide, the effective batch rounds up to m * dp * b."""
