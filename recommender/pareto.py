@@ -131,7 +131,7 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
         raise Infeasible("model", w.model.id, "no priced accelerator in the search space can hold one replica")
     # the floor from aggregated replicas (a disaggregated fleet's latencies are sums over its pools)
     agg = priced[priced.role == "both"] if "role" in priced and (priced.role == "both").any() else priced
-    floor = float(with_latencies(agg, w)[f"{metric}0"].min())
+    floor = float(with_latencies(agg, w, light_only=True)[f"{metric}0"].min())
     top = getattr(w, field) or floor * FLOOR_SPAN
     bounds = np.geomspace(floor * 1.02, max(top, floor * 1.05), GRID_POINTS)[::-1]
     found = []

@@ -150,11 +150,12 @@ def _group_steps(w: ServeWorkload, df: pd.DataFrame) -> qm.Steps:
     return s.rows(back)
 
 
-def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
+def with_latencies(df: pd.DataFrame, w: ServeWorkload, light_only: bool = False) -> pd.DataFrame:
     """df with each row's latency percentiles at its capacity (ttft, tpot, e2e; at light load where
     its capacity is 0) and at light load (ttft0, tpot0, e2e0): the explanations' figures, computed
-    only where they are asked for."""
-    if df.empty or "ttft" in df:
+    only where they are asked for. light_only: the light-load ones alone (an infeasible answer's
+    floors: half the work)."""
+    if df.empty or "ttft" in df or (light_only and "ttft0" in df):
         return df
     cols = TYPE_COLUMNS + [c for c in ("role", "level") if c in df]
     types = df.drop_duplicates(cols).reset_index(drop=True)
@@ -167,10 +168,12 @@ def with_latencies(df: pd.DataFrame, w: ServeWorkload) -> pd.DataFrame:
         wr = w if role == "both" else role_workload(w, role, int(level))
         s = _group_steps(wr, sub)
         light = light_load(wr, s)
-        fig = figures(wr, s, np.where(sub.cap.values > 0, sub.cap.values, light))
         floor = figures(wr, s, light)
-        frames.append(sub[cols].assign(ttft=fig.ttft, tpot=fig.tpot, e2e=fig.e2e, ttft0=floor.ttft,
-                                       tpot0=floor.tpot, e2e0=floor.e2e))
+        at = dict(ttft0=floor.ttft, tpot0=floor.tpot, e2e0=floor.e2e)
+        if not light_only:
+            fig = figures(wr, s, np.where(sub.cap.values > 0, sub.cap.values, light))
+            at |= dict(ttft=fig.ttft, tpot=fig.tpot, e2e=fig.e2e)
+        frames.append(sub[cols].assign(**at))
     return df.merge(pd.concat(frames, ignore_index=True), on=cols, how="left", sort=False)
 
 
@@ -457,7 +460,13 @@ def _round_up(x: float) -> float:
 
 def _relaxed_needed(c: str, to: float, floor: float) -> str:
     name = c.upper() if c != "e2e" else "end-to-end"
-    return f"{name} <= {to * 1e3:,.0f} ms works (no replica goes below {floor * 1e3:,.0f} ms even at light load)"
+    return (f"{name} <= {_ms(to)} ms works (no fleet goes below {_ms(floor)} ms even at light load)")
+
+
+def _ms(seconds: float) -> str:
+    """Seconds as milliseconds to two significant figures (2.3, 45, 1,200)."""
+    x = seconds * 1e3
+    return f"{x:,.0f}" if x >= 100 else f"{float(f'{x:.2g}'):g}"
 
 
 def _tables(w: ServeWorkload, limits: ServeLimits, space: ServeSpace) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -538,8 +547,8 @@ class _Query:
         doubled until a fleet exists (at most RELAX_TRIES times). Each try is a new replica
         table, since a replica's capacity depends on the targets. Returns (query, rows) with
         query.relaxed_to = {target: (seconds, floor seconds)}, or None."""
-        lat = with_latencies(self.full, self.w)
-        floors = {c: float(lat[f"{c}0"].min()) for c in targets}
+        lat = with_latencies(self.full, self.w, light_only=True)
+        floors = {c: fleet_floor(lat, c)[0] for c in targets}
         for k in range(RELAX_TRIES):
             to = {c: _round_up(floors[c] * RELAX * 2 ** k) for c in targets}
             w2 = self.w.model_copy(update={f"{c}_s": v for c, v in to.items()})
@@ -594,19 +603,35 @@ class _Query:
         return out
 
 
+def fleet_floor(lat: pd.DataFrame, c: str) -> tuple[float, pd.Series | None]:
+    """The least latency `c` (ttft, tpot, e2e) any fleet of these rows reaches at light load, and the
+    aggregated replica that reaches it (None where a prefill pool plus a decode pool does better: a
+    disaggregated fleet's latencies are sums over its pools, and a prefill pool's TPOT alone is 0)."""
+    col = f"{c}0"
+    if "role" not in lat:
+        return float(lat[col].min()), lat.loc[lat[col].idxmin()]
+    agg, pre, dec = (lat[lat.role == r] for r in ("both", "prefill", "decode"))
+    best = agg.loc[agg[col].idxmin()] if len(agg) else None
+    floor = float(best[col]) if best is not None else math.inf
+    if len(pre) and len(dec) and float(pre[col].min() + dec[col].min()) < floor:
+        return float(pre[col].min() + dec[col].min()), None
+    return floor, best
+
+
 def closest_targets(df_all: pd.DataFrame, w: ServeWorkload) -> list[str]:
-    """For each latency target no replica type meets on its own: the closest any reaches."""
+    """For each latency target no fleet meets even at light load: the closest any reaches."""
     lines = []
     for c in TARGETS:
         t = getattr(w, f"{c}_s")
         if t is None or df_all.empty:
             continue
-        best = df_all.loc[df_all[f"{c}0"].idxmin()]
-        if not meets(best[f"{c}0"], t):
+        floor, best = fleet_floor(df_all, c)
+        if not meets(floor, t):
             name = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency"}[c]
+            how = ("a prefill pool and a decode pool" if best is None else f"{best.accelerator}, TP {best.tp}"
+                   + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, {best.batch} slots")
             lines.append(f"{name} <= {t * 1e3:g} ms cannot be met on any accelerator in the space; the closest is "
-                         f"{best[f'{c}0'] * 1e3:,.1f} ms at light load ({best.accelerator}, TP {best.tp}"
-                         + (f" x PP {best.pp}" if best.pp > 1 else "") + f", {best.precision}, {best.batch} slots)")
+                         f"{floor * 1e3:,.1f} ms at light load ({how})")
     given = [c for c in TARGETS if getattr(w, f"{c}_s") is not None]
     if lines or len(given) < 2 or df_all.empty:
         return lines
@@ -798,7 +823,9 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         core = first.core if first is not None and first.core else sorted(enforce)
         core = q.minimal_core(core)
         explanation.append("No fleet meets all limits. Conflicting: " + ", ".join(core) + ".")
-        explanation += closest_targets(with_latencies(full, w), w)
+        lat = with_latencies(full, w, light_only=True)   # once, for the floors here and in the relaxations
+        explanation += closest_targets(lat, w)
+        q.full = lat[lat.cost_ph.notna()].reset_index(drop=True)
         relaxations = q.relaxations()
     else:
         excluded = np.zeros(len(df), dtype=bool)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -344,3 +345,33 @@ def test_closed_loop_is_planned_aggregated():
     auto, off = api.serve(**kw), api.serve(**kw, disaggregate="off")
     assert not auto.plans[0].disaggregated and auto.replica_types == off.replica_types
     assert auto.plans[0].cost_per_hour_usd == off.plans[0].cost_per_hour_usd
+
+
+def test_fleet_floor_counts_a_prefill_pool_plus_a_decode_pool():
+    """A prefill pool's TPOT is 0 (it decodes nothing): taken alone as the floor, a TPOT target no
+    fleet meets was relaxed to 0 ms, every try failed, and the answer offered no fix at all."""
+    import pandas as pd
+
+    from recommender.serve_planner import fleet_floor
+
+    lat = pd.DataFrame({"role": ["both", "both", "prefill", "decode"], "accelerator": ["a", "b", "c", "d"],
+                        "tp": 1, "pp": 1, "precision": "bf16", "batch": 8,
+                        "tpot0": [0.010, 0.008, 0.0, 0.006], "ttft0": [0.050, 0.060, 0.030, 0.001]})
+    assert fleet_floor(lat, "tpot") == (0.006, None)            # 0 + 6 ms, pools beat 8 ms
+    floor, best = fleet_floor(lat, "ttft")
+    assert floor == pytest.approx(0.031) and best is None       # 30 + 1 ms, pools beat 50 ms
+    floor, best = fleet_floor(lat[lat.role == "both"], "tpot")
+    assert floor == 0.008 and best.accelerator == "b"
+
+
+def test_an_impossible_tpot_is_relaxed_to_one_that_works():
+    from recommender import api
+
+    r = api.serve(model="llama-3-8b", rate="5rps", tpot="0.1ms", gpus="h100-sxm", top=1)
+    assert r.status == "infeasible" and r.relaxations, r.explanation
+    needed = r.relaxations[0].needed
+    m = re.match(r"TPOT <= ([0-9.,]+) ms works", needed)
+    assert m, needed
+    again = api.serve(model="llama-3-8b", rate="5rps", tpot=f"{m.group(1).replace(',', '')}ms", gpus="h100-sxm",
+                      top=1)
+    assert again.status == "optimal" and again.plans
