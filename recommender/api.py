@@ -198,19 +198,19 @@ def own_purchase_prices(items) -> list:
     return out
 
 
-def check_provider(provider: str, acc_id: str, acquisition: str) -> None:
+def check_provider(provider: str, field: str = "provider") -> None:
     """A provider someone typed must be one the catalog knows (the price itself may be missing)."""
     known = sorted({p.provider.lower() for p in catalog.cloud_prices()})
     if str(provider).lower() not in known:
         hint = did_you_mean(str(provider), known)
-        raise GpuplanError("provider", provider, f"unknown provider; {hint + ' ' if hint else ''}known: {', '.join(known)}")
+        raise GpuplanError(field, provider, f"unknown provider; {hint + ' ' if hint else ''}known: {', '.join(known)}")
 
 
 def _check_providers(text) -> list[str]:
     items = _split("providers", text)
     for p in items:
         if p.lower() not in ("owned", "purchase"):
-            check_provider(p, "", "")
+            check_provider(p, "providers")
     return items
 
 
@@ -242,7 +242,7 @@ def build_layout(gpu: str, count=None, tp=1, pp=1, dp=None, zero=1, recompute="s
     else:
         dp_ = 1
     if provider is not None:
-        check_provider(provider, acc.id, acq)
+        check_provider(provider)
     return TrainLayout(accelerator=acc.id, tp=tp_, pp=pp_, vp=vp_, cp=cp_, dp=dp_, ep=parse_int("ep", ep), ep_overlap=ep_overlap,
                        zero=zero_,
                        recompute=str(recompute).lower(), micro_batch=parse_int("micro-batch", micro_batch),
@@ -263,9 +263,9 @@ def evaluate_config(*, model=None, params=None, hf_config=None, layers=None, hid
     layout = build_layout(gpu, count, tp, pp, dp, zero, recompute, micro_batch, precision, acquisition, provider,
                           ep, ep_overlap, vp, cp)
     if headroom is not None:
-        headroom = parse_count("headroom", headroom, allow_zero=True)
+        typed, headroom = headroom, parse_count("headroom", headroom, allow_zero=True)
         if headroom >= 1:
-            raise GpuplanError("headroom", headroom, "must be a fraction below 1, e.g. 0.1")
+            raise GpuplanError("headroom", typed, "must be a fraction below 1, e.g. 0.1")
     from recommender import prices
 
     with prices.naming([layout.accelerator]):
@@ -376,7 +376,7 @@ def catalog_frame(vendor: str | None = None, min_memory_gib: float | None = None
         vendors = sorted({a.vendor for a in catalog.accelerators().values()})
         if vendor and vendor.lower() not in vendors:
             raise GpuplanError("vendor", vendor, f"unknown vendor; known: {', '.join(vendors)}")
-        raise GpuplanError("min-memory", min_memory_gib, "no accelerator has that much memory"
+        raise GpuplanError("min-memory", f"{min_memory_gib:g}", "no accelerator has that much memory"
                            + (f" from vendor {vendor}" if vendor else ""))
     return pd.DataFrame(rows)
 
@@ -555,7 +555,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     """Parse and check `train`'s arguments. job is None when no model is given and the objective is
     compute (the compute-optimal model is sized by `train`)."""
     from recommender.solver import Limits
-    from recommender.units import parse_duration_s, parse_pf_days, parse_usd
+    from recommender.units import parse_duration_s, parse_usd
 
     objective = str(objective).lower()
     owned = parse_own(own)
@@ -569,7 +569,7 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
         deadline_days=None if deadline is None else _deadline_days(deadline),
         max_gpus=None if max_gpus is None else parse_int("max-gpus", max_gpus),
         power_kw=None if power_kw is None else parse_count("power-kw", power_kw),
-        compute_pf_days=None if compute_budget is None else parse_pf_days("compute-budget", compute_budget),
+        compute_pf_days=None if compute_budget is None else _compute_budget(compute_budget),
         gpus=gpu_ids, vendors=None if vendor_list is None else tuple(vendor_list),
         providers=None if providers is None else tuple(_check_providers(providers)),
         precisions=None, acquisitions=acqs)
@@ -588,6 +588,17 @@ def train_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     return TrainQuery(job=job, limits=limits, space=space, objective=objective, top=parse_int("top", top, maximum=units.MAX_TOP),
                       diverse=diverse, time_limit_s=parse_duration_s("time-limit", time_limit), notes=notes,
                       space_kwargs=space_kwargs, job_options=options)
+
+
+def _compute_budget(text) -> float:
+    """A compute budget in PF-days: from 0.001 (a GPU-minute of an H100) to 10^9 (over 100x the
+    largest runs reported, about 6e6 PF-days)."""
+    from recommender.units import parse_pf_days
+
+    x = parse_pf_days("compute-budget", text)
+    if not 1e-3 <= x <= 1e9:
+        raise GpuplanError("compute-budget", text, "must be from 0.001 to 1e9 PF-days (8.64e16 to 8.64e28 FLOPs)")
+    return x
 
 
 def _deadline_days(deadline) -> float:
@@ -748,6 +759,23 @@ def _draft(draft):
     return d if d in ("eagle", "ngram") else catalog.model(str(draft)).id
 
 
+def _as_options(kind, /, **fields):
+    """A pydantic model built from parsed options, its validation errors stated as the option's
+    (token_budget=1: ... -> token-budget=1: ...)."""
+    from pydantic import ValidationError
+
+    try:
+        return kind(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "input"
+        raise GpuplanError(_OPTION_OF.get(name, name.replace("_", "-")), err.get("input"), err["msg"]) from None
+
+
+_OPTION_OF = {"prompt_tokens": "prompt", "output_tokens": "output", "rate_rps": "rate", "think_time_s": "think-time",
+              "ttft_s": "ttft", "tpot_s": "tpot", "e2e_s": "e2e", "horizon_days": "horizon"}
+
+
 def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=None, heads=None, kv_heads=None,
                 prompt="512", output="256", rate=None, users=None, think_time=None, ttft=None, tpot=None, e2e=None,
                 horizon="1y", objective="cost", budget=None, max_gpus=None, power_kw=None, gpus=None, vendors=None,
@@ -784,7 +812,7 @@ def serve_query(*, model=None, params=None, hf_config=None, layers=None, hidden=
     if reserve not in ("paged", "full"):
         raise GpuplanError("kv-reserve", kv_reserve, "must be paged (vLLM: KV for the tokens so far) or full "
                            "(TensorRT-LLM's default: each request reserves its prompt + output)")
-    w = ServeWorkload(
+    w = _as_options(ServeWorkload,
         model=spec, prompt_tokens=parse_tokens("prompt", prompt), output_tokens=parse_tokens("output", output),
         rate_rps=None if rate is None else parse_rate_per_s("rate", rate),
         users=None if users is None else parse_int("users", users),

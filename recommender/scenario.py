@@ -506,6 +506,10 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
         except GpuplanError as exc:   # the API's checks name CLI options: say them as the file's paths
             raise ScenarioError(_path_of(exc.field), exc.value, _FLAG.sub(lambda m: _path_of(m.group(1)),
                                                                           exc.message)) from None
+        except ValidationError as exc:   # a model the API builds from the file's values
+            err = exc.errors()[0]
+            raise ScenarioError(_path_of(str(err["loc"][0]) if err["loc"] else "workload"), err.get("input"),
+                                err["msg"]) from None
     except ScenarioError as exc:
         loc = [int(k) if k.isdigit() else k for k in exc.field.replace("[", ".").replace("]", "").split(".")]
         line = _line(root, loc)

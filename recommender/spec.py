@@ -88,7 +88,7 @@ class ModelSpec(Strict):
         from recommender.errors import GpuplanError
 
         if self.heads % self.kv_heads:
-            raise GpuplanError("kv_heads", self.kv_heads, f"must divide heads ({self.heads})")
+            raise GpuplanError("kv-heads", self.kv_heads, f"must divide heads ({self.heads})")
         if self.head_dim is None and self.hidden % self.heads:
             raise GpuplanError("heads", self.heads, f"must divide hidden ({self.hidden})")
         if self.experts and not (0 < self.experts_per_token <= self.experts and self.moe_ffn):

@@ -654,3 +654,25 @@ def test_usage_errors_are_one_line_too(args, needle):
     r = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("gpuplan: error: ") and needle in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["evaluate", "--params", "7B", "--gpu", "h100", "--count", "8", "--kv-heads", "3"], "kv-heads=3: must divide heads"),
+    (["train", "--params", "7B", "--providers", "foo"], "providers=foo: unknown provider"),
+    (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--token-budget", "1"],
+     "token-budget=1: Input should be greater than or equal to 16"),
+    (["evaluate", "--params", "7B", "--gpu", "h100", "--count", "8", "--headroom", "1"], "headroom=1: must be a fraction"),
+    (["catalog", "--min-memory", "1e9"], "min-memory=1e+09: no accelerator"),
+    (["train", "--params", "7B", "--objective", "compute", "--compute-budget", "1e-300"],
+     "compute-budget=1e-300: must be from 0.001 to 1e9 PF-days"),
+])
+def test_messages_name_the_option_as_typed(args, needle):
+    """kv_heads=3, provider=foo, token_budget=1, headroom=1.0: the field as the code spells it, or
+    the value reformatted; and a 1e-300 PF-day budget ran with numpy overflow warnings on stderr."""
+    one_line_error(run(args), needle)
+
+
+def test_scenario_model_errors_from_the_api_name_the_files_path(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: serve, rate: 5rps, draft: eagle, draft_tokens: 100}\n")
+    one_line_error(run(["solve", str(f)]), f"{f}:2: workload.draft_tokens=100: Input should be less than or equal to 16")
