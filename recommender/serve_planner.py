@@ -220,6 +220,46 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def pool_floor(w: ServeWorkload, space: ServeSpace) -> tuple[float, str] | None:
+    """A lower bound on the hourly cost of any disaggregated fleet, with the replicas that reach it:
+    each pool has at least one replica, so the cheapest prefill replica plus the cheapest decode
+    replica that hold the model (fewest GPUs of any type _role_table would build, at the cheapest
+    acquisition), over every split of the TTFT target. No capacity search: what it costs is a
+    memory check per part. None where no pool replica fits."""
+    headroom = catalog.assumption("memory_headroom") if space.headroom is None else space.headroom
+    best = None
+    for level in range(max(len(decode_budgets(w)), 1)):
+        parts = []
+        for role in ("prefill", "decode"):
+            wr, cheapest = role_workload(w, role, level), None
+            for acc_id in space.accelerators:
+                acc = catalog.accelerator(acc_id)
+                if acc.memory_gib is None or acc.memory_bw_gb_s is None:
+                    continue
+                gpus = [t * p for prec in precisions_for(acc, space.precisions)
+                        for t, p, _ in _replica_types(wr, acc, prec, kv_for(prec, space.kv_precision), headroom,
+                                                      serve_efficiency(acc.id), space.max_pp)]
+                if not gpus:
+                    continue
+                offers = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
+                offers = [(q, pr) for q, pr in offers if pr is not None]
+                if acc.id in space.owned:
+                    offers.append(("owned", None))
+                for q, pr in offers:
+                    c = float(replica_cost_per_hour(pr, acc, min(gpus), w.horizon_days, space.amortize,
+                                                    owned=q == "owned"))
+                    if math.isfinite(c) and (cheapest is None or c < cheapest[0]):
+                        cheapest = (c, f"1 x {role} {acc.id} {q} ({min(gpus)} GPU{'s' if min(gpus) > 1 else ''})")
+            if cheapest is None:
+                break
+            parts.append(cheapest)
+        else:
+            total = sum(c for c, _ in parts)
+            if best is None or total < best[0]:
+                best = (total, " + ".join(d for _, d in parts))
+    return best
+
+
 def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.DataFrame:
     """replica_table's rows for one workload (aggregated, or one disaggregated pool's);
     output_tokens: those of the requests the fleet serves (for the tokens/s columns)."""
@@ -782,6 +822,21 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         space = replace(space, disaggregate="off")
     if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
+    if objective == "cost" and space.disaggregate == "auto" and disaggregates(w, space):
+        # aggregated fleets first: when every plan asked for costs less than any disaggregated fleet
+        # can (pool_floor), the pools' tables (most of the time: a capacity search per split and
+        # role) cannot change the answer and are not built
+        floor = pool_floor(w, space)
+        agg = plan_serving(w, limits, replace(space, disaggregate="off"), objective, top, time_limit_s, notes)
+        costs = [p.cost_per_hour_usd for p in agg.plans]
+        if floor is None or (agg.status == "optimal" and len(costs) == top and
+                             max(costs) * (1 + 1e-6) + 1e-3 < floor[0]):
+            if floor is not None:
+                agg.explanation.append(
+                    f"disaggregated prefill/decode does not pay here: any such fleet has a prefill and a decode "
+                    f"replica, at least {fmt_usd(floor[0])}/h ({floor[0] / costs[0] - 1:+.0%}; {floor[1]}), more "
+                    f"than {'#1' if top == 1 else f'each of the {top} plans'}, so its pools were not sized")
+            return agg.model_copy(update={"solve_seconds": time.perf_counter() - t0})
     full, df = _tables(w, limits, space)
     if full.empty and space.disaggregate == "only" and not any(takes_role(catalog.accelerator(a))
                                                                for a in space.accelerators):

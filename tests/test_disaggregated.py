@@ -375,3 +375,27 @@ def test_an_impossible_tpot_is_relaxed_to_one_that_works():
     again = api.serve(model="llama-3-8b", rate="5rps", tpot=f"{m.group(1).replace(',', '')}ms", gpus="h100-sxm",
                       top=1)
     assert again.status == "optimal" and again.plans
+
+
+@pytest.mark.parametrize("kw", [dict(model="llama-3-8b", rate="5rps", ttft="1s", tpot="50ms"),
+                                dict(model="llama-3-8b", rate="40rps", ttft="300ms", tpot="30ms",
+                                     gpus="h100-sxm,a100-80g,l40s")])
+def test_pools_skipped_only_when_they_cannot_change_the_answer(kw, monkeypatch):
+    """plan_serving prices aggregated fleets first and builds the pools' tables only when a
+    disaggregated fleet could be among the plans (serve_planner.pool_floor). The answer is the one
+    the full table gives (a floor of 0 forces it), and the floor is below the cheapest
+    disaggregated fleet (--disaggregate only)."""
+    from recommender import api
+    from recommender import serve_planner as sp
+
+    short = api.serve(**kw, top=3)
+    real_floor = sp.pool_floor
+    monkeypatch.setattr(sp, "pool_floor", lambda w, space: (0.0, "forced"))
+    full = api.serve(**kw, top=3)
+    monkeypatch.setattr(sp, "pool_floor", real_floor)
+    assert [(sp.fleet_summary(p), p.cost_per_hour_usd) for p in short.plans] == \
+           [(sp.fleet_summary(p), p.cost_per_hour_usd) for p in full.plans]
+    only = api.serve(**kw, top=1, disaggregate="only")
+    q = api.serve_query(**kw)
+    floor = sp.pool_floor(q.workload, q.space)
+    assert only.plans and floor is not None and floor[0] <= only.plans[0].cost_per_hour_usd * (1 + 1e-9)
