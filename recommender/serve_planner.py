@@ -221,50 +221,56 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
 
 
 def pool_floor(w: ServeWorkload, space: ServeSpace) -> tuple[float, str] | None:
-    """A lower bound on the hourly cost of any disaggregated fleet, with the replicas that reach it:
-    each pool has at least one replica, so the cheapest prefill replica plus the cheapest decode
-    replica that hold the model (fewest GPUs of any type _role_table would build, at the cheapest
-    acquisition), over every split of the TTFT target. No capacity search: what it costs is a
-    memory check per part. None where no pool replica fits."""
-    headroom = catalog.assumption("memory_headroom") if space.headroom is None else space.headroom
+    """A lower bound on the hourly cost of any disaggregated fleet, and how it is reached. Each pool
+    carries the whole demand D with at least one replica, and no replica type's capacity exceeds the
+    top of its capacity search (queueing.load_top; a prefill replica's, its saturation). A pool
+    holding a replica of type i (at its cheapest acquisition, c_i) costs at least c_i plus the
+    demand left beyond i's top at the least cost per unit of top over every type (_role_types):
+    the least of that over i bounds the pool; the bound is the prefill pool's plus the decode
+    pool's, at the cheapest split of the TTFT target. No capacity search: step terms and prices
+    only. None where no pool replica fits."""
     best = None
+    demand = w.demand
     for level in range(max(len(decode_budgets(w)), 1)):
         parts = []
         for role in ("prefill", "decode"):
-            wr, cheapest = role_workload(w, role, level), None
-            for acc_id in space.accelerators:
+            wr = role_workload(w, role, level)
+            types = _role_types(wr, space)
+            if types.empty:
+                break
+            st = _group_steps(wr, types)
+            top = qm.prefill_saturation(st, wr.queue) if role == "prefill" else qm.load_top(st, wr.queue)[0]
+            cost = np.full(len(types), np.inf)     # each type's cheapest acquisition, $/replica-hour
+            for acc_id, idx in types.groupby("accelerator", sort=True).indices.items():
                 acc = catalog.accelerator(acc_id)
-                if acc.memory_gib is None or acc.memory_bw_gb_s is None:
-                    continue
-                gpus = [t * p for prec in precisions_for(acc, space.precisions)
-                        for t, p, _ in _replica_types(wr, acc, prec, kv_for(prec, space.kv_precision), headroom,
-                                                      serve_efficiency(acc.id), space.max_pp)]
-                if not gpus:
-                    continue
+                gpus = (types.tp.values[idx] * types.pp.values[idx]).astype(float)
                 offers = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
                 offers = [(q, pr) for q, pr in offers if pr is not None]
                 if acc.id in space.owned:
                     offers.append(("owned", None))
                 for q, pr in offers:
-                    c = float(replica_cost_per_hour(pr, acc, min(gpus), w.horizon_days, space.amortize,
-                                                    owned=q == "owned"))
-                    if math.isfinite(c) and (cheapest is None or c < cheapest[0]):
-                        cheapest = (c, f"1 x {role} {acc.id} {q} ({min(gpus)} GPU{'s' if min(gpus) > 1 else ''})")
-            if cheapest is None:
+                    c = np.broadcast_to(np.asarray(replica_cost_per_hour(pr, acc, gpus, w.horizon_days,
+                                                                         space.amortize, owned=q == "owned"),
+                                                   dtype=float), gpus.shape)
+                    cost[idx] = np.fmin(cost[idx], np.where(np.isfinite(c), c, np.inf))
+            ok = np.isfinite(cost) & (top > 0)
+            if not ok.any():
                 break
-            parts.append(cheapest)
+            # a pool holds some replica i: c_i, plus the demand its top leaves at the least cost per
+            # unit of top (rho) -- never below one replica's cost, nor below D x rho
+            rho = float((cost[ok] / top[ok]).min())
+            parts.append((float((cost[ok] + np.maximum(demand - top[ok], 0.0) * rho).min()), role))
         else:
             total = sum(c for c, _ in parts)
             if best is None or total < best[0]:
-                best = (total, " + ".join(d for _, d in parts))
+                best = (total, " + ".join(f"the {role} pool at least {fmt_usd(c)}/h" for c, role in parts))
     return best
 
 
-def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.DataFrame:
-    """replica_table's rows for one workload (aggregated, or one disaggregated pool's);
-    output_tokens: those of the requests the fleet serves (for the tokens/s columns)."""
-    a = catalog.assumption
-    headroom = a("memory_headroom") if space.headroom is None else space.headroom
+def _role_types(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
+    """Every replica type (accelerator, precision, TP, PP, slot cap, speculation) that holds the
+    model for workload w (aggregated, or one pool's), before any capacity search."""
+    headroom = catalog.assumption("memory_headroom") if space.headroom is None else space.headroom
     rows = []
     for acc_id in space.accelerators:
         acc = catalog.accelerator(acc_id)
@@ -276,24 +282,69 @@ def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.D
             for spec in (False, True) if w.draft and w.role == "both" else (False,):
                 rows += [(acc.id, acc.vendor, prec, kv, t, p, b, spec)
                          for t, p, b in _replica_types(w, acc, prec, kv, headroom, e, space.max_pp, spec)]
-    if not rows:
-        return pd.DataFrame()
-    types = pd.DataFrame(rows, columns=["accelerator", "vendor", "precision", "kv_precision", "tp", "pp", "batch",
-                                        "speculative"])
-    s = _group_steps(w, types)
-    kind = types.groupby(["accelerator", "precision", "tp", "pp", "speculative"], sort=False).ngroup().values
-    keep, cap, light, edge = best_slots(w, s, kind)
-    types = types.iloc[keep].reset_index(drop=True)
-    s = s.rows(keep)
-    fig_thr = (np.where(cap > 0, cap, 0.0) if w.role == "prefill" else
-               qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s))).throughput)
-    types["gpus"] = types.tp * types.pp
-    types["cap"] = cap
-    types["edge"] = edge
-    types["thr"] = np.where(cap > 0, fig_thr * output_tokens, 0.0)
-    types["step_full"] = qm.full_slot_step(s, w.queue)
-    for c, _ in SERVE_TARGETS:
-        types[f"miss_{c}"] = ~light[c] if c in light else False
+    return pd.DataFrame(rows, columns=["accelerator", "vendor", "precision", "kv_precision", "tp", "pp", "batch",
+                                       "speculative"])
+
+
+_CAPACITY_MEMO: dict[str, pd.DataFrame] = {}
+
+
+def _capacity_key(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> str:
+    """What a replica type's capacity depends on: the workload but its demand (a capacity is per
+    replica: the demand sizes the fleet, not the replica), the space's parts, precisions and memory
+    headroom, and the catalog's figures (those parts' specs and efficiencies, every assumption's
+    value in force). Not prices or acquisitions."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1(w.model_dump_json(exclude={"rate_rps", "users"}).encode())
+    h.update(json.dumps([w.demand is None, output_tokens, space.accelerators, space.precisions, space.kv_precision,
+                         space.headroom, space.max_pp,
+                         sorted((k, catalog.assumption(k)) for k in catalog.assumptions())]).encode())
+    for acc_id in space.accelerators:
+        eff = catalog.efficiency(acc_id)
+        h.update(catalog.accelerator(acc_id).model_dump_json().encode())
+        h.update(b"-" if eff is None else eff.model_dump_json().encode())
+    return h.hexdigest()
+
+
+def _capacity_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.DataFrame:
+    """_role_table's replica types with their capacities, before pricing: one capacity search
+    per type, remembered for the last few keys (_capacity_key), so that solves that differ only in
+    prices or demand (robustness probes, whatif grids over a rate or a price) search once."""
+    key = _capacity_key(w, output_tokens, space)
+    if key in _CAPACITY_MEMO:
+        return _CAPACITY_MEMO[key].copy()
+    types = _role_types(w, space)
+    if not types.empty:
+        s = _group_steps(w, types)
+        kind = types.groupby(["accelerator", "precision", "tp", "pp", "speculative"], sort=False).ngroup().values
+        keep, cap, light, edge = best_slots(w, s, kind)
+        types = types.iloc[keep].reset_index(drop=True)
+        s = s.rows(keep)
+        fig_thr = (np.where(cap > 0, cap, 0.0) if w.role == "prefill" else
+                   qm.chain(s, w.queue, np.where(cap > 0, cap, light_load(w, s))).throughput)
+        types["gpus"] = types.tp * types.pp
+        types["cap"] = cap
+        types["edge"] = edge
+        types["thr"] = np.where(cap > 0, fig_thr * output_tokens, 0.0)
+        types["step_full"] = qm.full_slot_step(s, w.queue)
+        for c, _ in SERVE_TARGETS:
+            types[f"miss_{c}"] = ~light[c] if c in light else False
+    if len(_CAPACITY_MEMO) >= 16:
+        _CAPACITY_MEMO.pop(next(iter(_CAPACITY_MEMO)))
+    _CAPACITY_MEMO[key] = types
+    return types.copy()
+
+
+def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.DataFrame:
+    """replica_table's rows for one workload (aggregated, or one disaggregated pool's);
+    output_tokens: those of the requests the fleet serves (for the tokens/s columns)."""
+    a = catalog.assumption
+    headroom = a("memory_headroom") if space.headroom is None else space.headroom
+    types = _capacity_table(w, output_tokens, space)
+    if types.empty:
+        return types
     # each (accelerator, precision, speculation) group's rows once per acquisition, as numpy
     # columns: one frame at the end (a frame per acquisition cost more than the rows' formulas)
     n = len(types)
@@ -833,9 +884,9 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
                              max(costs) * (1 + 1e-6) + 1e-3 < floor[0]):
             if floor is not None:
                 agg.explanation.append(
-                    f"disaggregated prefill/decode does not pay here: any such fleet has a prefill and a decode "
-                    f"replica, at least {fmt_usd(floor[0])}/h ({floor[0] / costs[0] - 1:+.0%}; {floor[1]}), more "
-                    f"than {'#1' if top == 1 else f'each of the {top} plans'}, so its pools were not sized")
+                    f"disaggregated prefill/decode does not pay here: any such fleet costs at least "
+                    f"{fmt_usd(floor[0])}/h ({floor[0] / costs[0] - 1:+.0%}: {floor[1]}), more than "
+                    f"{'#1' if top == 1 else f'each of the {top} plans'}, so its pools were not sized")
             return agg.model_copy(update={"solve_seconds": time.perf_counter() - t0})
     full, df = _tables(w, limits, space)
     if full.empty and space.disaggregate == "only" and not any(takes_role(catalog.accelerator(a))

@@ -594,3 +594,29 @@ def test_closed_loop_of_thousands_of_users_on_one_replica_is_not_a_traceback():
     assert r.exit_code == 0 and r.exception is None, r.output
     pmf = qm.poisson_pmf(np.array([5000.0]), 6000)
     assert pmf.shape == (1, 6000) and pmf.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_capacity_memo_reuses_only_what_prices_and_demand_leave_unchanged():
+    """serve_planner._capacity_table remembers each replica type's capacity search: a solve that
+    differs only in the demand or in prices (robustness probes, whatif grids) reuses it, and gets
+    what a fresh search gives; anything the capacity depends on (an efficiency) is a new search."""
+    from recommender import api
+    from recommender import serve_planner as sp
+
+    kw = dict(model="llama-3-8b", ttft="1s", tpot="50ms", gpus="h100-sxm,l40s", disaggregate="off", top=1)
+    sp._CAPACITY_MEMO.clear()
+    api.serve(rate="5rps", **kw)
+    assert len(sp._CAPACITY_MEMO) == 1
+    h100 = catalog.accelerator("h100-sxm")
+    dearer = [p.model_copy(update={"price_usd_per_gpu_hour": p.price_usd_per_gpu_hour * 1.7})
+              for p in catalog.cloud_prices() if p.accelerator == h100.id]
+    with catalog.overrides(cloud_prices=dearer):
+        reused = api.serve(rate="9rps", **kw)
+        assert len(sp._CAPACITY_MEMO) == 1          # demand and prices: the same searches
+        sp._CAPACITY_MEMO.clear()
+        fresh = api.serve(rate="9rps", **kw)
+    assert [p.model_dump() for p in reused.plans] == [p.model_dump() for p in fresh.plans]
+    slower = catalog.efficiency(h100.id).model_copy(update={"matmul_efficiency": 0.3})
+    with catalog.overrides(efficiencies=[slower]):
+        api.serve(rate="9rps", **kw)
+    assert len(sp._CAPACITY_MEMO) == 2              # an efficiency changes capacities: searched again
