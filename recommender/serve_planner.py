@@ -291,14 +291,15 @@ _CAPACITY_MEMO: dict[str, pd.DataFrame] = {}
 
 def _capacity_key(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> str:
     """What a replica type's capacity depends on: the workload but its demand (a capacity is per
-    replica: the demand sizes the fleet, not the replica), the space's parts, precisions and memory
+    replica: the demand sizes the fleet, not the replica; whether it is a closed or an open loop,
+    or offline, is kept), the space's parts, precisions and memory
     headroom, and the catalog's figures (those parts' specs and efficiencies, every assumption's
     value in force). Not prices or acquisitions."""
     import hashlib
     import json
 
     h = hashlib.sha1(w.model_dump_json(exclude={"rate_rps", "users"}).encode())
-    h.update(json.dumps([w.demand is None, output_tokens, space.accelerators, space.precisions, space.kv_precision,
+    h.update(json.dumps([w.demand is None, w.closed, output_tokens, space.accelerators, space.precisions, space.kv_precision,
                          space.headroom, space.max_pp,
                          sorted((k, catalog.assumption(k)) for k in catalog.assumptions())]).encode())
     for acc_id in space.accelerators:
@@ -862,7 +863,11 @@ NO_FLEET_IN_TIME = ("The solver's time limit ran out before any fleet was found;
 
 
 def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objective: str = "cost", top: int = 5,
-                 time_limit_s: float = 10.0, notes: list[str] | None = None) -> ServeResult:
+                 time_limit_s: float = 10.0, notes: list[str] | None = None, *,
+                 explain_infeasible: bool = True) -> ServeResult:
+    """The cheapest (or fastest) fleets for w, ranked; explain_infeasible=False skips what an
+    infeasible answer explains (its closest targets and relaxations: the aggregated-first pass
+    below, whose infeasible answer is not shown)."""
     if objective not in OBJECTIVES:
         raise GpuplanError("objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
     t0 = time.perf_counter()
@@ -878,16 +883,22 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         # can (pool_floor), the pools' tables (most of the time: a capacity search per split and
         # role) cannot change the answer and are not built
         floor = pool_floor(w, space)
-        agg = plan_serving(w, limits, replace(space, disaggregate="off"), objective, top, time_limit_s, notes)
-        costs = [p.cost_per_hour_usd for p in agg.plans]
-        if floor is None or (agg.status == "optimal" and len(costs) == top and
-                             max(costs) * (1 + 1e-6) + 1e-3 < floor[0]):
-            if floor is not None:
+        if floor is None:   # no pool replica holds the model: the pools would add no row
+            space = replace(space, disaggregate="off")
+        else:
+            try:
+                agg = plan_serving(w, limits, replace(space, disaggregate="off"), objective, top, time_limit_s,
+                                   notes, explain_infeasible=False)
+            except GpuplanError:   # no aggregated replica (pools may still serve): the whole table
+                agg = None
+            costs = [p.cost_per_hour_usd for p in agg.plans] if agg is not None else []
+            if (agg is not None and agg.status == "optimal" and len(costs) == top
+                    and max(costs) * (1 + 1e-6) + 1e-3 < floor[0]):
                 agg.explanation.append(
                     f"disaggregated prefill/decode does not pay here: any such fleet costs at least "
                     f"{fmt_usd(floor[0])}/h ({floor[0] / costs[0] - 1:+.0%}: {floor[1]}), more than "
                     f"{'#1' if top == 1 else f'each of the {top} plans'}, so its pools were not sized")
-            return agg.model_copy(update={"solve_seconds": time.perf_counter() - t0})
+                return agg.model_copy(update={"solve_seconds": time.perf_counter() - t0})
     full, df = _tables(w, limits, space)
     if full.empty and space.disaggregate == "only" and not any(takes_role(catalog.accelerator(a))
                                                                for a in space.accelerators):
@@ -927,12 +938,13 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
     elif status == "infeasible" or not rows:
         status = "infeasible" if status in ("infeasible", "optimal") else status
         core = first.core if first is not None and first.core else sorted(enforce)
-        core = q.minimal_core(core)
-        explanation.append("No fleet meets all limits. Conflicting: " + ", ".join(core) + ".")
-        lat = with_latencies(full, w, light_only=True)   # once, for the floors here and in the relaxations
-        explanation += closest_targets(lat, w)
-        q.full = lat[lat.cost_ph.notna()].reset_index(drop=True)
-        relaxations = q.relaxations()
+        if explain_infeasible:
+            core = q.minimal_core(core)
+            explanation.append("No fleet meets all limits. Conflicting: " + ", ".join(core) + ".")
+            lat = with_latencies(full, w, light_only=True)   # once, for the floors here and the relaxations
+            explanation += closest_targets(lat, w)
+            q.full = lat[lat.cost_ph.notna()].reset_index(drop=True)
+            relaxations = q.relaxations()
     else:
         excluded = np.zeros(len(df), dtype=bool)
         if bound is not None:
