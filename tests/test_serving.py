@@ -620,3 +620,17 @@ def test_capacity_memo_reuses_only_what_prices_and_demand_leave_unchanged():
     with catalog.overrides(efficiencies=[slower]):
         api.serve(rate="9rps", **kw)
     assert len(sp._CAPACITY_MEMO) == 2              # an efficiency changes capacities: searched again
+
+
+def test_capacity_key_ignores_the_demand_but_not_the_kind_of_loop():
+    from recommender import api
+    from recommender import serve_planner as sp
+
+    def key(**kw):
+        q = api.serve_query(model="llama-3-8b", ttft="1s", tpot="50ms", gpus="h100-sxm", **kw)
+        return sp._capacity_key(q.workload, q.workload.output_tokens, q.space)
+
+    assert key(rate="5rps") == key(rate="50rps")
+    assert key(users="100", think_time="3s") == key(users="1000", think_time="3s")
+    assert key(users="100", think_time="3s") != key(users="100", think_time="5s")
+    assert key(rate="5rps") != key(users="5")     # the same fields but the loop: open vs closed
