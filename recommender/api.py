@@ -35,7 +35,8 @@ def build_model(model: str | None = None, params: str | float | None = None,
     given = [x for x in (model, params, hf_config) if x is not None]
     if len(given) != 1:
         raise GpuplanError("model", model or params or hf_config,
-                           "give exactly one of --model NAME, --params 100B or --hf-config PATH")
+                           "give exactly one of --model (a preset), --params (a count, e.g. 100B) or --hf-config "
+                           "(a config.json)")
     ints = {k: (None if v is None else parse_int(k.replace("_", "-"), v))
             for k, v in dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
                              seq_len=seq_len).items()}
