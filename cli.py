@@ -50,7 +50,9 @@ class _OneCommandTyper(typer.Typer):
         except Exception as exc:   # click's ClickException family (typer vendors click: no public name)
             if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
                 raise
-            see = f"gpuplan {name} --help" if name else "gpuplan --help"
+            ctx = getattr(exc, "ctx", None)   # the (sub)command the error is in: `gpuplan prices import`
+            path = ctx.command_path.split()[1:] if ctx is not None and ctx.command_path else ([name] if name else [])
+            see = " ".join(["gpuplan", *path, "--help"])
             print(f"gpuplan: error: {exc.format_message()} (see `{see}`)", file=sys.stderr)
             sys.exit(exc.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -222,6 +224,11 @@ def user_errors(fn):
                     return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except Infeasible as exc:
+            if kwargs.get("json_out"):   # a script reading --json gets a document on exit 3 too
+                import json
+
+                print(json.dumps({"status": "infeasible", "field": exc.field, "value": str(exc.value),
+                                  "message": exc.message}, indent=2))
             print(f"gpuplan: infeasible: {exc}", file=sys.stderr)
             raise typer.Exit(EXIT_CODES["infeasible"]) from None
         except GpuplanError as exc:

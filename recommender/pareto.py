@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from recommender.candidates import SearchSpace, nothing_to_plan, table
-from recommender.errors import GpuplanError, Infeasible
+from recommender.errors import GpuplanError
 from recommender.planner import Plan, as_plan, plan_summary, with_pf_days
 from recommender.serve_planner import (ServeLimits, ServePlan, ServeSpace, fleet_summary, nothing_to_serve,
                                        plan_serving, replica_table, with_latencies)
@@ -127,8 +127,9 @@ def serve_frontier(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, met
     priced = full[full.cost_ph.notna()].reset_index(drop=True) if not full.empty else full
     if full.empty:
         raise nothing_to_serve(w, space)
-    if priced.empty:
-        raise Infeasible("model", w.model.id, "no priced accelerator in the search space can hold one replica")
+    if priced.empty:   # as plan_serving says it
+        raise GpuplanError("gpus", ",".join(space.accelerators), "none of these accelerators has a published "
+                           "price (cloud or purchase); serving plans are priced per hour")
     # the floor from aggregated replicas (a disaggregated fleet's latencies are sums over its pools)
     agg = priced[priced.role == "both"] if "role" in priced and (priced.role == "both").any() else priced
     floor = float(with_latencies(agg, w, light_only=True)[f"{metric}0"].min())

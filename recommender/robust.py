@@ -27,11 +27,12 @@ import time
 from pydantic import BaseModel
 
 from recommender import catalog
+from recommender.api import MAX_TOKENS
 from recommender.errors import GpuplanError
 from recommender.planner import plan_summary
 from recommender.serve_planner import fleet_summary
 from recommender.scenario import Scenario
-from recommender.units import fmt_count, fmt_usd, parse_count, parse_rate_per_s
+from recommender.units import MAX_RATE, MIN_RATE, fmt_count, fmt_usd, parse_count, parse_rate_per_s
 
 RANGE = 2.0        # each input from x1/2 to x2
 TOLERANCE = 1.03   # bisection stops when the edge is bracketed this closely
@@ -78,8 +79,9 @@ def _summary(kind: str, result) -> tuple[str, str]:
 class _Input:
     """One input of the scenario, scaled: the scenario and catalog layer to solve at a scale."""
 
-    def __init__(self, name: str, what: str, fmt, base: float, build, top: float = RANGE):
-        self.name, self.what, self.fmt, self.base, self.build, self.top = name, what, fmt, base, build, top
+    def __init__(self, name: str, what: str, fmt, base: float, build, top: float = RANGE, bottom: float = 1 / RANGE):
+        self.name, self.what, self.fmt, self.base, self.build = name, what, fmt, base, build
+        self.top, self.bottom = top, bottom   # the scales probed: within RANGE and the input's own bounds
 
 
 def _inputs(sc: Scenario, kind: str, result) -> list[_Input]:
@@ -115,7 +117,8 @@ def _inputs(sc: Scenario, kind: str, result) -> list[_Input]:
         if w.rate is not None:
             r0 = parse_rate_per_s("rate", w.rate)
             out.append(_Input("demand", "request rate", lambda v: f"{v:,.3g} req/s", r0,
-                              lambda s: (_edit(sc, rate=f"{r0 * s!r}rps"), {})))
+                              lambda s: (_edit(sc, rate=f"{r0 * s!r}rps"), {}),
+                              top=min(RANGE, MAX_RATE / r0), bottom=max(1 / RANGE, MIN_RATE / r0)))
         elif w.users is not None:
             u0 = w.users
             out.append(_Input("demand", "concurrent users", lambda v: f"{round(v):,} users", float(u0),
@@ -123,7 +126,8 @@ def _inputs(sc: Scenario, kind: str, result) -> list[_Input]:
     else:
         t0 = parse_count("tokens", w.tokens) if w.tokens is not None else p.tokens
         out.append(_Input("tokens", "training tokens" + (" per epoch" if w.epochs else ""), fmt_count, t0,
-                          lambda s: (_edit(sc, tokens=repr(t0 * s)), {})))
+                          lambda s: (_edit(sc, tokens=repr(t0 * s)), {}),
+                          top=min(RANGE, MAX_TOKENS / (t0 * (parse_count("epochs", w.epochs) if w.epochs else 1.0)))))
     return out
 
 
@@ -151,7 +155,7 @@ def analyse(sc: Scenario, kind: str, result, progress=None, only: tuple[str, ...
         return res
 
     for n, inp in enumerate(inputs):
-        for direction, end in (("down", 1.0 / RANGE), ("up", inp.top)):
+        for direction, end in (("down", inp.bottom), ("up", inp.top)):
             if (direction == "up" and end <= 1.0) or (direction == "down" and end >= 1.0):
                 continue
             at_end = solve(inp, end)

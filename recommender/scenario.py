@@ -504,12 +504,12 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
         except ScenarioError:
             raise
         except GpuplanError as exc:   # the API's checks name CLI options: say them as the file's paths
-            raise ScenarioError(_path_of(exc.field), exc.value, _FLAG.sub(lambda m: _path_of(m.group(1)),
-                                                                          exc.message)) from None
+            raise ScenarioError(_path_of(exc.field, scenario), exc.value,
+                                _FLAG.sub(lambda m: _path_of(m.group(1), scenario), exc.message)) from None
         except ValidationError as exc:   # a model the API builds from the file's values
             err = exc.errors()[0]
-            raise ScenarioError(_path_of(str(err["loc"][0]) if err["loc"] else "workload"), err.get("input"),
-                                err["msg"]) from None
+            raise ScenarioError(_path_of(str(err["loc"][0]) if err["loc"] else "workload", scenario),
+                                err.get("input"), err["msg"]) from None
     except ScenarioError as exc:
         loc = [int(k) if k.isdigit() else k for k in exc.field.replace("[", ".").replace("]", "").split(".")]
         line = _line(root, loc)
@@ -521,15 +521,18 @@ _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _FLAG_PATHS = {"model": "model.preset", "top": "top", "objective": "objective"}
 
 
-def _path_of(option: str) -> str:
-    """A CLI option's name (tpot, think-time, hf-config) as the scenario path that sets it."""
+def _path_of(option: str, sc: Scenario) -> str:
+    """A CLI option's name (tpot, think-time, hf-config) as the scenario path that sets it (of two,
+    the one the file sets: seq_len in model or workload)."""
     name = option.replace("-", "_")
     if name in _FLAG_PATHS:
         return _FLAG_PATHS[name]
-    for section, model in (("model", ModelSection), ("workload", Workload), ("constraints", Constraints)):
-        if name in model.model_fields:
-            return f"{section}.{name}"
-    return option
+    hits = [section for section, model in (("workload", Workload), ("model", ModelSection),
+                                           ("constraints", Constraints)) if name in model.model_fields]
+    if not hits:
+        return option
+    given = [h for h in hits if getattr(getattr(sc, h), name, None) is not None]
+    return f"{(given or hits)[0]}.{name}"
 
 
 def _check_names(s: Scenario) -> None:

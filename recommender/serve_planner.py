@@ -302,6 +302,8 @@ def _capacity_key(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> st
     h.update(json.dumps([w.demand is None, w.closed, output_tokens, space.accelerators, space.precisions, space.kv_precision,
                          space.headroom, space.max_pp,
                          sorted((k, catalog.assumption(k)) for k in catalog.assumptions())]).encode())
+    if w.draft and w.draft not in ("eagle", "ngram"):   # a draft model's own shape
+        h.update(catalog.model(w.draft).model_dump_json().encode())
     for acc_id in space.accelerators:
         eff = catalog.efficiency(acc_id)
         h.update(catalog.accelerator(acc_id).model_dump_json().encode())
@@ -496,9 +498,13 @@ def _fleet(limits: ServeLimits) -> dict[str, float]:
 
 
 def _rank(df: pd.DataFrame) -> np.ndarray:
-    """A fixed order of the rows for the last tie-break: lower latency, fewer GPUs, then names."""
-    keys = df[["step_full", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]
-              + [c for c in ("role", "level") if c in df]].copy()
+    """A fixed order of the rows for the last tie-break: aggregated rows first (so that they keep
+    their numbers whether or not the pools' rows are built: plan_serving's aggregated-first pass),
+    then lower latency, fewer GPUs, then names."""
+    pools = [c for c in ("role", "level") if c in df]
+    keys = df[pools + ["step_full", "gpus", "accelerator", "acquisition", "precision", "tp", "pp", "batch"]].copy()
+    if "role" in keys:
+        keys["role"] = keys.role != "both"
     order = keys.sort_values(list(keys.columns), kind="mergesort").index.values
     rank = np.empty(len(df), dtype=np.int64)
     rank[order] = np.arange(len(df))
@@ -878,10 +884,11 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
         space = replace(space, disaggregate="off")
     if demand is None:
         raise GpuplanError("rate", None, "give the demand: --rate 20rps, or --users N with --think-time")
-    if objective == "cost" and space.disaggregate == "auto" and disaggregates(w, space):
+    if objective == "cost" and space.disaggregate == "auto" and disaggregates(w, space) and not w.draft:
         # aggregated fleets first: when every plan asked for costs less than any disaggregated fleet
         # can (pool_floor), the pools' tables (most of the time: a capacity search per split and
-        # role) cannot change the answer and are not built
+        # role) cannot change the answer and are not built. Not with a draft: the fleet without
+        # speculation that the explanation prices (_spec_line) may be a disaggregated one
         floor = pool_floor(w, space)
         if floor is None:   # no pool replica holds the model: the pools would add no row
             space = replace(space, disaggregate="off")
@@ -891,12 +898,16 @@ def plan_serving(w: ServeWorkload, limits: ServeLimits, space: ServeSpace, objec
                                    notes, explain_infeasible=False)
             except GpuplanError:   # no aggregated replica (pools may still serve): the whole table
                 agg = None
-            costs = [p.cost_per_hour_usd for p in agg.plans] if agg is not None else []
-            if (agg is not None and agg.status == "optimal" and len(costs) == top
-                    and max(costs) * (1 + 1e-6) + 1e-3 < floor[0]):
+            plans = agg.plans if agg is not None else []
+            # the solver compares costs rounded up to 1e-4 $/h a replica: the margin covers that
+            if (agg is not None and agg.status == "optimal" and len(plans) == top and
+                    all(p.cost_per_hour_usd * (1 + 1e-9) + 1e-4 * (1 + sum(pt.replicas for pt in p.parts))
+                        < floor[0] for p in plans)):
+                dearer = (f" ({floor[0] / plans[0].cost_per_hour_usd - 1:+.0%})"
+                          if plans[0].cost_per_hour_usd > 0 else "")
                 agg.explanation.append(
                     f"disaggregated prefill/decode does not pay here: any such fleet costs at least "
-                    f"{fmt_usd(floor[0])}/h ({floor[0] / costs[0] - 1:+.0%}: {floor[1]}), more than "
+                    f"{fmt_usd(floor[0])}/h{dearer} ({floor[1]}), more than "
                     f"{'#1' if top == 1 else f'each of the {top} plans'}, so its pools were not sized")
                 return agg.model_copy(update={"solve_seconds": time.perf_counter() - t0})
     full, df = _tables(w, limits, space)

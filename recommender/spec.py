@@ -346,7 +346,7 @@ def _in_usd(data, usd_field: str):
 # the prices gpuplan accepts, from any source (catalog rows, imports, a user's file, a scenario, a
 # flag): a bound far outside every published figure (catalog: $0.06-18 per GPU-hour, $200-150k per
 # GPU bought), so a typo or 1e300 is refused rather than priced
-CLOUD_PRICE_RANGE_USD = (0.01, 1000.0)   # per GPU-hour
+CLOUD_PRICE_RANGE_USD = (0.001, 1000.0)  # per GPU-hour
 PURCHASE_PRICE_RANGE_USD = (10.0, 1e6)   # per GPU, its share of the server included
 
 

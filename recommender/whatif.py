@@ -21,7 +21,7 @@ import time
 import yaml
 from pydantic import BaseModel
 
-from recommender.errors import GpuplanError, did_you_mean
+from recommender.errors import GpuplanError, Infeasible, did_you_mean
 from recommender.planner import Plan, plan_summary
 from recommender.scenario import Constraints, ModelSection, Scenario, Workload, load
 from recommender.serve_planner import ServePlan, fleet_summary
@@ -181,7 +181,14 @@ def run(file: str, vary: list[str], sets: list[str] = (), progress=None) -> What
     base = None
     kind = "serve" if scenarios[0][2].workload.kind == "serve" else "train"
     for n, (name, values, sc) in enumerate(scenarios):
-        _, result = sc.model_copy(update={"top": 1}).run()
+        try:
+            _, result = sc.model_copy(update={"top": 1}).run()
+        except Infeasible as exc:   # no candidate holds the model here: a row, not the grid's end
+            rows.append(WhatIfRow(scenario=name, values=values, status="infeasible", summary=f"no plan: {exc.message}",
+                                  vs_base="" if name == "base" else _versus(kind, None, base)))
+            if progress:
+                progress(n + 1, len(scenarios))
+            continue
         fig = _figures(kind, result)
         if name == "base":
             base = fig

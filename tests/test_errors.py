@@ -516,6 +516,23 @@ def test_no_accelerator_holding_the_model_is_infeasible_not_bad_input():
     lines = [line for line in r.output.strip().splitlines() if line.strip()]
     assert r.exit_code == 3 and len(lines) == 1, r.output
     assert lines[0].startswith("gpuplan: infeasible: model=dense-7b: no accelerator in the search space can hold"), r.output
+    import json
+
+    r = runner.invoke(app, ["train", "--params", "7B", "--tokens", "100B", "--gpus", "t4", "--precision", "fp16",
+                            "--seq-len", "1000000", "--json"])
+    assert r.exit_code == 3 and json.loads(r.stdout)["status"] == "infeasible", r.output   # --json: a document
+
+
+def test_whatif_shows_a_point_no_candidate_holds_as_a_row(tmp_path):
+    """Such a point stopped the whole grid (exit 3) instead of showing "no plan" as other points do."""
+    from recommender import whatif
+
+    f = tmp_path / "w.yaml"
+    f.write_text("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n"
+                 "constraints: {gpus: [t4], precision: [fp16]}\n")
+    out = whatif.run(str(f), ["model.seq_len=2048,1000000"])
+    assert [r.status for r in out.rows] == ["optimal", "optimal", "infeasible"]
+    assert out.rows[2].summary.startswith("no plan: no accelerator in the search space can hold")
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -581,7 +598,7 @@ def test_prices_import_skips_absurd_prices_and_names_the_region(tmp_path, monkey
     (d / "vms.csv").write_text("InstanceType,AcceleratorName,AcceleratorCount,Price,Region,SpotPrice\n"
                                "gpu_8x_h100_sxm5,H100,8.0,1e300,us-east-1,\n"
                                "gpu_1x_h100_pcie,H100,1.0,-5,us-east-1,inf\n")
-    one_line_error(run(["prices", "import", str(d / "vms.csv"), "--dry-run"]), "at a price from $0.01 to $1,000")
+    one_line_error(run(["prices", "import", str(d / "vms.csv"), "--dry-run"]), "at a price from $0.001 to $1,000")
     (d / "vms.csv").write_text("InstanceType,AcceleratorName,AcceleratorCount,Price,Region,SpotPrice\n"
                                "gpu_8x_h100_sxm5,H100,8.0,23.92,us-east-1,\n")
     one_line_error(run(["prices", "import", str(d / "vms.csv"), "--region", "nowhere", "--dry-run"]),
@@ -604,6 +621,14 @@ def test_negative_values_where_zero_is_allowed_say_so():
                        "must be zero or more")
 
 
+def test_a_fleet_that_costs_nothing_an_hour_is_no_division_by_zero():
+    """Owned GPUs with no energy or colocation price: #1 costs $0/h, and the line comparing the
+    disaggregated pools' floor with it divided by zero."""
+    r = run(["serve", "--model", "llama-3-8b", "--rate", "5rps", "--ttft", "1s", "--tpot", "50ms",
+             "--own", "rtx4090:8", "--electricity", "0", "--colo", "0", "--top", "1"])
+    assert r.exit_code == 0 and "disaggregated prefill/decode does not pay here" in r.output, r.output
+
+
 def test_serve_blames_the_longer_of_prompt_and_output():
     one_line_error(run(["serve", "--model", "llama-3-8b", "--rate", "5rps", "--output", "1e9"]),
                    "output=1e9: prompt + output = 1,000,000,512 tokens exceeds llama-3-8b's 8,192-token context")
@@ -616,6 +641,9 @@ def test_scenario_errors_from_the_solves_checks_name_the_files_paths(tmp_path):
     one_line_error(run(["solve", str(f)]), f"{f}:1: model.preset=None: give exactly one of model.preset")
     f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: serve, rate: 5rps, tpot: 1e9y}\n")
     one_line_error(run(["solve", str(f)]), f"{f}:2: workload.tpot=1e9y: must be at most a day")
+    f.write_text("model: {params: 7B, seq_len: 4096}\nworkload:\n  kind: pretrain\n  tokens: 100B\n"
+                 "  seq_len: 2000000000\n")   # the path the file sets, of two that take seq_len
+    one_line_error(run(["solve", str(f)]), f"{f}:5: workload.seq_len=2000000000: must be at most")
 
 
 def test_whatif_checks_every_grid_point_before_solving_any(tmp_path, monkeypatch):
@@ -647,6 +675,7 @@ def test_empty_values_are_named_not_read_as_not_given(args):
     (["serve", "--model", "llama-3-8b", "--rate", "5rps", "--goodput", "0.5"], "No such option: --goodput"),
     (["train", "--top"], "Option '--top' requires an argument."),
     (["tran"], "No such command 'tran'. Did you mean 'train'?"),
+    (["prices", "import"], "Missing argument 'PATH'. (see `gpuplan prices import --help`)"),
 ])
 def test_usage_errors_are_one_line_too(args, needle):
     """click's usage errors printed a framed multi-line box; now `gpuplan: error: ...`, exit 2 (the

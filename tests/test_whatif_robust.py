@@ -190,3 +190,19 @@ def test_vary_values_with_thousands_separators_are_rejected_not_split(spec):
     """'--vary budget=$1,000,000' would be the values $1, 000 and 000: rejected, with the fix."""
     with pytest.raises(GpuplanError, match="no thousands separators: write 1M or 1000000"):
         whatif.parse_vary(spec)
+
+
+def test_robustness_probes_stay_within_the_inputs_bounds(tmp_path):
+    """A rate of 1.5 an hour was probed at x0.5, under the one-request-an-hour floor, and the whole
+    analysis failed with that bound's error: the probes now stop at the bound."""
+    from recommender.units import MIN_RATE
+
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: serve, rate: 1.5/h, ttft: 1s, tpot: 50ms}\n"
+                 "constraints: {gpus: [l40s]}\ntop: 1\n")
+    sc = scenario.load(f)
+    kind, result = sc.run()
+    (demand,) = [i for i in robust._inputs(sc, kind, result) if i.name == "demand"]
+    assert demand.bottom * demand.base == pytest.approx(MIN_RATE) and demand.top == robust.RANGE
+    rb = robust.analyse(sc, kind, result, only=("demand",))
+    assert {r.direction for r in rb.rows} == {"down", "up"}
