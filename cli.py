@@ -673,7 +673,7 @@ def serve(
     kv_heads: KvHeadsOpt = None,
     prompt: Annotated[str, typer.Option(metavar="TOKENS", help="Prompt length: tokens, or words as 50w (0.75 words/token).")] = "512",
     output: Annotated[str, typer.Option(metavar="TOKENS", help="Output length: tokens, or words as 1000w.")] = "256",
-    rate: Annotated[Opt, typer.Option(metavar="RATE", help="Demand in requests/s, e.g. 20rps or 1200/min.")] = None,
+    rate: Annotated[Opt, typer.Option(metavar="RATE", help="Demand in requests/s, e.g. 20rps, 1200/min or 30/h (at least one an hour).")] = None,
     users: Annotated[Opt, typer.Option(metavar="N", help="Concurrent users (rate = users / (think time + latency)).")] = None,
     think_time: Annotated[Opt, typer.Option(metavar="DURATION", help="Users' think time between requests, e.g. 3s.")] = None,
     ttft: Annotated[Opt, typer.Option(metavar="DURATION", help="Time-to-first-token target, e.g. 1s.")] = None,
