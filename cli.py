@@ -840,12 +840,15 @@ def prices_import(
 
     from recommender import api, report
 
-    rows, target = api.import_prices(path, as_of, region, dry_run)
+    rows, target, skipped = api.import_prices(path, as_of, region, dry_run)
     if json_out:
-        print(report.to_json({"written": target, "rows": rows}))
+        print(report.to_json({"written": target, "rows": rows, "skipped": skipped}))
         return
     report.render_frame(pd.DataFrame(rows).drop(columns=["source", "term_months"]),
                         title=f"{len(rows)} prices read from {path}")
+    if skipped:
+        report.console().print(f"note: {len(skipped)} broken price(s) skipped (not a positive number, or outside "
+                               f"$0.001-1,000 per GPU-hour): " + "; ".join(skipped))
     report.console().print(f"written to {target}" if target else "dry run: nothing written")
 
 

@@ -142,9 +142,9 @@ def build_job(spec: ModelSpec, tokens=None, global_batch=None, seq_len=None, met
         batch = catalog.assumption("default_global_batch_tokens")
     if batch < seq:
         raise GpuplanError("global-batch", global_batch, f"must hold at least one sequence of {seq} tokens")
-    if n_tokens < seq:
-        raise GpuplanError("tokens" if epochs is None else "epochs", tokens if epochs is None else epochs,
-                           f"{n_tokens:.3g} tokens in all: fewer than one sequence of {seq:,} tokens")
+    if n_tokens / n_epochs < seq:   # each epoch (the dataset) holds at least one sequence
+        raise GpuplanError("tokens", tokens, f"{n_tokens / n_epochs:.3g} tokens"
+                           + (" an epoch" if epochs is not None else "") + f": fewer than one sequence of {seq:,} tokens")
     return TrainJob(model=spec, tokens=n_tokens, global_batch_tokens=batch, seq_len=seq, method=method,
                     lora_rank=rank, attention=attention, loss=loss, grad_sync=grad_sync, quant=quant,
                     stack=None if stack is None else str(stack).lower()), notes
@@ -430,9 +430,10 @@ def prices_in_use(gpu: str | None = None, provider: str | None = None, tier: str
     return rows
 
 
-def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) -> tuple[list[dict], str | None]:
+def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False
+                  ) -> tuple[list[dict], str | None, list[str]]:
     """`gpuplan prices import`: SkyPilot-layout CSVs into the user's price file (or only read, with
-    dry_run). Returns the rows and the file written."""
+    dry_run). Returns the rows, the file written and the broken prices skipped."""
     from datetime import date
 
     from recommender import prices as pr
@@ -447,17 +448,21 @@ def import_prices(path: str, as_of=None, regions=None, dry_run: bool = False) ->
         if when > date.today():
             raise GpuplanError("as-of", as_of, f"is after today ({date.today().isoformat()}): a price is dated "
                                "when it was published or read")
-    rows = pr.import_catalog(path, when, tuple(regions or ()))
+    if not str(path).strip():
+        raise GpuplanError("path", "''", "give a SkyPilot vms.csv, or a folder of <cloud>/vms.csv")
+    skipped: list[str] = []
+    rows = pr.import_catalog(path, when, tuple(regions or ()), skipped=skipped)
     if not rows and regions and pr.import_catalog(path, when):
         raise GpuplanError("region", ",".join(regions), "no priced accelerator row in this region; the file has "
                            "others (drop --region to see them)")
     if not rows:
         lo, hi = CLOUD_PRICE_RANGE_USD
         raise GpuplanError("path", path, f"no row names an accelerator gpuplan knows (catalog/skypilot_names.csv "
-                           f"maps SkyPilot's names) at a price from ${lo:g} to ${hi:,.0f} per GPU-hour")
+                           f"maps SkyPilot's names) at a price from ${lo:g} to ${hi:,.0f} per GPU-hour"
+                           + (f"; skipped as broken: {'; '.join(skipped[:3])}" if skipped else ""))
     if dry_run:
-        return rows, None
-    return rows, str(pr.save_user_rows(rows))
+        return rows, None, skipped
+    return rows, str(pr.save_user_rows(rows)), skipped
 
 
 def models_frame(family: str | None = None, search: str | None = None) -> pd.DataFrame:

@@ -466,8 +466,8 @@ def evaluate(job: TrainJob, layout: TrainLayout, headroom: float | None = None,
     step_seqs = L.micro_batch * L.dp
     if L.micro_batch > 1 and step_seqs > performance.BATCH_ROUNDING * job.global_batch_seqs:
         raise GpuplanError("micro-batch", L.micro_batch, f"x DP {L.dp} = {step_seqs:,} sequences a step, more than "
-                           f"the global batch of {job.global_batch_seqs:,.0f}; lower --micro-batch or raise "
-                           "--global-batch")
+                           f"the global batch of {job.global_batch_seqs:,.0f} sequences of {job.seq_len:,} tokens; "
+                           "lower --micro-batch or raise --global-batch")
     t = training_terms(job, acc, L.precision, L.tp, L.pp, L.vp, L.dp, L.zero, L.recompute, L.micro_batch,
                        eff_row.matmul_efficiency, headroom, L.ep, L.ep_overlap, L.cp)
     fpt, mem, st = t.flops, t.memory, t.step

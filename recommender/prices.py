@@ -203,9 +203,11 @@ def _chips(cloud: str, name: str, count: float) -> float:
 
 
 def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str, ...] = (),
-             as_of_kind: str = "published") -> list[dict]:
+             as_of_kind: str = "published", skipped: list[str] | None = None) -> list[dict]:
     """SkyPilot vms.csv text -> one price row per (accelerator, tier): the cheapest region.
-    `as_of_kind` "read": `as_of` is when a copy of unknown date was read, not the prices' own date."""
+    `as_of_kind` "read": `as_of` is when a copy of unknown date was read, not the prices' own date.
+    `skipped` collects the prices refused as broken (not a positive number, or outside
+    CLOUD_PRICE_RANGE_USD per GPU-hour); an empty cell is no offer, not a broken one."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
     if missing:
@@ -230,7 +232,10 @@ def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str
             if host is None:
                 continue  # the machine type is not in the file: the VM's price cannot be rebuilt
         for tier, column in (("on_demand", "Price"), ("spot", "SpotPrice")):
-            price = _number(row.get(column))
+            raw = str(row.get(column) or "").strip()
+            price = _number(raw)
+            if price is None and raw and skipped is not None:
+                skipped.append(f"{acc} {tier} {raw} ({instance or name}, {region or 'no region'})")
             if price is None or (cloud == "gcp" and price >= GCP_NOT_OFFERED):
                 continue
             if tier == "spot" and price >= (_number(row.get("Price")) or float("inf")):
@@ -242,7 +247,9 @@ def read_vms(text: str, cloud: str, as_of: date, source: str, regions: tuple[str
                 price += extra or 0.0
             per_gpu = round(price / chips, 6)
             if not CLOUD_PRICE_RANGE_USD[0] <= per_gpu <= CLOUD_PRICE_RANGE_USD[1]:
-                continue  # a negative, zero or absurd price (1e300) is a broken row, not an offer
+                if skipped is not None:   # an absurd price (1e300, inf) is a broken row, not an offer
+                    skipped.append(f"{acc} {tier} {per_gpu:g} per GPU-hour ({instance or name}, {region or 'no region'})")
+                continue
             key = (acc, tier)
             if key not in best or (per_gpu, region) < (best[key]["price_usd_per_gpu_hour"], best[key]["region"]):
                 best[key] = dict(accelerator=acc, provider=cloud, tier=tier, region=region, term_months="",
@@ -267,7 +274,7 @@ def _files(path: Path) -> list[tuple[str, Path]]:
 
 
 def import_catalog(path: str | Path, as_of: date | None = None, regions: tuple[str, ...] = (),
-                   source: str | None = None) -> list[dict]:
+                   source: str | None = None, skipped: list[str] | None = None) -> list[dict]:
     """Price rows from a SkyPilot vms.csv or a folder of them (dated `as_of`, else the file's date)."""
     rows = []
     for cloud, f in _files(Path(path)):
@@ -276,7 +283,7 @@ def import_catalog(path: str | Path, as_of: date | None = None, regions: tuple[s
         except (OSError, UnicodeDecodeError) as exc:
             raise GpuplanError("path", str(f), f"cannot read ({exc.__class__.__name__})") from None
         when = as_of or date.fromtimestamp(f.stat().st_mtime)
-        rows += read_vms(text, cloud, when, source or f"SkyPilot catalog layout: {f}", regions)
+        rows += read_vms(text, cloud, when, source or f"SkyPilot catalog layout: {f}", regions, skipped=skipped)
     return rows
 
 

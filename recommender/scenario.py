@@ -145,8 +145,10 @@ class CustomAccelerator(Section):
     inter_node_bw_gb_s: float | None = Field(None, ge=0.1, le=1e5)
     tdp_w: float | None = Field(None, ge=1, le=100_000)
     matmul_efficiency: float = Field(0.555, ge=catalog.CALIBRATION_RANGE[0], le=catalog.CALIBRATION_RANGE[1])
-    usd_per_gpu_hour: float | None = Field(None, ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1])
-    purchase_usd_per_gpu: float | None = Field(None, ge=PURCHASE_PRICE_RANGE_USD[0], le=PURCHASE_PRICE_RANGE_USD[1])
+    usd_per_gpu_hour: float | None = Field(None, ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1],
+                                           allow_inf_nan=False)
+    purchase_usd_per_gpu: float | None = Field(None, ge=PURCHASE_PRICE_RANGE_USD[0], le=PURCHASE_PRICE_RANGE_USD[1],
+                                               allow_inf_nan=False)
     source: str = "scenario file"
 
 
@@ -157,7 +159,7 @@ class Price(Section):
     gpu: str
     provider: str | None = None
     tier: Literal["on_demand", "spot", "reserved", "serverless"] = "on_demand"
-    usd_per_gpu_hour: float = Field(ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1])
+    usd_per_gpu_hour: float = Field(ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1], allow_inf_nan=False)
 
 
 class Site(Section):
@@ -251,6 +253,9 @@ class Scenario(Section):
                 raise ScenarioError("constraints.compute_budget", c.compute_budget, "applies to training and "
                                     "fine-tuning only (a limit on the run's model FLOPs)")
             return "serve", kw | {"params": m.params} | fields
+        if m.seq_len is not None and w.seq_len is not None and m.seq_len != w.seq_len:
+            raise ScenarioError("workload.seq_len", w.seq_len, f"differs from model.seq_len ({m.seq_len}): give the "
+                                "training sequence length once")
         kw |= {"params": m.params, "deadline": c.deadline, "seq_len": m.seq_len, "compute_budget": c.compute_budget}
         if w.kind == "finetune":
             kw.pop("params")
@@ -276,12 +281,17 @@ class Scenario(Section):
                 api.train_query(**(api.finetune_kwargs(**kw) if fn == "finetune" else kw))
 
     def run(self, extra: dict | None = None):
-        """Solve; `extra` is a further catalog.overrides layer on top of the file's (what-ifs)."""
+        """Solve; `extra` is a further catalog.overrides layer on top of the file's (what-ifs). An
+        error the solve raises names CLI options in its advice: they are said as the file's paths."""
         from recommender import api
 
         fn, kw = self.typed()
         with self.overrides(), catalog.overrides(**(extra or {})):
-            return fn, getattr(api, fn)(**kw)
+            try:
+                return fn, getattr(api, fn)(**kw)
+            except GpuplanError as exc:
+                raise type(exc)(exc.field, exc.value, _FLAG.sub(lambda m: _path_of(m.group(1), self),
+                                                                exc.message)) from None
 
     def pareto(self, metric: str = "e2e"):
         """The exact cost-vs-time (training) or cost-vs-latency (serving) frontier of this scenario."""

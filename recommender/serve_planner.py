@@ -1043,7 +1043,9 @@ def fleet_summary(p: ServePlan) -> str:
 def _versus(fig: dict, best: dict) -> str:
     if fig is best:
         return "best"
-    return f"{fig['cost'] / best['cost'] - 1:+.0%} $, {fig['e2e'] / best['e2e'] - 1:+.0%} e2e"
+    cost = (f"{fig['cost'] / best['cost'] - 1:+.0%} $" if best["cost"] > 0 else
+            "+0% $" if fig["cost"] <= 0 else f"+{fmt_usd(fig['cost'])}/h")   # #1 free (owned, no energy price)
+    return f"{cost}, {fig['e2e'] / best['e2e'] - 1:+.0%} e2e"
 
 
 def _explain(q: _Query, plans: list[ServePlan], objective: str) -> list[str]:

@@ -356,7 +356,7 @@ class CloudPrice(Strict):
     tier: Tier
     region: str = ""
     term_months: int | None = None
-    price_usd_per_gpu_hour: float = Field(ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1])
+    price_usd_per_gpu_hour: float = Field(ge=CLOUD_PRICE_RANGE_USD[0], le=CLOUD_PRICE_RANGE_USD[1], allow_inf_nan=False)
     price: float | None = Field(None, gt=0, allow_inf_nan=False)  # as published, in `currency`
     currency: Currency = "USD"
     market: Market = "global"
@@ -375,7 +375,8 @@ class CloudPrice(Strict):
 
 class PurchasePrice(Strict):
     accelerator: str
-    price_usd_per_gpu: float | None = Field(None, ge=PURCHASE_PRICE_RANGE_USD[0], le=PURCHASE_PRICE_RANGE_USD[1])
+    price_usd_per_gpu: float | None = Field(None, ge=PURCHASE_PRICE_RANGE_USD[0], le=PURCHASE_PRICE_RANGE_USD[1],
+                                            allow_inf_nan=False)
     price: float | None = Field(None, gt=0, allow_inf_nan=False)  # as published, in `currency`
     currency: Currency = "USD"
     basis: Literal["gpu_only", "system_per_gpu"]

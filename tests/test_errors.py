@@ -576,7 +576,8 @@ def test_a_rate_in_requests_an_hour():
     assert parse_rate_per_s("rate", "1rph") == pytest.approx(1 / 3600)
 
 
-@pytest.mark.parametrize("price,needle", [(".inf", "less than or equal to 1000"), ("1e-300", "greater than or equal")])
+@pytest.mark.parametrize("price,needle", [(".inf", "finite number"), ("1e300", "less than or equal to 1000"),
+                                         ("1e-300", "greater than or equal")])
 def test_scenario_prices_and_custom_parts_are_bounded(tmp_path, price, needle):
     f = tmp_path / "s.yaml"
     f.write_text("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n"
@@ -599,6 +600,12 @@ def test_prices_import_skips_absurd_prices_and_names_the_region(tmp_path, monkey
                                "gpu_8x_h100_sxm5,H100,8.0,1e300,us-east-1,\n"
                                "gpu_1x_h100_pcie,H100,1.0,-5,us-east-1,inf\n")
     one_line_error(run(["prices", "import", str(d / "vms.csv"), "--dry-run"]), "at a price from $0.001 to $1,000")
+    (d / "vms.csv").write_text("InstanceType,AcceleratorName,AcceleratorCount,Price,Region,SpotPrice\n"
+                               "gpu_8x_h100_sxm5,H100,8.0,1e300,us-east-1,\n"
+                               "gpu_1x_a100,A100,1.0,1.29,us-east-1,abc\n")
+    r = run(["prices", "import", str(d / "vms.csv"), "--dry-run"])   # the good row read, the broken ones said
+    assert r.exit_code == 0 and "2 broken price(s) skipped" in " ".join(r.output.split()), r.output
+    one_line_error(run(["prices", "import", "", "--dry-run"]), "path='': give a SkyPilot vms.csv")
     (d / "vms.csv").write_text("InstanceType,AcceleratorName,AcceleratorCount,Price,Region,SpotPrice\n"
                                "gpu_8x_h100_sxm5,H100,8.0,23.92,us-east-1,\n")
     one_line_error(run(["prices", "import", str(d / "vms.csv"), "--region", "nowhere", "--dry-run"]),
@@ -625,8 +632,9 @@ def test_a_fleet_that_costs_nothing_an_hour_is_no_division_by_zero():
     """Owned GPUs with no energy or colocation price: #1 costs $0/h, and the line comparing the
     disaggregated pools' floor with it divided by zero."""
     r = run(["serve", "--model", "llama-3-8b", "--rate", "5rps", "--ttft", "1s", "--tpot", "50ms",
-             "--own", "rtx4090:8", "--electricity", "0", "--colo", "0", "--top", "1"])
+             "--own", "rtx4090:8", "--electricity", "0", "--colo", "0", "--top", "3"])
     assert r.exit_code == 0 and "disaggregated prefill/decode does not pay here" in r.output, r.output
+    assert "inf" not in r.output and "+$0.28/h" in r.output, r.output   # vs #1: "+inf% $" before
 
 
 def test_serve_blames_the_longer_of_prompt_and_output():
@@ -641,9 +649,35 @@ def test_scenario_errors_from_the_solves_checks_name_the_files_paths(tmp_path):
     one_line_error(run(["solve", str(f)]), f"{f}:1: model.preset=None: give exactly one of model.preset")
     f.write_text("model: {preset: llama-3-8b}\nworkload: {kind: serve, rate: 5rps, tpot: 1e9y}\n")
     one_line_error(run(["solve", str(f)]), f"{f}:2: workload.tpot=1e9y: must be at most a day")
-    f.write_text("model: {params: 7B, seq_len: 4096}\nworkload:\n  kind: pretrain\n  tokens: 100B\n"
+    f.write_text("model: {params: 7B}\nworkload:\n  kind: pretrain\n  tokens: 100B\n"
                  "  seq_len: 2000000000\n")   # the path the file sets, of two that take seq_len
     one_line_error(run(["solve", str(f)]), f"{f}:5: workload.seq_len=2000000000: must be at most")
+
+
+@pytest.mark.parametrize("doc,needle", [
+    ("model: {params: 7B, seq_len: 2048}\nworkload: {kind: pretrain, tokens: 100B, seq_len: 4096}\n",
+     "workload.seq_len=4096: differs from model.seq_len (2048)"),
+    ("model: {params: 7B}\nworkload: {kind: pretrain, tokens: 100B}\n"
+     "catalog: {prices: [{gpu: h100-sxm, usd_per_gpu_hour: .nan}]}\n", "usd_per_gpu_hour=nan: Input should be a finite"),
+])
+def test_scenario_conflicts_and_non_numbers_are_named(tmp_path, doc, needle):
+    """Two sequence lengths passed silently (the workload's won); a price of nan was read as 'too large'."""
+    f = tmp_path / "s.yaml"
+    f.write_text(doc)
+    one_line_error(run(["solve", str(f)]), needle)
+
+
+def test_advice_in_a_scenario_names_the_files_paths(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("model: {params: 7B, seq_len: 1000000}\nworkload: {kind: pretrain, tokens: 100B}\n"
+                 "constraints: {gpus: [t4], precision: [fp16]}\n")
+    r = run(["solve", str(f)])
+    assert r.exit_code == 3 and "try a shorter model.seq_len; or more GPUs with constraints.max_gpus" in r.output
+
+
+def test_a_fine_tuning_dataset_holds_a_sequence_an_epoch():
+    one_line_error(run(["finetune", "--model", "llama-3-8b", "--tokens", "1", "--epochs", "1e6"]),
+                   "tokens=1: 1 tokens an epoch: fewer than one sequence")
 
 
 def test_whatif_checks_every_grid_point_before_solving_any(tmp_path, monkeypatch):
