@@ -290,8 +290,7 @@ class Scenario(Section):
             try:
                 return fn, getattr(api, fn)(**kw)
             except GpuplanError as exc:
-                raise type(exc)(exc.field, exc.value, _FLAG.sub(lambda m: _path_of(m.group(1), self),
-                                                                exc.message)) from None
+                raise type(exc)(exc.field, exc.value, _as_paths(exc.message, self)) from None
 
     def pareto(self, metric: str = "e2e"):
         """The exact cost-vs-time (training) or cost-vs-latency (serving) frontier of this scenario."""
@@ -515,7 +514,7 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
             raise
         except GpuplanError as exc:   # the API's checks name CLI options: say them as the file's paths
             raise ScenarioError(_path_of(exc.field, scenario), exc.value,
-                                _FLAG.sub(lambda m: _path_of(m.group(1), scenario), exc.message)) from None
+                                _as_paths(exc.message, scenario)) from None
         except ValidationError as exc:   # a model the API builds from the file's values
             err = exc.errors()[0]
             raise ScenarioError(_path_of(str(err["loc"][0]) if err["loc"] else "workload", scenario),
@@ -529,6 +528,16 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
 
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _FLAG_PATHS = {"model": "model.preset", "top": "top", "objective": "objective"}
+
+
+def _as_paths(message: str, sc: Scenario) -> str:
+    """The --options a message names, as the scenario paths that set them (others, such as
+    --time-limit, a flag of `solve` itself, left as written)."""
+    def one(m):
+        path = _path_of(m.group(1), sc)
+        return m.group(0) if path == m.group(1) else path
+
+    return _FLAG.sub(one, message)
 
 
 def _path_of(option: str, sc: Scenario) -> str:
