@@ -196,7 +196,7 @@ def _no_empty_values(fn, kwargs: dict) -> None:
 
 
 def user_errors(fn):
-    """Print a GpuplanError as one line on stderr and exit 2, never a traceback."""
+    """Print a GpuplanError as one line on stderr and exit 2 (Infeasible: exit 3), never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -847,8 +847,10 @@ def prices_import(
     report.render_frame(pd.DataFrame(rows).drop(columns=["source", "term_months"]),
                         title=f"{len(rows)} prices read from {path}")
     if skipped:
+        from recommender.spec import CLOUD_PRICE_RANGE_USD as lo_hi
+
         report.console().print(f"note: {len(skipped)} broken price(s) skipped (not a positive number, or outside "
-                               f"$0.001-1,000 per GPU-hour): " + "; ".join(skipped))
+                               f"${lo_hi[0]:g}-{lo_hi[1]:,.0f} per GPU-hour): " + "; ".join(skipped))
     report.console().print(f"written to {target}" if target else "dry run: nothing written")
 
 
