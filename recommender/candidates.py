@@ -136,7 +136,7 @@ def nothing_to_plan(job: TrainJob, space: SearchSpace) -> GpuplanError:
     """Why a table came out empty: the input's fault (no accelerator in the space runs the precision
     or the method asked for; exit 2) or no candidate holds the model (Infeasible; exit 3)."""
     accs = [catalog.accelerator(a) for a in space.accelerators]
-    named = ", ".join(a.id for a in accs[:6]) + (f" and {len(accs) - 6} more" if len(accs) > 6 else "")
+    named = catalog.listed([a.id for a in accs])
     precisions = ",".join(space.precisions)
     if not any(acc.peak_tflops(p) is not None for acc in accs for p in space.precisions):
         have = sorted({p for acc in accs for p in PRECISIONS if acc.peak_tflops(p) is not None})

@@ -40,6 +40,11 @@ def _rows(filename: str) -> list[dict]:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
+def listed(ids: list[str], most: int = 6) -> str:
+    """Accelerator ids for a message: the first few, and how many more."""
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
 def _shown(filename: str) -> str:
     """A catalog file as catalog/NAME, a user's file as its path."""
     return filename if "/" in filename else f"catalog/{filename}"

@@ -91,7 +91,7 @@ def nothing_to_serve(w: ServeWorkload, space: ServeSpace) -> GpuplanError:
     input's fault, exit 2), or none holds one replica (Infeasible, exit 3)."""
     accs = [catalog.accelerator(a) for a in space.accelerators]
     if not any(precisions_for(acc, space.precisions) for acc in accs):
-        named = ", ".join(a.id for a in accs[:6]) + (f" and {len(accs) - 6} more" if len(accs) > 6 else "")
+        named = catalog.listed([a.id for a in accs])
         have = [p for p in sv.SERVE_PRECISIONS if any(precisions_for(acc, (p,)) for acc in accs)]
         return GpuplanError("precision", ",".join(space.precisions), f"no accelerator in the search space "
                             f"({named}) has a published {' or '.join(space.precisions)} peak"
@@ -220,6 +220,18 @@ def replica_table(w: ServeWorkload, space: ServeSpace) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _offers(acc, space: ServeSpace, horizon_days: float) -> list[tuple[str, object]]:
+    """How a replica of this part can be had: each acquisition in the space with its price (None
+    where unpublished), and owned GPUs where the space has some."""
+    out = [(q, pricing(acc, q, days=horizon_days)) for q in space.acquisitions]
+    return out + [("owned", None)] if acc.id in space.owned else out
+
+
+def _replica_cost(acc, acquisition: str, price, gpus, horizon_days: float, space: ServeSpace):
+    """$/hour of one replica of `gpus` GPUs had this way (NaN where no price is published)."""
+    return replica_cost_per_hour(price, acc, gpus, horizon_days, space.amortize, owned=acquisition == "owned")
+
+
 def pool_floor(w: ServeWorkload, space: ServeSpace) -> tuple[float, str] | None:
     """A lower bound on the hourly cost of any disaggregated fleet, and how it is reached. Each pool
     carries the whole demand D with at least one replica, and no replica type's capacity exceeds the
@@ -244,15 +256,10 @@ def pool_floor(w: ServeWorkload, space: ServeSpace) -> tuple[float, str] | None:
             for acc_id, idx in types.groupby("accelerator", sort=True).indices.items():
                 acc = catalog.accelerator(acc_id)
                 gpus = (types.tp.values[idx] * types.pp.values[idx]).astype(float)
-                offers = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
-                offers = [(q, pr) for q, pr in offers if pr is not None]
-                if acc.id in space.owned:
-                    offers.append(("owned", None))
-                for q, pr in offers:
-                    c = np.broadcast_to(np.asarray(replica_cost_per_hour(pr, acc, gpus, w.horizon_days,
-                                                                         space.amortize, owned=q == "owned"),
+                for q, pr in _offers(acc, space, w.horizon_days):
+                    c = np.broadcast_to(np.asarray(_replica_cost(acc, q, pr, gpus, w.horizon_days, space),
                                                    dtype=float), gpus.shape)
-                    cost[idx] = np.fmin(cost[idx], np.where(np.isfinite(c), c, np.inf))
+                    cost[idx] = np.fmin(cost[idx], np.where(np.isfinite(c), c, np.inf))   # unpriced: NaN
             ok = np.isfinite(cost) & (top > 0)
             if not ok.any():
                 break
@@ -362,15 +369,11 @@ def _role_table(w: ServeWorkload, output_tokens: int, space: ServeSpace) -> pd.D
         fits[idx] = mem <= acc.memory_gib * 2**30 * (1.0 - headroom)
         eff = catalog.efficiency(acc.id)
         calibrated[idx] = bool(eff and eff.calibrated)
-        acqs = [(q, pricing(acc, q, days=w.horizon_days)) for q in space.acquisitions]
-        if acc.id in space.owned:
-            acqs.append(("owned", None))
-        for q, price in acqs:
+        for q, price in _offers(acc, space, w.horizon_days):
             take.append(idx)
             acq.append(np.full(len(idx), q, dtype=object))
             provider.append(np.full(len(idx), None if price is None or q == "buy" else price.provider, dtype=object))
-            cost_ph.append(np.broadcast_to(replica_cost_per_hour(price, acc, gpus, w.horizon_days, space.amortize,
-                                                                 owned=q == "owned"), (len(idx),)))
+            cost_ph.append(np.broadcast_to(_replica_cost(acc, q, price, gpus, w.horizon_days, space), (len(idx),)))
             power_kw.append(np.full(len(idx), np.nan) if acc.tdp_w is None else
                             np.broadcast_to(costf.facility_power_kw(gpus, acc.tdp_w, a("pue")), (len(idx),)))
     if not take:
